@@ -1,0 +1,3 @@
+from byol.cli import main
+
+raise SystemExit(main())

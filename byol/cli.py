@@ -1,0 +1,108 @@
+"""The `byol` command.
+
+    byol pretrain                       # the CPU default: Fashion-MNIST, about 10 minutes
+    byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
+    byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
+    byol presets                        # list presets;  byol config --preset stl10: show one
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from byol.config import PRESETS, Config, apply_overrides, preset
+from byol.errors import ByolError
+
+DEFAULT_PRESET = "fashion-mnist"
+
+
+def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise ByolError(f"{run_dir} has no config.json; is it a byol run folder?")
+        config = Config.load(saved)
+    else:
+        config = preset(args.preset or DEFAULT_PRESET)
+        run_dir = Path(args.run_dir or f"runs/{args.preset or DEFAULT_PRESET}")
+    config = apply_overrides(config, args.set or [])
+    config.validate()
+    return config, run_dir
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from byol.train import CHECKPOINT_NAME, pretrain
+
+    config, run_dir = _resolve_config(args)
+    if args.resume is None and (run_dir / CHECKPOINT_NAME).exists():
+        raise ByolError(
+            f"{run_dir} already holds a run; continue it with `byol pretrain --resume {run_dir}` "
+            "or choose another folder with --run-dir."
+        )
+    result = pretrain(config, run_dir, resume=args.resume is not None, quiet=args.quiet)
+    print(f"\nrun folder: {result.run_dir}  ({result.steps} steps, {result.wall_time_s:.0f} s, "
+          f"{result.images_per_second:.0f} img/s, peak memory {result.peak_memory_mb:.0f} MB)")
+    print(f"encoder:    {result.run_dir / 'encoder.safetensors'}")
+    rows = [
+        ("BYOL encoder", result.knn_top1),
+        ("random-init encoder", result.knn_top1_random_init),
+        ("raw pixels", result.knn_top1_pixels),
+    ]
+    if result.knn_top1 is not None:
+        print(f"kNN top-1 on the test set (k={config.knn_k}, T={config.knn_temperature}):")
+        for name, value in rows:
+            if value is not None:
+                print(f"  {name:<22}{value:6.2f}%")
+    if result.collapse is not None:
+        print(f"collapse metric (1 = healthy, 0 = collapsed): {result.collapse:.3f}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    for name in PRESETS:
+        print(name)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    config = apply_overrides(preset(args.preset), args.set or [])
+    print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL")
+    p.add_argument("--preset", choices=list(PRESETS), help=f"default: {DEFAULT_PRESET}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--run-dir", help="output folder (default: runs/<preset>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("presets", help="list the presets")
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("config", help="print a preset's resolved config")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ByolError as error:
+        print(f"byol: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("byol: interrupted.", file=sys.stderr)
+        return 130

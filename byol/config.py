@@ -1,0 +1,239 @@
+"""Run configuration: one dataclass whose defaults are the paper's numbers, and named presets.
+
+Every field can be overridden with ``--set key=value``; values are parsed against the type of the
+default, and an unknown key or a value of the wrong type is a one-line error listing the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from byol.errors import ConfigError
+
+
+@dataclass
+class Config:
+    # --- data ---
+    dataset: str = "imagenet"  # fashion-mnist | cifar10 | cifar100 | stl10 | cifar10-jpeg | a folder
+    data_dir: str = ""  # where the dataset lies ("" = its usual place)
+    download: bool = False  # fetch torchvision datasets from the internet when absent
+    image_size: int = 224
+    train_subset: int = 0  # pretrain on this many images only (0 = all)
+
+    # --- encoder and heads (PAPER.md section 2) ---
+    backbone: str = "resnet50"
+    cifar_stem: bool = False  # 3x3 stride-1 first convolution, no max-pool
+    projector_hidden_dim: int = 4096
+    projection_dim: int = 256
+    predictor_hidden_dim: int = 4096
+
+    # --- views T and T' (PAPER.md Table 6); pairs are (T, T') ---
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur_prob: tuple[float, float] = (1.0, 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel_fraction: float = 0.1  # 23x23 at 224 px
+    solarize_prob: tuple[float, float] = (0.0, 0.2)
+
+    # --- optimisation (PAPER.md section 4) ---
+    optimizer: str = "lars"  # lars | sgd | adamw
+    base_lr: float = 0.2  # learning rate = base_lr * batch_size / 256
+    batch_size: int = 4096
+    weight_decay: float = 1.5e-6
+    momentum: float = 0.9
+    lars_trust_coefficient: float = 1e-3
+    epochs: int = 1000
+    warmup_epochs: float = 10.0
+    tau_base: float = 0.996
+
+    # --- runtime ---
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    num_workers: int = 8
+    threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
+    seed: int = 0
+    log_every_steps: int = 10
+    checkpoint_every_steps: int = 0  # 0 = at the end of every epoch only
+    max_minutes: float = 0.0  # stop early, cleanly, after this much training time (0 = off)
+
+    # --- online quality signal: weighted kNN on the frozen online encoder ---
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_every_epochs: int = 1  # 0 = only at the end of the run
+    knn_bank_subset: int = 0  # per-epoch kNN uses this many training images as bank (0 = all)
+    knn_references: bool = True  # final summary also scores a random-init encoder and raw pixels
+    eval_batch_size: int = 512
+    eval_crop_fraction: float = 0.875  # eval view: resize to size/fraction, centre-crop size
+
+    def validate(self) -> None:
+        choices = {
+            "optimizer": ("lars", "sgd", "adamw"),
+            "precision": ("fp32", "bf16"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}.")
+        from byol.backbones import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(
+                f"backbone={self.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}."
+            )
+        for key in ("batch_size", "epochs", "image_size", "projection_dim"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}.")
+        if not 0.0 <= self.tau_base <= 1.0:
+            raise ConfigError(f"tau_base must lie in [0, 1], got {self.tau_base}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        return from_dict(json.loads(Path(path).read_text()))
+
+
+# Each preset lists only what it changes from the paper's defaults above.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Every number of PAPER.md: ResNet-50, 224 px, LARS 0.2 x B/256, batch 4096, 1000 epochs.
+    "imagenet-paper": {},
+    # CIFAR-10 (32 px): ResNet-18 with the CIFAR stem, batch 512, 800 epochs, tau 0.99 (common repro).
+    "cifar10": dict(
+        dataset="cifar10",
+        image_size=32,
+        eval_crop_fraction=1.0,
+        backbone="resnet18",
+        cifar_stem=True,
+        batch_size=512,
+        base_lr=1.0,
+        weight_decay=1e-6,
+        epochs=800,
+        tau_base=0.99,
+        num_workers=4,
+        precision="bf16",
+        channels_last=True,
+    ),
+    # STL-10 (96 px, unlabelled+train): ResNet-18, torchvision stem, batch 256, 200 epochs, tau 0.99.
+    "stl10": dict(
+        dataset="stl10",
+        image_size=96,
+        eval_crop_fraction=1.0,
+        backbone="resnet18",
+        batch_size=256,
+        base_lr=1.0,
+        weight_decay=1e-6,
+        epochs=200,
+        tau_base=0.99,
+        num_workers=4,
+        precision="bf16",
+        channels_last=True,
+    ),
+    "fashion-mnist": {},  # filled in below, after it was tuned on 2 CPU cores
+}
+
+PRESETS["fashion-mnist"] = dict(
+    # 10 minutes on 2 CPU cores: small ResNet-18 at 32 px in bf16, narrow heads, short schedule,
+    # lower tau_base so the target keeps up with a few hundred steps (see README, "CPU preset").
+    dataset="fashion-mnist",
+    image_size=32,
+    eval_crop_fraction=1.0,
+    backbone="resnet18",
+    projector_hidden_dim=1024,
+    predictor_hidden_dim=1024,
+    batch_size=256,
+    base_lr=1.0,
+    weight_decay=1e-6,
+    epochs=3,
+    warmup_epochs=0.5,
+    tau_base=0.97,
+    precision="bf16",
+    num_workers=1,
+    knn_bank_subset=10000,
+)
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    config = dataclasses.replace(Config(), **PRESETS[name])
+    return config
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if isinstance(default, bool):
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, tuple):
+            parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+            if len(parts) != len(default):
+                raise ValueError(text)
+            return tuple(_parse_value(key, p, d) for p, d in zip(parts, default, strict=True))
+        if isinstance(default, float):
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
+        return kind(text)
+    except ValueError:
+        shape = f"{len(default)} comma-separated numbers" if isinstance(default, tuple) else kind.__name__
+        raise ConfigError(f"{key}={text!r} is not a valid {shape} (default {default!r}).") from None
+
+
+def _check_key(key: str) -> None:
+    names = [f.name for f in dataclasses.fields(Config)]
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {key!r}.{hint} Valid keys: {', '.join(names)}.")
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` strings, each parsed against the type of the field's current value."""
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}.")
+        key, text = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        _check_key(key)
+        changes[key] = _parse_value(key, text.strip(), getattr(config, key))
+    return dataclasses.replace(config, **changes)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a Config from a saved dict (lists become tuples); unknown keys are errors."""
+    for key in values:
+        _check_key(key)
+    defaults = Config()
+    typed = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        typed[key] = tuple(value) if isinstance(default, tuple) else value
+    config = dataclasses.replace(defaults, **typed)
+    return config
+
+
+__all__ = ["Config", "PRESETS", "preset", "apply_overrides", "from_dict"]

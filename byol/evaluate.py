@@ -1,0 +1,90 @@
+"""Evaluation on frozen features: feature extraction and the weighted kNN classifier."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int = 512,
+    precision: str = "fp32",
+    num_workers: int = 0,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features NxD float32 on CPU, labels N int64) of a dataset whose items are (image, label)."""
+    was_training = encoder.training
+    encoder.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    features, labels = [], []
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            features.append(encoder(images).float().cpu())
+        labels.append(torch.as_tensor(targets))
+    encoder.train(was_training)
+    return torch.cat(features), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(
+    bank_features: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Class scores (QxC) of a weighted kNN on cosine similarity (Wu et al. 2018; DINO's eval).
+
+    Each of the k nearest bank features votes for its class with weight exp(similarity / T).
+    """
+    bank = F.normalize(bank_features.float(), dim=1)  # NxD
+    k = min(k, bank.shape[0])
+    scores = []
+    for start in range(0, query_features.shape[0], chunk_size):
+        query = F.normalize(query_features[start : start + chunk_size].float(), dim=1)  # QxD
+        similarity, index = (query @ bank.T).topk(k, dim=1)  # Qxk
+        weights = (similarity / temperature).exp()
+        votes = torch.zeros(query.shape[0], num_classes)
+        votes.scatter_add_(1, bank_labels[index], weights)
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Percentage of rows whose true label is among the k highest scores."""
+    k = min(k, scores.shape[1])
+    hits = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+    return 100.0 * hits.float().mean().item()
+
+
+def knn_accuracy(
+    bank_features: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    query_labels: torch.Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> float:
+    """Top-1 accuracy (%) of the weighted kNN classifier."""
+    num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    scores = knn_predict(bank_features, bank_labels, query_features, num_classes, k, temperature)
+    return topk_accuracy(scores, query_labels, 1)

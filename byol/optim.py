@@ -1,0 +1,97 @@
+"""LARS (You et al., 2017) as BYOL uses it, and the parameter groups it needs.
+
+Written by hand because torch ships no LARS; it follows the official BYOL (optax) update order:
+weight decay, then trust ratio, then momentum.
+"""
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights (decayed, LARS-adapted) and biases + batch-norm parameters (neither)."""
+    adapted, excluded = [], []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        # 1-d tensors are exactly the biases and the norm layers' scales and shifts.
+        (excluded if parameter.ndim <= 1 else adapted).append(parameter)
+    return [
+        {"params": adapted, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum whose update for each weight tensor is scaled by its trust ratio
+    trust_coefficient * ||w|| / ||g + wd * w||; groups with ``lars_exclude`` skip the scaling."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 1e-3,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            lars_exclude=False,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["weight_decay"] != 0:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            if not group["lars_exclude"]:
+                weight_norms = torch._foreach_norm(params)
+                update_norms = torch._foreach_norm(grads)
+                ratios = [
+                    torch.where(
+                        (w > 0) & (u > 0), group["trust_coefficient"] * w / u, torch.ones_like(w)
+                    )
+                    for w, u in zip(weight_norms, update_norms, strict=True)
+                ]
+                grads = torch._foreach_mul(grads, ratios)
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            buffers = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_mul_(buffers, group["momentum"])
+            torch._foreach_add_(buffers, grads)
+            torch._foreach_add_(params, buffers, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    trust_coefficient: float = 1e-3,
+) -> torch.optim.Optimizer:
+    """LARS (the paper), SGD or AdamW over the same two groups (no decay on biases and BN)."""
+    groups = parameter_groups(model, weight_decay)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; choose lars, sgd or adamw")
