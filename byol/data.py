@@ -156,12 +156,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         # PIL's convert("RGB") clips 16-bit values at 255 instead of rescaling them.
         arr = np.asarray(img).astype(np.int64)
         arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         scale = 255.0 if arr.size and np.nanmax(arr) <= 1.0 else 1.0
         arr = np.nan_to_num(np.clip(arr * scale, 0, 255)).round().astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         # Going through RGBA avoids PIL's warning about palette transparency.
         img = img.convert("RGBA")
@@ -171,21 +171,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
-def _decode(path: Path) -> tuple[torch.Tensor, str]:
-    """Decode one image file to uint8 (3, H, W); also return its original PIL mode."""
+def _decode(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            mode = img.mode
             rgb = _to_rgb(img)
     except (OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"Cannot decode image {path}: {e}") from e
-    return pil_to_tensor(rgb), mode
+    return pil_to_tensor(rgb)
 
 
 def decode_image(path: str | Path) -> torch.Tensor:
     """Decode an image file of any PIL mode to a uint8 (3, H, W) RGB tensor."""
-    return _decode(Path(path))[0]
+    return _decode(Path(path))
 
 
 class ImageFolderDataset(Dataset):
@@ -237,7 +235,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         path, label = self.samples[i]
-        image = _decode(path)[0]
+        image = _decode(path)
         if self.transform is not None:
             image = self.transform(image)
         return image, label
@@ -275,10 +273,10 @@ def _folder_stats(
         path = dataset.samples[int(i)][0]
         try:
             with Image.open(path) as img:
-                # A reduced JPEG decode is much faster and barely changes the statistics.
-                img.draft("RGB", (256, 256))
-                img.load()
                 gray = gray and img.mode in _GRAY_MODES
+                # A reduced JPEG decode is much faster and barely changes the statistics.
+                img.draft(img.mode, (256, 256))
+                img.load()
                 arr = np.asarray(_to_rgb(img), dtype=np.float64).reshape(-1, 3) / 255.0
         except (OSError, ValueError, SyntaxError) as e:
             warnings.warn(
@@ -300,11 +298,11 @@ def _folder_stats(
 
 def _to_memory(dataset: ImageFolderDataset) -> TensorImageDataset:
     """Decode every image of a folder (all of one size) into one uint8 tensor."""
-    first = _decode(dataset.samples[0][0])[0]
+    first = _decode(dataset.samples[0][0])
     images = torch.empty((len(dataset), *first.shape), dtype=torch.uint8)
     start = time.monotonic()
     for i, (path, _) in enumerate(dataset.samples):
-        image = first if i == 0 else _decode(path)[0]
+        image = first if i == 0 else _decode(path)
         if image.shape != first.shape:
             raise DatasetError(
                 f"Image {path} has shape {tuple(image.shape)} but {dataset.samples[0][0]} has "
@@ -414,7 +412,7 @@ def _load_fashion_mnist(
         root = data_dir if data_dir is not None else default_data_dir()
         splits = []
         for train in (True, False):
-            ds = torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+            ds = _torchvision_dataset(torchvision.datasets.FashionMNIST, root, True, train=train)
             images = ds.data.to(torch.uint8)[:, None].repeat(1, 3, 1, 1)
             splits.append(TensorImageDataset(images, ds.targets.to(torch.int64)))
         return splits[0], splits[1]
@@ -431,9 +429,12 @@ def _load_fashion_mnist(
 def _torchvision_dataset(cls: Any, root: Path, download: bool, **kwargs: Any) -> Any:
     try:
         return cls(str(root), download=download, **kwargs)
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         if download:
-            raise
+            raise DatasetNotFoundError(
+                f"Downloading {cls.__name__} into {root} failed ({e}); check the internet "
+                "connection, or place the files there by hand."
+            ) from e
         raise DatasetNotFoundError(
             f"{cls.__name__} was not found under {root} ({e}); point data_dir at the folder that "
             "holds it or fetch it with `--set download=true`."
@@ -464,7 +465,7 @@ def _load_stl10(
     splits = []
     for split in ("train+unlabeled", "test"):
         ds = _torchvision_dataset(torchvision.datasets.STL10, root, download, split=split)
-        images = torch.from_numpy(np.asarray(ds.data, dtype=np.uint8))
+        images = torch.from_numpy(np.asarray(ds.data, dtype=np.uint8)).contiguous()
         splits.append(TensorImageDataset(images, torch.from_numpy(ds.labels.astype(np.int64))))
     return splits[0], splits[1], list(ds.classes)
 
