@@ -1,0 +1,36 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020) for PyTorch."""
+
+from byol.augment import EvalTransform, TwoViews, ViewSpec, ViewTransform, paper_views
+from byol.backbones import build_backbone
+from byol.byol import BYOL, BYOLOutput
+from byol.checkpoint import load_encoder, save_encoder
+from byol.config import PRESETS, Config, preset
+from byol.losses import byol_loss, collapse_metric
+from byol.optim import LARS, build_optimizer, parameter_groups
+from byol.schedules import learning_rate, scaled_learning_rate, target_tau
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BYOL",
+    "BYOLOutput",
+    "Config",
+    "EvalTransform",
+    "LARS",
+    "PRESETS",
+    "TwoViews",
+    "ViewSpec",
+    "ViewTransform",
+    "build_backbone",
+    "build_optimizer",
+    "byol_loss",
+    "collapse_metric",
+    "learning_rate",
+    "load_encoder",
+    "paper_views",
+    "parameter_groups",
+    "preset",
+    "save_encoder",
+    "scaled_learning_rate",
+    "target_tau",
+]

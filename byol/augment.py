@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -70,6 +71,17 @@ class ViewParams:
     grayscale: bool
     blur_sigma: float | None
     solarize: bool
+
+
+def as_rgb_tensor(image: torch.Tensor | Image.Image) -> torch.Tensor:
+    """Accept what users hold: PIL images of any mode, or uint8 tensors with 1 or 3 channels."""
+    if isinstance(image, Image.Image):
+        image = TF.pil_to_tensor(image.convert("RGB"))
+    if image.ndim == 2:
+        image = image[None]
+    if image.shape[-3] == 1:
+        image = image.expand(3, *image.shape[-2:])
+    return image
 
 
 def blur_kernel_size(image_size: int, fraction: float) -> int:
@@ -181,7 +193,10 @@ class ViewTransform:
         x = TF.to_dtype(x, torch.float32, scale=True)
         return TF.normalize(x, self.mean, self.std)
 
-    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, image: torch.Tensor | Image.Image, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        image = as_rgb_tensor(image)
         return self.apply(image, self.sample(image.shape[-2], image.shape[-1], generator))
 
 
@@ -221,8 +236,8 @@ class EvalTransform:
         self.resize_to = int(round(image_size / crop_fraction))
         self.mean, self.std = list(mean), list(std)
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = image
+    def __call__(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
+        x = as_rgb_tensor(image)
         if min(x.shape[-2:]) != self.resize_to:
             x = TF.resize(x, [self.resize_to], interpolation=InterpolationMode.BICUBIC, antialias=True)
         x = TF.center_crop(x, [self.image_size, self.image_size])

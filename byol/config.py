@@ -197,7 +197,7 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
                 raise ValueError(text)
             return value
         return kind(text)
-    except ValueError:
+    except (ValueError, ConfigError):  # ConfigError: a bad element of a tuple
         shape = f"{len(default)} comma-separated numbers" if isinstance(default, tuple) else kind.__name__
         raise ConfigError(f"{key}={text!r} is not a valid {shape} (default {default!r}).") from None
 

@@ -1,0 +1,138 @@
+"""End to end on real Fashion-MNIST images: pretrain, checkpoint, resume, kNN, export."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from byol.checkpoint import encoder_metadata, load_encoder
+from byol.config import preset
+from byol.data import load_datasets
+from byol.evaluate import knn_accuracy
+from byol.metrics import read_metrics
+from byol.train import CHECKPOINT_NAME, ENCODER_NAME, pretrain
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+@pytest.fixture(scope="module")
+def fashion_folder(tmp_path_factory) -> Path:
+    """A real Fashion-MNIST subset as an image folder: 512 train and 200 test PNGs by class."""
+    root = tmp_path_factory.mktemp("fashion")
+    train, test, info = load_datasets("fashion-mnist")
+    for split, dataset, count in (("train", train, 512), ("test", test, 200)):
+        generator = torch.Generator().manual_seed(0)
+        for index in torch.randperm(len(dataset), generator=generator)[:count].tolist():
+            image, label = dataset[index]
+            folder = root / split / info.classes[label].replace("/", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
+    return root
+
+
+def small_config(folder: Path, **changes):
+    config = preset("fashion-mnist")
+    settings = dict(
+        dataset=str(folder),
+        batch_size=64,
+        epochs=2,
+        warmup_epochs=0.5,
+        projector_hidden_dim=128,
+        predictor_hidden_dim=128,
+        projection_dim=64,
+        num_workers=0,
+        log_every_steps=2,
+        knn_bank_subset=0,
+        knn_references=False,
+        precision="fp32",
+    )
+    return dataclasses.replace(config, **{**settings, **changes})
+
+
+def encoder_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / ENCODER_NAME))
+
+
+@needs_fashion_mnist
+def test_pretrain_resume_matches_uninterrupted_run(fashion_folder, tmp_path):
+    config = small_config(fashion_folder)
+    full = pretrain(config, tmp_path / "full", quiet=True)
+    assert full.steps == 2 * (512 // 64)
+
+    # Stop after the first step (a deadline that has passed), then resume to the end.
+    stopped = pretrain(dataclasses.replace(config, max_minutes=1e-9), tmp_path / "cut", quiet=True)
+    assert stopped.steps == 1
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["stopped_early"]
+    resumed = pretrain(config, tmp_path / "cut", resume=True, quiet=True)
+    assert resumed.steps == full.steps
+
+    a, b = encoder_weights(tmp_path / "full"), encoder_weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    largest = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert largest < 1e-4, f"resumed run differs from the uninterrupted one by {largest}"
+
+    # metrics.jsonl of the resumed run holds each step once, in order
+    steps = [r["step"] for r in read_metrics(tmp_path / "cut") if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == full.steps
+
+
+@needs_fashion_mnist
+def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
+    config = small_config(fashion_folder, knn_references=True)
+    result = pretrain(config, tmp_path, quiet=True)
+
+    records = read_metrics(tmp_path)
+    step_records = [r for r in records if "loss" in r]
+    for key in ("step", "epoch", "loss", "lr", "tau", "collapse"):
+        assert all(key in r for r in step_records)
+    taus = [r["tau"] for r in step_records]
+    assert taus[0] >= config.tau_base and taus == sorted(taus) and taus[-1] == pytest.approx(1.0)
+    epoch_records = [r for r in records if "knn_top1" in r and not r.get("final")]
+    assert [r["epoch"] for r in epoch_records] == [1]  # the last epoch is scored by the final kNN
+    assert all(0.0 <= r["collapse"] <= 1.5 for r in records if "collapse" in r)
+    final = records[-1]
+    assert final["final"] and final["knn_top1"] == pytest.approx(result.knn_top1)
+    # 10 balanced classes: chance is 10%; even a few steps on real images do far better
+    assert result.knn_top1 > 40 and result.knn_top1_random_init > 20 and result.knn_top1_pixels > 40
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["batch_size"] == 64 and saved["dataset"] == str(fashion_folder)
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert list((tmp_path / "tensorboard").iterdir())
+
+    # The exported encoder loads into the plain torchvision model and gives the same features.
+    assert encoder_metadata(tmp_path / ENCODER_NAME)["architecture"] == "resnet18"
+    import torchvision
+
+    plain = torchvision.models.resnet18()
+    missing = plain.load_state_dict(encoder_weights(tmp_path), strict=False).missing_keys
+    assert missing == ["fc.weight", "fc.bias"]
+    loaded, metadata = load_encoder(tmp_path / ENCODER_NAME)
+    plain.fc = torch.nn.Identity()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(x), loaded.eval()(x))
+
+
+def test_knn_of_a_perfect_feature_map_is_100_percent():
+    labels = torch.arange(10).repeat(30)
+    features = torch.nn.functional.one_hot(labels, 10).float() + 0.01 * torch.randn(300, 10)
+    assert knn_accuracy(features, labels, features[:50], labels[:50], k=20) == 100.0
+
+
+def test_knn_weights_votes_by_similarity():
+    # Query at angle 0; two class-1 points far away, one class-0 point very close.
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    bank_labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[1.0, 0.05]])
+    assert knn_accuracy(bank, bank_labels, query, torch.tensor([0]), k=3, temperature=0.1) == 100.0
+    # with a huge temperature the votes become a plain majority: class 1 wins
+    assert knn_accuracy(bank, bank_labels, query, torch.tensor([1]), k=3, temperature=1e6) == 100.0
