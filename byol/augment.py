@@ -146,7 +146,9 @@ class ViewTransform:
         # Saturation, hue and grayscale leave a gray image unchanged: skip the work, keep the draws.
         self.grayscale_source = grayscale_source
 
-    def sample(self, height: int, width: int, generator: torch.Generator | None = None) -> ViewParams:
+    def sample(
+        self, height: int, width: int, generator: torch.Generator | None = None
+    ) -> ViewParams:
         s = self.spec
         crop = sample_crop(height, width, s.crop_scale, s.crop_ratio, generator)
         flip = _bernoulli(s.flip_prob, generator)
@@ -160,7 +162,9 @@ class ViewTransform:
             )
         order = tuple(torch.randperm(4, generator=generator).tolist())
         grayscale = _bernoulli(s.grayscale_prob, generator)
-        blur_sigma = _uniform(*s.blur_sigma, generator) if _bernoulli(s.blur_prob, generator) else None
+        blur_sigma = (
+            _uniform(*s.blur_sigma, generator) if _bernoulli(s.blur_prob, generator) else None
+        )
         solarize = _bernoulli(s.solarize_prob, generator)
         return ViewParams(crop, flip, jitter, order, grayscale, blur_sigma, solarize)
 
@@ -239,7 +243,9 @@ class EvalTransform:
     def __call__(self, image: torch.Tensor | Image.Image) -> torch.Tensor:
         x = as_rgb_tensor(image)
         if min(x.shape[-2:]) != self.resize_to:
-            x = TF.resize(x, [self.resize_to], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            x = TF.resize(
+                x, [self.resize_to], interpolation=InterpolationMode.BICUBIC, antialias=True
+            )
         x = TF.center_crop(x, [self.image_size, self.image_size])
         x = TF.to_dtype(x, torch.float32, scale=True)
         return TF.normalize(x, self.mean, self.std)

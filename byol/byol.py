@@ -1,9 +1,9 @@
 """BYOL (PAPER.md section 1): an online network learns to predict a slow-moving target network.
 
-    online:  x -> encoder f_theta -> y -> projector g_theta -> z -> predictor q_theta -> p
-    target:  x -> encoder f_xi    -> y' -> projector g_xi   -> z'      (no gradient)
-    loss:    L(p(v), z'(v')) + L(p(v'), z'(v)),  L = 2 - 2 cos
-    update:  theta <- optimizer step;  xi <- tau xi + (1 - tau) theta
+online:  x -> encoder f_theta -> y -> projector g_theta -> z -> predictor q_theta -> p
+target:  x -> encoder f_xi    -> y' -> projector g_xi   -> z'      (no gradient)
+loss:    L(p(v), z'(v')) + L(p(v'), z'(v)),  L = 2 - 2 cos
+update:  theta <- optimizer step;  xi <- tau xi + (1 - tau) theta
 """
 
 import copy

@@ -71,7 +71,11 @@ def save_encoder(path: Path, encoder: nn.Module, architecture: str, cifar_stem: 
         "architecture": architecture,
         "cifar_stem": str(cifar_stem).lower(),
         "note": "torchvision state dict without fc; load with strict=False"
-        + ("; replace conv1 by a 3x3 stride-1 conv and maxpool by Identity first" if cifar_stem else ""),
+        + (
+            "; replace conv1 by a 3x3 stride-1 conv and maxpool by Identity first"
+            if cifar_stem
+            else ""
+        ),
     }
     _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 

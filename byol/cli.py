@@ -1,9 +1,13 @@
 """The `byol` command.
 
-    byol pretrain                       # the CPU default: Fashion-MNIST, about 10 minutes
-    byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
-    byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
-    byol presets                        # list presets;  byol config --preset stl10: show one
+byol pretrain                       # the CPU default: Fashion-MNIST, about 10 minutes
+byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
+byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
+byol presets                        # list presets;  byol config --preset stl10: show one
+byol eval all runs/fashion-mnist    # kNN, linear, 1% / 10% labels; BYOL vs references
+byol eval knn runs/fashion-mnist --random-init
+byol eval transfer runs/cifar10 --dataset fashion-mnist --set transfer_fractions=0.1
+byol export runs/fashion-mnist      # embeddings .npy + a picture of nearest neighbours
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 from pathlib import Path
 
 from byol.config import PRESETS, Config, apply_overrides, preset
-from byol.errors import ByolError
+from byol.errors import ByolError, RunInterrupted
 
 DEFAULT_PRESET = "fashion-mnist"
 
@@ -44,8 +48,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             "or choose another folder with --run-dir."
         )
     result = pretrain(config, run_dir, resume=args.resume is not None, quiet=args.quiet)
-    print(f"\nrun folder: {result.run_dir}  ({result.steps} steps, {result.wall_time_s:.0f} s, "
-          f"{result.images_per_second:.0f} img/s, peak memory {result.peak_memory_mb:.0f} MB)")
+    print(
+        f"\nrun folder: {result.run_dir}  ({result.steps} steps, {result.wall_time_s:.0f} s, "
+        f"{result.images_per_second:.0f} img/s, peak memory {result.peak_memory_mb:.0f} MB)"
+    )
     print(f"encoder:    {result.run_dir / 'encoder.safetensors'}")
     rows = [
         ("BYOL encoder", result.knn_top1),
@@ -70,7 +76,63 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     config = apply_overrides(preset(args.preset), args.set or [])
+    config.validate()
     print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
+    from byol.protocols import Evaluation
+    from byol.results import RESULTS_JSON, RESULTS_MD, heading, load_results, table
+
+    if args.protocol == "transfer" and not args.dataset:
+        raise ByolError("transfer needs the target dataset: add --dataset NAME (or a folder).")
+    ev = Evaluation(args.source, args.dataset, args.set or [])
+    s = ev.settings
+    frozen = "random-init" if args.random_init else "byol"
+    trained = "supervised" if args.random_init else "byol"
+    fractions = (s.label_fractions, s.finetune_epochs)
+    steps = {
+        "knn": [("kNN", ev.knn, frozen)],
+        "linear": [("linear", ev.linear, frozen)],
+        "finetune": [("fine-tune", lambda m: ev.finetune(m, *fractions), trained)],
+        "transfer": [
+            ("linear", ev.linear, frozen),
+            (
+                "fine-tune",
+                lambda m: ev.finetune(m, s.transfer_fractions, s.transfer_epochs),
+                trained,
+            ),
+        ],
+    }
+    steps["all"] = steps["knn"] + steps["linear"] + steps["finetune"]
+    if args.protocol == "all" and not args.random_init:
+        steps["all"] += [
+            ("kNN", ev.knn, "random-init"),
+            ("linear", ev.linear, "random-init"),
+            ("fine-tune", lambda m: ev.finetune(m, *fractions), "supervised"),
+        ]
+    for name, protocol, method in steps[args.protocol]:
+        started = time.perf_counter()
+        print(f"{name} ({method}) on {ev.dataset}...", end=" ", file=sys.stderr, flush=True)
+        protocol(method)
+        print(f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    results = load_results(ev.out_dir)
+    print(f"{heading(results, ev.dataset)}:\n{table(results, ev.dataset)}")
+    print(f"written: {ev.out_dir / RESULTS_JSON}, {ev.out_dir / RESULTS_MD}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from byol.export import export
+
+    written = export(
+        args.source, args.dataset, args.split, args.queries_per_class, args.set or [], args.out
+    )
+    for path in written:
+        print(f"written: {path}")
     return 0
 
 
@@ -93,6 +155,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("eval", help="evaluate an encoder: knn, linear, finetune, transfer, all")
+    p.add_argument("protocol", choices=["knn", "linear", "finetune", "transfer", "all"])
+    p.add_argument("source", metavar="RUN_DIR_OR_ENCODER")
+    p.add_argument("--dataset", help="evaluation dataset (default: the pretraining one)")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="reference rows: the untrained encoder (knn, linear), training from scratch "
+        "(finetune)",
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="write embeddings (.npy) and a nearest-neighbour picture")
+    p.add_argument("source", metavar="RUN_DIR_OR_ENCODER")
+    p.add_argument("--dataset", help="dataset to embed (default: the pretraining one)")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--queries-per-class", type=int, default=2)
+    p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -100,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except RunInterrupted as error:
+        print(f"byol: {error}", file=sys.stderr)
+        return 130
     except ByolError as error:
         print(f"byol: error: {error}", file=sys.stderr)
         return 2

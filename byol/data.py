@@ -721,7 +721,11 @@ def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     any other dataset gives a torch Subset.
     """
     length = len(dataset)  # type: ignore[arg-type]
-    idx = subset_indices(_labels(dataset), length, n, seed)
+    return _take(dataset, subset_indices(_labels(dataset), length, n, seed))
+
+
+def _take(dataset: Dataset, idx: np.ndarray) -> Dataset:
+    """The items at idx, as the same kind of dataset when it is one of ours."""
     if isinstance(dataset, TensorImageDataset):
         t = torch.from_numpy(idx)
         return TensorImageDataset(dataset.images[t], dataset.labels[t], dataset.transform)
@@ -730,3 +734,11 @@ def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
         out.samples = [dataset.samples[i] for i in idx]
         return out
     return torch.utils.data.Subset(dataset, idx.tolist())
+
+
+def labelled(dataset: Dataset) -> Dataset:
+    """The items with a label (>= 0), e.g. STL-10's `train` part of `train+unlabeled`."""
+    labels = _labels(dataset)
+    if labels is None or len(labels) == 0 or labels.min() >= 0:
+        return dataset
+    return _take(dataset, np.flatnonzero(labels >= 0))

@@ -15,3 +15,7 @@ class CheckpointError(ByolError):
 
 class TrainingDiverged(ByolError):
     """The loss became NaN or infinite."""
+
+
+class RunInterrupted(ByolError):
+    """SIGINT or SIGTERM arrived; a checkpoint was written and the run can be resumed."""

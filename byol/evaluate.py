@@ -1,8 +1,12 @@
-"""Evaluation on frozen features: feature extraction and the weighted kNN classifier."""
+"""Evaluation on frozen features: feature extraction, the weighted kNN classifier, a cache."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,3 +92,49 @@ def knn_accuracy(
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
     scores = knn_predict(bank_features, bank_labels, query_features, num_classes, k, temperature)
     return topk_accuracy(scores, query_labels, 1)
+
+
+def knn_evaluate(
+    bank_features: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    query_labels: torch.Tensor,
+    ks: tuple[int, ...] = (20, 200),
+    temperature: float = 0.1,
+) -> dict[str, float]:
+    """Top-1 and top-5 (%) of the weighted kNN for each k: keys ``knn{k}_top1``, ``knn{k}_top5``."""
+    num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    results = {}
+    for k in ks:
+        scores = knn_predict(
+            bank_features, bank_labels, query_features, num_classes, k, temperature
+        )
+        results[f"knn{k}_top1"] = topk_accuracy(scores, query_labels, 1)
+        results[f"knn{k}_top5"] = topk_accuracy(scores, query_labels, 5)
+    return results
+
+
+def cached_features(
+    path: Path,
+    key: str,
+    compute: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features from ``path`` when it was written for the same ``key``, else computed and saved.
+
+    ``key`` names the encoder weights and the preprocessing, so a cache never outlives a change
+    of either (a resumed run, another image size).
+    """
+    path = Path(path)
+    if path.is_file():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(saved, dict) and saved.get("key") == key:
+                return saved["features"], saved["labels"]
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
+            pass  # a corrupt cache is recomputed, never trusted
+    features, labels = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"key": key, "features": features, "labels": labels}, tmp)
+    os.replace(tmp, path)
+    return features, labels

@@ -14,7 +14,9 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             # Records written after the checkpoint we resume from will be written again.
-            kept = [line for line in self.path.read_text().splitlines() if _step(line) <= resume_step]
+            kept = [
+                line for line in self.path.read_text().splitlines() if _step(line) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self._file = self.path.open("a")
         try:

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import resource
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +26,11 @@ from tqdm import tqdm
 
 from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
-from byol.byol import BYOL
+from byol.byol import BYOL, BYOLOutput
 from byol.checkpoint import load_checkpoint, save_checkpoint, save_encoder
 from byol.config import Config, from_dict
-from byol.data import load_datasets, subset
-from byol.errors import CheckpointError, ConfigError, TrainingDiverged
+from byol.data import DatasetInfo, labelled, load_datasets, subset
+from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
 from byol.evaluate import autocast, extract_features, knn_accuracy
 from byol.losses import collapse_metric
 from byol.metrics import MetricsLog
@@ -36,9 +38,9 @@ from byol.optim import build_optimizer
 from byol.schedules import learning_rate, scaled_learning_rate, target_tau
 
 CHECKPOINT_NAME = "checkpoint.pt"
+ENCODER_NAME = "encoder.safetensors"
 # Fields that change how a run executes, not what it computes: they may differ on --resume.
 RESUMABLE_CHANGES = {"max_minutes", "num_workers", "threads", "device", "log_every_steps"}
-ENCODER_NAME = "encoder.safetensors"
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -90,6 +92,7 @@ class PretrainResult:
     collapse: float | None
     peak_memory_mb: float
     images_per_second: float
+    stopped_early: bool
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,16 +103,53 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class KnnMonitor:
-    """Scores the frozen online encoder with weighted kNN on the labelled test split."""
+def build_model(config: Config) -> BYOL:
+    encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
+    return BYOL(
+        encoder,
+        feature_dim,
+        config.projector_hidden_dim,
+        config.projection_dim,
+        config.predictor_hidden_dim,
+    )
 
-    def __init__(self, config: Config, train: Dataset, test: Dataset, info: Any, device):
+
+def train_step(
+    model: BYOL,
+    optimizer: torch.optim.Optimizer,
+    view_1: torch.Tensor,
+    view_2: torch.Tensor,
+    lr: float,
+    tau: float,
+    precision: str = "fp32",
+) -> BYOLOutput:
+    """One optimizer step on the online network, then one EMA step of the target."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(view_1.device, precision):
+        output = model(view_1, view_2)
+    optimizer.zero_grad(set_to_none=True)
+    output.loss.backward()
+    optimizer.step()
+    model.update_target(tau)
+    return output
+
+
+class KnnMonitor:
+    """Scores a frozen encoder with weighted kNN: bank = labelled training images, queries =
+    the test split. Per-epoch scores may use a class-balanced subset of the bank."""
+
+    def __init__(
+        self, config: Config, train: Dataset, test: Dataset, info: DatasetInfo, device: torch.device
+    ) -> None:
         self.config, self.device = config, device
         transform = EvalTransform(config.image_size, info.mean, info.std, config.eval_crop_fraction)
+        train = labelled(train)
         self.full_bank = _with_transform(train, transform)
         self.bank = self.full_bank
-        if config.knn_bank_subset and config.knn_bank_subset < len(train):
-            self.bank = _with_transform(subset(train, config.knn_bank_subset, config.seed), transform)
+        if 0 < config.knn_bank_subset < len(train):
+            bank = subset(train, config.knn_bank_subset, config.seed)
+            self.bank = _with_transform(bank, transform)
         self.queries = _with_transform(test, transform)
 
     def _features(self, encoder: torch.nn.Module, dataset: Dataset):
@@ -118,17 +158,16 @@ class KnnMonitor:
             encoder, dataset, self.device, c.eval_batch_size, c.precision, 0, c.channels_last
         )
 
-    def score(self, encoder: torch.nn.Module, full: bool = False) -> float:
-        bank_f, bank_y = self._features(encoder, self.full_bank if full else self.bank)
-        query_f, query_y = self._features(encoder, self.queries)
+    def _knn(self, bank: tuple, queries: tuple) -> float:
         c = self.config
-        return knn_accuracy(bank_f, bank_y, query_f, query_y, c.knn_k, c.knn_temperature)
+        return knn_accuracy(*bank, *queries, c.knn_k, c.knn_temperature)
+
+    def score(self, encoder: torch.nn.Module, full: bool = False) -> float:
+        bank = self._features(encoder, self.full_bank if full else self.bank)
+        return self._knn(bank, self._features(encoder, self.queries))
 
     def score_pixels(self) -> float:
-        bank_f, bank_y = _flat_pixels(self.full_bank)
-        query_f, query_y = _flat_pixels(self.queries)
-        c = self.config
-        return knn_accuracy(bank_f, bank_y, query_f, query_y, c.knn_k, c.knn_temperature)
+        return self._knn(_flat_pixels(self.full_bank), _flat_pixels(self.queries))
 
 
 def _with_transform(dataset: Dataset, transform: Any) -> Dataset:
@@ -138,9 +177,55 @@ def _with_transform(dataset: Dataset, transform: Any) -> Dataset:
 
 
 def _flat_pixels(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = DataLoader(dataset, batch_size=1024)
-    pairs = [(x.flatten(1), torch.as_tensor(y)) for x, y in loader]
-    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    batches = list(DataLoader(dataset, batch_size=1024))
+    return torch.cat([x.flatten(1) for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+class StopRequests:
+    """Turns SIGINT/SIGTERM into a flag checked after each step, so the step in flight finishes
+    and a checkpoint is written; a second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_resumable(checkpoint: dict[str, Any], config: Config, run_dir: Path) -> None:
+    saved = from_dict(checkpoint["config"])
+    changed = [
+        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
+        for f in dataclasses.fields(Config)
+        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the one it was started with "
+            f"({'; '.join(changed)}); resume without --preset/--set, or start a new run."
+        )
+
+
+def _check_finite(loss: float, step: int, lr: float, precision: str) -> None:
+    """Stop before a NaN or inf loss reaches a checkpoint: the last good one stays in place."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the loss became {loss} at step {step} (lr {lr:.3g}, precision {precision}); the "
+            "last good checkpoint was kept. Lower base_lr or use precision=fp32, then --resume."
+        )
 
 
 def _peak_memory_mb() -> float:
@@ -149,37 +234,31 @@ def _peak_memory_mb() -> float:
     return (own + children) / 1024
 
 
-def pretrain(config: Config, run_dir: Path, resume: bool = False, quiet: bool = False):
-    """Pretrain with BYOL; returns a PretrainResult. Writes everything into ``run_dir``."""
+def pretrain(
+    config: Config, run_dir: Path, resume: bool = False, quiet: bool = False
+) -> PretrainResult:
+    """Pretrain with BYOL as ``config`` says; everything is written into ``run_dir``."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(checkpoint_path)
-        saved = from_dict(checkpoint["config"])
-        changed = [
-            f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
-            for f in dataclasses.fields(Config)
-            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
-        ]
-        if changed:
-            raise CheckpointError(
-                f"cannot resume {run_dir}: the config differs from the one it was started with "
-                f"({'; '.join(changed)}); resume without --preset/--set, or start a new run."
-            )
+    checkpoint = load_checkpoint(checkpoint_path) if resume else None
+    if checkpoint is not None:
+        _check_resumable(checkpoint, config, run_dir)
     config.validate()
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.json")
-
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
 
+    # --- data ---
     train_set, test_set, info = load_datasets(
         config.dataset, config.data_dir or None, config.download, in_memory=True
     )
+    monitor = None
+    if test_set is not None and info.classes:  # the kNN bank is the whole labelled train split
+        monitor = KnnMonitor(config, train_set, test_set, info, device)
     if config.train_subset:
         train_set = subset(train_set, config.train_subset, config.seed)
     if len(train_set) < config.batch_size:
@@ -187,23 +266,15 @@ def pretrain(config: Config, run_dir: Path, resume: bool = False, quiet: bool = 
             f"the training set has {len(train_set)} images, fewer than batch_size="
             f"{config.batch_size}; lower it with --set batch_size=N."
         )
-    views = paper_views(config, info.mean, info.std, grayscale_source=info.grayscale)
-    labelled_test = test_set is not None and bool(info.classes)
-    monitor = KnnMonitor(config, train_set, test_set, info, device) if labelled_test else None
+    view_pairs = ViewPairs(train_set, paper_views(config, info.mean, info.std, info.grayscale))
 
-    encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
-    model = BYOL(
-        encoder,
-        feature_dim,
-        config.projector_hidden_dim,
-        config.projection_dim,
-        config.predictor_hidden_dim,
-    ).to(device)
+    # --- model, optimizer, schedules ---
+    model = build_model(config).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
     optimizer = build_optimizer(
-        torch.nn.ModuleList([model.online_encoder, model.online_projector, model.predictor]),
+        model,  # parameter groups skip the target: it has no gradients
         config.optimizer,
         peak_lr,
         config.weight_decay,
@@ -213,7 +284,6 @@ def pretrain(config: Config, run_dir: Path, resume: bool = False, quiet: bool = 
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-
     step = 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -221,7 +291,7 @@ def pretrain(config: Config, run_dir: Path, resume: bool = False, quiet: bool = 
         step = int(checkpoint["step"])
     log = MetricsLog(run_dir, resume_step=step if checkpoint is not None else None)
 
-    def write_checkpoint() -> None:
+    def save() -> None:
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -231,6 +301,7 @@ def pretrain(config: Config, run_dir: Path, resume: bool = False, quiet: bool = 
         }
         save_checkpoint(checkpoint_path, state)
 
+    # --- the loop ---
     progress = tqdm(
         total=total_steps * config.batch_size,
         initial=step * config.batch_size,
@@ -241,131 +312,106 @@ def pretrain(config: Config, run_dir: Path, resume: bool = False, quiet: bool = 
         dynamic_ncols=True,
     )
     deadline = started + 60 * config.max_minutes if config.max_minutes else math.inf
-    train_started, train_images = time.perf_counter(), 0
-    collapse_sum, collapse_count, last_collapse = 0.0, 0, None
-    model.train()
+    train_started, first_step = time.perf_counter(), step
+    epoch_collapse: list[float] = []
+    collapse = None
     stopped_early = False
-    while step < total_steps and not stopped_early:
-        epoch, start_batch = divmod(step, steps_per_epoch)
-        sampler = EpochBatches(len(train_set), config.batch_size, config.seed, epoch, start_batch)
-        loader = DataLoader(
-            ViewPairs(train_set, views),
-            batch_sampler=sampler,
-            num_workers=config.num_workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-            prefetch_factor=4 if config.num_workers else None,
-        )
-        for view_1, view_2 in loader:
-            view_1 = view_1.to(device, non_blocking=True)
-            view_2 = view_2.to(device, non_blocking=True)
-            if config.channels_last:
-                view_1 = view_1.contiguous(memory_format=torch.channels_last)
-                view_2 = view_2.contiguous(memory_format=torch.channels_last)
-            lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device, config.precision):
-                output = model(view_1, view_2)
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            optimizer.step()
-            tau = target_tau(step, total_steps, config.tau_base)
-            model.update_target(tau)
-            step += 1
-            train_images += config.batch_size
-            progress.update(config.batch_size)
+    model.train()
+    with StopRequests() as stop_requests:
+        while step < total_steps and not stopped_early:
+            epoch, start_batch = divmod(step, steps_per_epoch)
+            loader = DataLoader(
+                view_pairs,
+                batch_sampler=EpochBatches(
+                    len(train_set), config.batch_size, config.seed, epoch, start_batch
+                ),
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+                prefetch_factor=4 if config.num_workers else None,
+            )
+            for view_1, view_2 in loader:
+                view_1 = view_1.to(device, non_blocking=True)
+                view_2 = view_2.to(device, non_blocking=True)
+                if config.channels_last:
+                    view_1 = view_1.contiguous(memory_format=torch.channels_last)
+                    view_2 = view_2.contiguous(memory_format=torch.channels_last)
+                lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
+                tau = target_tau(step, total_steps, config.tau_base)
+                output = train_step(model, optimizer, view_1, view_2, lr, tau, config.precision)
+                step += 1
+                progress.update(config.batch_size)
 
-            if step % config.log_every_steps == 0 or step == total_steps:
-                loss = output.loss.item()
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at step {step} (lr {lr:.3g}, precision "
-                        f"{config.precision}); lower base_lr or use precision=fp32, then resume "
-                        f"from the last good checkpoint with --resume."
-                    )
-                last_collapse = collapse_metric(output.online_projection).item()
-                collapse_sum, collapse_count = collapse_sum + last_collapse, collapse_count + 1
-                rate = train_images / (time.perf_counter() - train_started)
-                log.write(
-                    dict(
-                        step=step,
-                        epoch=step / steps_per_epoch,
-                        loss=loss,
-                        lr=lr,
-                        tau=tau,
-                        collapse=last_collapse,
-                        images_per_second=rate,
-                    )
+                epoch_done = step % steps_per_epoch == 0
+                out_of_time = time.perf_counter() > deadline
+                stop_now = stop_requests.received is not None or out_of_time
+                checkpoint_due = (
+                    epoch_done
+                    or stop_now
+                    or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
                 )
-                progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}")
-
-            epoch_done = step % steps_per_epoch == 0
-            out_of_time = time.perf_counter() > deadline
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-                _check_finite(output.loss, step)
-                write_checkpoint()
-            if epoch_done or out_of_time:
-                record: dict[str, Any] = dict(step=step, epoch=step // steps_per_epoch)
-                if collapse_count:
-                    record["collapse"] = collapse_sum / collapse_count
-                collapse_sum, collapse_count = 0.0, 0
-                knn_due = config.knn_every_epochs and record["epoch"] % config.knn_every_epochs == 0
-                if monitor is not None and knn_due and epoch_done and step < total_steps:
-                    record["knn_top1"] = monitor.score(model.online_encoder)
-                    progress.write(f"epoch {record['epoch']}: kNN top-1 {record['knn_top1']:.2f}%")
-                log.write(record)
-                _check_finite(output.loss, step)
-                write_checkpoint()
-            if out_of_time:
-                stopped_early = step < total_steps
-                break
+                if step % config.log_every_steps == 0 or step == total_steps or checkpoint_due:
+                    loss = output.loss.item()  # the only host-device sync of a step
+                    _check_finite(loss, step, lr, config.precision)
+                    collapse = collapse_metric(output.online_projection).item()
+                    epoch_collapse.append(collapse)
+                    images = (step - first_step) * config.batch_size
+                    rate = images / (time.perf_counter() - train_started)
+                    record = dict(step=step, epoch=step / steps_per_epoch, loss=loss, lr=lr)
+                    log.write(dict(record, tau=tau, collapse=collapse, images_per_second=rate))
+                    progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}")
+                if epoch_done:
+                    record = dict(step=step, epoch=step // steps_per_epoch)
+                    record["collapse"] = sum(epoch_collapse) / len(epoch_collapse)
+                    epoch_collapse = []
+                    every = config.knn_every_epochs
+                    if monitor and every and record["epoch"] % every == 0 and step < total_steps:
+                        record["knn_top1"] = monitor.score(model.online_encoder)
+                        progress.write(
+                            f"epoch {record['epoch']}: kNN top-1 {record['knn_top1']:.2f}%"
+                        )
+                    log.write(record)
+                if checkpoint_due:
+                    save()
+                if stop_requests.received is not None:
+                    progress.close()
+                    name = signal.Signals(stop_requests.received).name
+                    raise RunInterrupted(
+                        f"{name} received: stopped after step {step} of {total_steps} and saved a "
+                        f"checkpoint; continue with `byol pretrain --resume {run_dir}`."
+                    )
+                if out_of_time:
+                    stopped_early = step < total_steps
+                    break
     progress.close()
     train_time = time.perf_counter() - train_started
+    images_per_second = (step - first_step) * config.batch_size / max(train_time, 1e-9)
 
+    # --- the encoder and the final scores ---
     save_encoder(run_dir / ENCODER_NAME, model.online_encoder, config.backbone, config.cifar_stem)
-    knn = knn_random = knn_pixels = None
+    scores: dict[str, float] = {}
     if monitor is not None:
-        knn = monitor.score(model.online_encoder, full=True)
+        scores["knn_top1"] = monitor.score(model.online_encoder, full=True)
         if config.knn_references:
-            torch.manual_seed(config.seed)
-            random_encoder, _ = build_backbone(config.backbone, config.cifar_stem)
-            random_encoder = random_encoder.to(device)
+            torch.manual_seed(config.seed)  # the same initial weights the run started from
+            random_init = build_model(config).online_encoder.to(device)
             if config.channels_last:
-                random_encoder = random_encoder.to(memory_format=torch.channels_last)
-            knn_random = monitor.score(random_encoder, full=True)
-            knn_pixels = monitor.score_pixels()
-    final: dict[str, Any] = dict(step=step, epoch=step / steps_per_epoch, final=True)
-    for key, value in (
-        ("knn_top1", knn),
-        ("knn_top1_random_init", knn_random),
-        ("knn_top1_pixels", knn_pixels),
-    ):
-        if value is not None:
-            final[key] = value
-    log.write(final)
+                random_init = random_init.to(memory_format=torch.channels_last)
+            scores["knn_top1_random_init"] = monitor.score(random_init, full=True)
+            scores["knn_top1_pixels"] = monitor.score_pixels()
+    log.write(dict(step=step, epoch=step / steps_per_epoch, final=True, **scores))
     log.close()
     result = PretrainResult(
         run_dir=run_dir,
         steps=step,
         wall_time_s=time.perf_counter() - started,
-        knn_top1=knn,
-        knn_top1_random_init=knn_random,
-        knn_top1_pixels=knn_pixels,
-        collapse=last_collapse,
+        knn_top1=scores.get("knn_top1"),
+        knn_top1_random_init=scores.get("knn_top1_random_init"),
+        knn_top1_pixels=scores.get("knn_top1_pixels"),
+        collapse=collapse,
         peak_memory_mb=_peak_memory_mb(),
-        images_per_second=train_images / max(train_time, 1e-9),
+        images_per_second=images_per_second,
+        stopped_early=stopped_early,
     )
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-    summary["stopped_early"] = stopped_early
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
-
-
-def _check_finite(loss: torch.Tensor, step: int) -> None:
-    """Never overwrite a good checkpoint with weights that a NaN or inf loss has reached."""
-    if not torch.isfinite(loss).item():
-        raise TrainingDiverged(
-            f"the loss became {loss.item()} at step {step}; the last good checkpoint was kept. "
-            "Lower base_lr or use precision=fp32, then resume with --resume."
-        )

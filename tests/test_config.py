@@ -65,15 +65,22 @@ def test_every_preset_validates_and_applies_its_changes(name):
     assert preset(name) == c and preset(name) is not c
 
 
-def test_small_image_presets_use_cifar_sized_settings():
-    for name in ("cifar10", "fashion-mnist"):
-        c = preset(name)
-        assert (c.image_size, c.backbone, c.dataset) == (32, "resnet18", name)
+def test_small_image_presets_use_small_image_settings():
+    assert (preset("cifar10").image_size, preset("cifar10").backbone) == (32, "resnet18")
     assert preset("cifar10").cifar_stem is True
-    # presets change only what they list: the views stay the paper's
+    fashion = preset("fashion-mnist")
+    assert (fashion.image_size, fashion.backbone, fashion.dataset) == (
+        28,
+        "resnet18",
+        "fashion-mnist",
+    )
+    assert fashion.eval_crop_fraction == 1.0  # no centre crop of 28 px images
+    # presets change only what they list: other view parameters stay the paper's
     for name in PRESETS:
-        assert preset(name).blur_prob == (1.0, 0.1)
+        if "blur_prob" not in PRESETS[name]:
+            assert preset(name).blur_prob == (1.0, 0.1)
         assert preset(name).solarize_prob == (0.0, 0.2)
+        assert preset(name).grayscale_prob == 0.2 and preset(name).jitter_prob == 0.8
 
 
 def test_unknown_preset_lists_the_choices():

@@ -98,7 +98,9 @@ def test_predictor_is_online_only():
     model = _tiny_byol()
     predictor_ids = {id(p) for p in model.predictor.parameters()}
     assert predictor_ids <= {id(p) for p in model.online_parameters()}
-    target_ids = {id(p) for m in (model.target_encoder, model.target_projector) for p in m.parameters()}
+    target_ids = {
+        id(p) for m in (model.target_encoder, model.target_projector) for p in m.parameters()
+    }
     assert not predictor_ids & target_ids
 
 

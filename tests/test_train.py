@@ -14,6 +14,7 @@ from byol.config import preset
 from byol.data import load_datasets
 from byol.evaluate import knn_accuracy
 from byol.metrics import read_metrics
+from byol.schedules import learning_rate, target_tau
 from byol.train import CHECKPOINT_NAME, ENCODER_NAME, pretrain
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -93,8 +94,12 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
     step_records = [r for r in records if "loss" in r]
     for key in ("step", "epoch", "loss", "lr", "tau", "collapse"):
         assert all(key in r for r in step_records)
+    total = result.steps
+    for r in step_records:  # the tau used by the step that ended at r["step"]
+        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, total, config.tau_base))
+        assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, total, 4, 0.25))
     taus = [r["tau"] for r in step_records]
-    assert taus[0] >= config.tau_base and taus == sorted(taus) and taus[-1] == pytest.approx(1.0)
+    assert taus == sorted(taus) and taus[-1] == pytest.approx(1.0, abs=1e-3)
     epoch_records = [r for r in records if "knn_top1" in r and not r.get("final")]
     assert [r["epoch"] for r in epoch_records] == [1]  # the last epoch is scored by the final kNN
     assert all(0.0 <= r["collapse"] <= 1.5 for r in records if "collapse" in r)
@@ -136,3 +141,52 @@ def test_knn_weights_votes_by_similarity():
     assert knn_accuracy(bank, bank_labels, query, torch.tensor([0]), k=3, temperature=0.1) == 100.0
     # with a huge temperature the votes become a plain majority: class 1 wins
     assert knn_accuracy(bank, bank_labels, query, torch.tensor([1]), k=3, temperature=1e6) == 100.0
+
+
+@needs_fashion_mnist
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(fashion_folder, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    settings = [
+        f"dataset={fashion_folder}",
+        "batch_size=32",
+        "epochs=3",
+        "projector_hidden_dim=64",
+        "predictor_hidden_dim=64",
+        "num_workers=0",
+        "log_every_steps=1",
+        "knn_references=false",
+        "precision=fp32",
+    ]
+    command = [sys.executable, "-m", "byol", "pretrain", "--quiet", "--run-dir", str(run_dir)]
+    for item in settings:
+        command += ["--set", item]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the run never logged a step"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "SIGTERM" in stderr and f"--resume {run_dir}" in stderr
+    assert "Traceback" not in stderr
+    stopped_at = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["step"]
+    assert 2 <= stopped_at < 3 * (512 // 32)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "byol", "pretrain", "--quiet", "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "kNN top-1" in resumed.stdout
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3 * (512 // 32)

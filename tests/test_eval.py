@@ -1,0 +1,218 @@
+"""Evaluation protocols on synthetic features and on a few hundred real Fashion-MNIST images."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from byol.backbones import build_backbone
+from byol.checkpoint import save_encoder
+from byol.cli import main
+from byol.config import preset
+from byol.data import load_datasets, subset_indices
+from byol.evaluate import knn_evaluate
+from byol.probes import Transformed, finetune, linear_fast, linear_paper
+from byol.protocols import Evaluation
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+SMALL = [
+    "device=cpu",
+    "precision=fp32",
+    "eval_batch_size=200",
+    "linear_epochs=3",
+    "linear_lrs=0.1,1.0",
+    "label_fractions=0.1,0.5",
+    "finetune_epochs=1,1",
+    "finetune_batch_size=50",
+]
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def blobs(n: int, classes: int = 5, dim: int = 16, seed: int = 0):
+    """Gaussian clusters around fixed centres; ``seed`` draws the noise only."""
+    labels = torch.arange(n) % classes
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(0)) * 3
+    noise = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 1))
+    return centres[labels] + noise, labels
+
+
+def test_knn_of_a_perfect_feature_map_is_100_percent():
+    labels = torch.arange(300) % 10
+    features = torch.nn.functional.one_hot(labels, 10).float() + 0.01 * torch.rand(300, 10)
+    scores = knn_evaluate(features, labels, features[:100], labels[:100], (20, 200), 0.1)
+    assert scores == {"knn20_top1": 100.0, "knn20_top5": 100.0, "knn200_top1": 100.0,
+                      "knn200_top5": 100.0}  # fmt: skip
+
+
+def test_subset_indices_are_class_balanced_and_identical_across_calls():
+    labels = np.repeat(np.arange(10), [50, 60, 70, 80, 90, 100, 110, 120, 130, 140])
+    first = subset_indices(labels, len(labels), 100, seed=0)
+    assert np.array_equal(first, subset_indices(labels, len(labels), 100, seed=0))
+    assert (np.bincount(labels[first], minlength=10) == 10).all()
+    assert not np.array_equal(first, subset_indices(labels, len(labels), 100, seed=1))
+
+
+def test_linear_head_never_sees_test_labels():
+    train_x, train_y = blobs(400)
+    test_x, test_y = blobs(200, seed=1)
+    val = np.arange(0, 400, 10)
+    args = dict(lrs=(0.01, 0.1, 1.0), epochs=3, batch_size=64)
+    honest = linear_fast(train_x, train_y, test_x, test_y, val, **args)
+    shuffled = test_y[torch.randperm(len(test_y), generator=torch.Generator().manual_seed(0))]
+    cheated = linear_fast(train_x, train_y, test_x, shuffled, val, **args)
+    assert honest.lr == cheated.lr and honest.val_top1 == cheated.val_top1
+    assert torch.equal(honest.head.weight, cheated.head.weight)
+    assert honest.top1 > 90 and cheated.top1 < 50  # only the final score reads test labels
+
+
+# --------------------------------------------------------------------------- real images
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder whose 'pretrained' encoder is a seed-1 ResNet-18, evaluated on an image
+    folder of 300 training and 100 test Fashion-MNIST images at 32 px."""
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    root = tmp_path_factory.mktemp("eval")
+    train, test, info = load_datasets("fashion-mnist")
+    for split, dataset, count in (("train", train, 300), ("test", test, 100)):
+        for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[
+            :count
+        ].tolist():
+            image, label = dataset[index]
+            folder = root / "data" / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
+    run = root / "run"
+    run.mkdir()
+    config = dataclasses.replace(preset("fashion-mnist"), dataset=str(root / "data"))
+    config.save(run / "config.json")
+    torch.manual_seed(1)  # not the seed-0 random-init reference
+    encoder, _ = build_backbone(config.backbone, config.cifar_stem)
+    save_encoder(run / "encoder.safetensors", encoder, config.backbone, config.cifar_stem)
+    return run
+
+
+def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@needs_fashion_mnist
+def test_label_subsets_are_balanced_saved_and_reused(run_dir):
+    first = Evaluation(run_dir, None, SMALL).indices("10pct", 0.1, 0)
+    files = sorted(p.name for p in (run_dir / "subsets").iterdir())
+    assert any(f.endswith("10pct-seed0.npy") for f in files)
+    meta = json.loads((run_dir / "subsets" / files[0].replace(".npy", ".json")).read_text())
+    assert meta["indices"] == first.tolist() and len(first) == 30
+    counts = meta["class_counts"]
+    assert max(counts) - min(counts) <= 1
+    assert np.array_equal(first, Evaluation(run_dir, None, SMALL).indices("10pct", 0.1, 0))
+
+
+@needs_fashion_mnist
+def test_finetuning_moves_encoder_weights_linear_evaluation_does_not(run_dir):
+    ev = Evaluation(run_dir, None, SMALL)
+    encoder = ev.encoder("byol")
+    before = state(encoder)
+    train_f, train_l = ev.features("byol", "train")
+    test_f, test_l = ev.features("byol", "test")
+    crops = Transformed(ev.train, ev.train_transform)
+    linear_paper(
+        encoder, crops, train_f, train_l, test_f, test_l, np.arange(0, 300, 10), (0.1,),
+        ev.device, epochs=1, batch_size=100,
+    )  # fmt: skip
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+
+    subset = Transformed(ev.train, ev.train_transform, np.arange(100))
+    test = Transformed(ev.test, ev.eval_transform)
+    result = finetune(encoder, subset, test, 10, ev.device, epochs=1, batch_size=50)
+    after = result.model[0].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "weight" in k)
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # a copy
+
+
+@needs_fashion_mnist
+def test_eval_all_writes_results_and_table(run_dir, capsys):
+    assert main(["eval", "all", str(run_dir), *sum((["--set", s] for s in SMALL), [])]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = results["datasets"][str(run_dir.parent / "data")]
+    assert set(rows) == {"byol", "random-init", "supervised"}
+    for method in ("byol", "random-init"):
+        assert {"knn20_top1", "knn200_top5", "linear_top1", "linear_lr"} <= set(rows[method])
+    for method in ("byol", "supervised"):
+        assert {"finetune_10pct_top1", "finetune_50pct_top5"} <= set(rows[method])
+    assert 0 <= rows["byol"]["linear_top1"] <= 100
+    table = (run_dir / "results.md").read_text()
+    assert "| BYOL |" in table and "10% labels top-1" in table and "| BYOL |" in printed
+    cache = run_dir / "features"
+    assert {p.name.split("-")[0] for p in cache.glob("*.pt")} == {"byol", "random"}
+    stamp = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert main(["eval", "knn", str(run_dir), *sum((["--set", s] for s in SMALL), [])]) == 0
+    assert stamp == {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}  # cache reused
+
+
+@needs_fashion_mnist
+def test_export_writes_embeddings_and_a_picture(run_dir):
+    out = run_dir / "exported"
+    argv = ["export", str(run_dir), "--queries-per-class", "1", "--out", str(out)]
+    assert main([*argv, "--set", "device=cpu"]) == 0
+    embeddings = np.load(next(out.glob("*-test-embeddings.npy")))
+    labels = np.load(next(out.glob("*-test-labels.npy")))
+    assert embeddings.shape == (100, 512) and labels.shape == (100,)
+    sources = json.loads(next(out.glob("*-test-sources.json")).read_text())
+    assert sources["source"][0].endswith(".png")
+    with Image.open(next(out.glob("*-neighbours.png"))) as picture:
+        assert picture.size[0] > 300
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["eval", "knn", str(tmp_path / "missing")]) == 2
+    assert main(["eval", "transfer", str(tmp_path)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("byol: error:") for line in errors)
+
+
+def colour_folder(root: Path, per_class: tuple[int, int] = (40, 20)) -> Path:
+    """Four classes of 32 px RGB images told apart by their colour alone."""
+    generator = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]])
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for c, colour in enumerate(colours):
+            (root / split / f"colour{c}").mkdir(parents=True)
+            for i in range(count):
+                noise = torch.randint(-30, 30, (32, 32, 3), generator=generator)
+                pixels = (colour + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels, mode="RGB").save(root / split / f"colour{c}" / f"{i}.png")
+    return root
+
+
+@needs_fashion_mnist
+def test_transfer_from_grayscale_to_colour_with_the_paper_linear_mode(run_dir, tmp_path):
+    target = str(colour_folder(tmp_path / "colours"))
+    settings = [*SMALL, "linear_mode=paper", "linear_epochs=1", "transfer_fractions=0.5"]
+    settings.append("transfer_epochs=1")
+    argv = ["eval", "transfer", str(run_dir), "--dataset", target]
+    assert main([*argv, *sum((["--set", s] for s in settings), [])]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    byol = results["datasets"][target]["byol"]
+    assert {"linear_paper_top1", "finetune_50pct_top1"} <= set(byol)
+    assert byol["linear_paper_top1"] > 50  # colour is linearly separable even at random init
+    assert f"transfer to {target}" in (run_dir / "results.md").read_text()
+
+
+def test_unknown_setting_names_the_valid_ones(tmp_path, capsys):
+    (tmp_path / "encoder.safetensors").write_bytes(b"")
+    assert main(["eval", "knn", str(tmp_path), "--set", "linear_lr=0.1"]) == 2
+    assert "evaluation settings are" in capsys.readouterr().err
