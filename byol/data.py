@@ -520,16 +520,12 @@ def _locate_cifar10_jpeg(
 
 
 def _safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(dest, filter="data")
-        return
-    # Pythons before 3.10.12 have no extraction filters: allow plain files and folders only.
-    root = dest.resolve()
-    for member in tar.getmembers():
-        target = (root / member.name).resolve()
-        if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
-            raise DatasetError(f"Refusing to extract unsafe tar member {member.name!r}.")
-    tar.extractall(dest)
+    if not hasattr(tarfile, "data_filter"):
+        raise DatasetError(
+            "this Python has no tarfile extraction filters (path-traversal protection); "
+            "use Python 3.10.12, 3.11.4 or newer."
+        )
+    tar.extractall(dest, filter="data")
 
 
 def _extract_cifar10_jpeg(tarball: Path, dest: Path) -> None:
