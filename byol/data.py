@@ -519,7 +519,7 @@ def _locate_cifar10_jpeg(
     return None, None, looked
 
 
-def _safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
+def _extract_with_data_filter(tar: tarfile.TarFile, dest: Path) -> None:
     if not hasattr(tarfile, "data_filter"):
         raise DatasetError(
             "this Python has no tarfile extraction filters (path-traversal protection); "
@@ -546,7 +546,7 @@ def _extract_cifar10_jpeg(tarball: Path, dest: Path) -> None:
         log.info("extracting %s to %s", tarball, dest)
         try:
             with tarfile.open(tarball) as tar:
-                _safe_extractall(tar, tmp)
+                _extract_with_data_filter(tar, tmp)
         except (tarfile.TarError, OSError) as e:
             raise DatasetError(f"Cannot extract {tarball}: {e}") from e
         extracted = tmp / "cifar10-jpeg"

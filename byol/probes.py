@@ -203,17 +203,7 @@ def linear_paper(
         subset = torch.utils.data.Subset(train_crops, indices.tolist())
         torch.manual_seed(seed)  # the crops and the shuffling: the same for every lr
         loader = DataLoader(subset, batch_size=batch_size, shuffle=True, drop_last=False)
-        total, step = epochs * len(loader), 0
-        for _ in range(epochs):
-            for images, targets in loader:
-                optimizer.param_groups[0]["lr"] = _cosine(lr, step, total)
-                with autocast(device, precision):
-                    logits = model(images.to(device))
-                loss = F.cross_entropy(logits.float(), targets.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
+        _fit_classifier(model, optimizer, loader, epochs, lr, device, precision)
         return head.cpu(), mean, std
 
     val_top1 = {}
@@ -271,6 +261,22 @@ def finetune(
     loader = DataLoader(
         train, batch_size=batch_size, shuffle=True, drop_last=len(train) > batch_size
     )
+    _fit_classifier(model, optimizer, loader, epochs, lr, device, precision)
+    scores, labels = extract_features(model, test, device, precision=precision)
+    model = model.cpu().eval()
+    return FinetuneResult(model, topk_accuracy(scores, labels, 1), topk_accuracy(scores, labels, 5))
+
+
+def _fit_classifier(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    epochs: int,
+    lr: float,
+    device: torch.device,
+    precision: str,
+) -> None:
+    """Cross-entropy training with a cosine learning rate, shared by linear and fine-tuning."""
     total, step = epochs * len(loader), 0
     for _ in range(epochs):
         for images, targets in loader:
@@ -282,6 +288,3 @@ def finetune(
             loss.backward()
             optimizer.step()
             step += 1
-    scores, labels = extract_features(model, test, device, precision=precision)
-    model = model.cpu().eval()
-    return FinetuneResult(model, topk_accuracy(scores, labels, 1), topk_accuracy(scores, labels, 5))
