@@ -65,6 +65,8 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False
+    views: str = "auto"  # batched (on the device, in-memory data) | per-image (workers) | auto
+    compile: bool = False  # torch.compile the encoder (slow first step; pays off on long runs)
     num_workers: int = 8
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
     seed: int = 0
@@ -85,6 +87,7 @@ class Config:
         choices = {
             "optimizer": ("lars", "sgd", "adamw"),
             "precision": ("fp32", "bf16"),
+            "views": ("auto", "batched", "per-image"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

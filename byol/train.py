@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
+from byol.batch_views import BatchTwoViews, batch_paper_views
 from byol.byol import BYOL, BYOLOutput
 from byol.checkpoint import load_checkpoint, save_checkpoint, save_encoder
 from byol.config import Config, from_dict
-from byol.data import DatasetInfo, labelled, load_datasets, subset
+from byol.data import DatasetInfo, TensorImageDataset, labelled, load_datasets, subset
 from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
 from byol.evaluate import autocast, extract_features, knn_accuracy
 from byol.losses import collapse_metric
@@ -40,7 +41,21 @@ from byol.schedules import learning_rate, scaled_learning_rate, target_tau
 CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.safetensors"
 # Fields that change how a run executes, not what it computes: they may differ on --resume.
-RESUMABLE_CHANGES = {"max_minutes", "num_workers", "threads", "device", "log_every_steps"}
+RESUMABLE_CHANGES = {
+    "max_minutes",
+    "num_workers",
+    "threads",
+    "device",
+    "log_every_steps",
+    "compile",
+}
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image order of an epoch and one view seed per position: functions of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(size, generator=generator)
+    return order, torch.randint(0, 2**62, (size,), generator=generator)
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -58,9 +73,7 @@ class EpochBatches(torch.utils.data.Sampler):
         return self.size // self.batch_size - self.start_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator)
-        view_seeds = torch.randint(0, 2**62, (self.size,), generator=generator)
+        order, view_seeds = epoch_order(self.size, self.seed, self.epoch)
         for b in range(self.start_batch, self.size // self.batch_size):  # drop the last partial
             chunk = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield list(zip(order[chunk].tolist(), view_seeds[chunk].tolist(), strict=True))
@@ -79,6 +92,55 @@ class ViewPairs(Dataset):
         index, seed = key
         image, _ = self.images[index]
         return self.views(image, torch.Generator().manual_seed(seed))
+
+
+def per_image_epoch(
+    view_pairs: ViewPairs,
+    config: Config,
+    device: torch.device,
+    epoch: int,
+    start_batch: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An epoch of view pairs made image by image in DataLoader workers (any dataset)."""
+    loader = DataLoader(
+        view_pairs,
+        batch_sampler=EpochBatches(
+            len(view_pairs), config.batch_size, config.seed, epoch, start_batch
+        ),
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.num_workers else None,
+    )
+    for view_1, view_2 in loader:
+        yield view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True)
+
+
+class BatchedEpochs:
+    """Epochs of view pairs made a batch at a time on the training device, from uint8 images
+    held there (in-memory datasets): no workers, no per-image Python, no host-device copies."""
+
+    def __init__(self, images: torch.Tensor, views: BatchTwoViews, config: Config) -> None:
+        self.images, self.views, self.config = images, views, config
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        c = self.config
+        order, view_seeds = epoch_order(self.images.shape[0], c.seed, epoch)
+        order = order.to(self.images.device)
+        generator = torch.Generator(self.images.device)
+        for b in range(start_batch, self.images.shape[0] // c.batch_size):
+            generator.manual_seed(int(view_seeds[b]))  # per batch: resume lands on the same views
+            batch = self.images[order[b * c.batch_size : (b + 1) * c.batch_size]]
+            yield self.views(batch, generator)
+
+
+def use_batched_views(config: Config, train_set: Dataset) -> bool:
+    in_memory = isinstance(train_set, TensorImageDataset)
+    if config.views == "batched" and not in_memory:
+        raise ConfigError(
+            "views=batched needs a dataset held in memory as a tensor, and this one is read "
+            "from files image by image; use --set views=per-image (or auto)."
+        )
+    return config.views == "batched" or (config.views == "auto" and in_memory)
 
 
 @dataclass
@@ -266,12 +328,22 @@ def pretrain(
             f"the training set has {len(train_set)} images, fewer than batch_size="
             f"{config.batch_size}; lower it with --set batch_size=N."
         )
-    view_pairs = ViewPairs(train_set, paper_views(config, info.mean, info.std, info.grayscale))
+    batched = None
+    if use_batched_views(config, train_set):
+        images = train_set.images[:, :1] if info.grayscale else train_set.images  # gray: 1 channel
+        batched = BatchedEpochs(
+            images.to(device), batch_paper_views(config, info.mean, info.std), config
+        )
+    else:
+        views = paper_views(config, info.mean, info.std, info.grayscale)
+        view_pairs = ViewPairs(train_set, views)
 
     # --- model, optimizer, schedules ---
     model = build_model(config).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.compile:
+        model.compile()  # in place: the state dict keeps its names, so checkpoints are portable
     peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
     optimizer = build_optimizer(
         model,  # parameter groups skip the target: it has no gradients
@@ -320,18 +392,11 @@ def pretrain(
     with StopRequests() as stop_requests:
         while step < total_steps and not stopped_early:
             epoch, start_batch = divmod(step, steps_per_epoch)
-            loader = DataLoader(
-                view_pairs,
-                batch_sampler=EpochBatches(
-                    len(train_set), config.batch_size, config.seed, epoch, start_batch
-                ),
-                num_workers=config.num_workers,
-                pin_memory=device.type == "cuda",
-                prefetch_factor=4 if config.num_workers else None,
-            )
-            for view_1, view_2 in loader:
-                view_1 = view_1.to(device, non_blocking=True)
-                view_2 = view_2.to(device, non_blocking=True)
+            if batched is not None:
+                pairs = batched.epoch(epoch, start_batch)
+            else:
+                pairs = per_image_epoch(view_pairs, config, device, epoch, start_batch)
+            for view_1, view_2 in pairs:
                 if config.channels_last:
                     view_1 = view_1.contiguous(memory_format=torch.channels_last)
                     view_2 = view_2.contiguous(memory_format=torch.channels_last)

@@ -63,8 +63,9 @@ def encoder_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @needs_fashion_mnist
-def test_pretrain_resume_matches_uninterrupted_run(fashion_folder, tmp_path):
-    config = small_config(fashion_folder)
+@pytest.mark.parametrize("views", ["batched", "per-image"])
+def test_pretrain_resume_matches_uninterrupted_run(fashion_folder, tmp_path, views):
+    config = small_config(fashion_folder, views=views)
     full = pretrain(config, tmp_path / "full", quiet=True)
     assert full.steps == 2 * (512 // 64)
 
