@@ -47,29 +47,38 @@ def source_images(size: int, count: int) -> tuple[torch.Tensor, str, tuple, tupl
     return images.contiguous(), info.name, info.mean, info.std
 
 
+def throughput_config(size, batch, hidden, precision, channels_last):
+    """Ours at the benchmark's shape: torchvision ResNet-18, the paper's views (blur at 96 px,
+    none at 32 px, as lightly's CIFAR example)."""
+    return dataclasses.replace(
+        preset("stl10" if size >= 64 else "cifar10"),
+        cifar_stem=False,
+        image_size=size,
+        batch_size=batch,
+        projector_hidden_dim=hidden,
+        predictor_hidden_dim=hidden,
+        precision=precision,
+        channels_last=channels_last,
+    )
+
+
 class OurRecipe:
     """Our pipeline as `byol pretrain` runs it: views made a batch at a time from in-memory
-    uint8 images (batch_views), LARS, fused EMA."""
+    uint8 images (batch_views), LARS at the config's peak learning rate, fused EMA."""
 
-    def __init__(self, images, size, batch, hidden, precision, channels_last, mean, std):
-        self.name = f"byol (ours, {precision}{', channels_last' if channels_last else ''})"
-        self.config = dataclasses.replace(
-            preset("stl10" if size >= 64 else "cifar10"),  # blur at 96 px, none at 32 px
-            cifar_stem=False,
-            image_size=size,
-            batch_size=batch,
-            projector_hidden_dim=hidden,
-            predictor_hidden_dim=hidden,
-            precision=precision,
-            channels_last=channels_last,
+    def __init__(self, config, images, mean, std, name=None):
+        c = self.config = config
+        self.name = name or (
+            f"byol (ours, {c.precision}{', channels_last' if c.channels_last else ''})"
         )
-        c = self.config
         self.model = build_model(c)
-        if channels_last:
+        if c.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        lr = scaled_learning_rate(c.base_lr, batch)
-        self.optimizer = build_optimizer(self.model, "lars", lr, c.weight_decay, 0.9, 1e-3)
-        self.lr = lr
+        self.lr = scaled_learning_rate(c.base_lr, c.batch_size)
+        self.optimizer = build_optimizer(
+            self.model, c.optimizer, self.lr, c.weight_decay, c.momentum, c.lars_trust_coefficient
+        )
+        self.tau = c.tau_base
         self.epochs = BatchedEpochs(images, batch_paper_views(c, mean, std), c)
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -83,7 +92,9 @@ class OurRecipe:
             epoch += 1
 
     def step(self, views) -> torch.Tensor:
-        out = train_step(self.model, self.optimizer, *views, self.lr, 0.99, self.config.precision)
+        out = train_step(
+            self.model, self.optimizer, *views, self.lr, self.tau, self.config.precision
+        )
         return out.loss.detach()
 
     def encoder(self) -> torch.nn.Module:
@@ -119,7 +130,7 @@ def main() -> None:
     images, name, mean, std = source_images(args.image_size, args.images)
     size, batch, hidden = args.image_size, args.batch_size, args.hidden_dim
     recipes = [
-        OurRecipe(images, size, batch, hidden, p, args.channels_last, mean, std)
+        OurRecipe(throughput_config(size, batch, hidden, p, args.channels_last), images, mean, std)
         for p in args.precision
     ]
     if "lightly" in args.peers:

@@ -30,7 +30,10 @@ def extract_features(
     num_workers: int = 0,
     channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features NxD float32 on CPU, labels N int64) of a dataset whose items are (image, label)."""
+    """(features NxD float32 on CPU, labels N int64) of a dataset whose items are (image, label).
+
+    Encoders that end in a pooled NxDx1x1 map (a ResNet trunk without its fc) are flattened.
+    """
     was_training = encoder.training
     encoder.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -40,7 +43,7 @@ def extract_features(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            features.append(encoder(images).float().cpu())
+            features.append(encoder(images).flatten(1).float().cpu())  # NxDx1x1 too
         labels.append(torch.as_tensor(targets))
     encoder.train(was_training)
     return torch.cat(features), torch.cat(labels)
