@@ -16,7 +16,7 @@ source stays one channel until the end (saturation, hue and grayscale are no-ops
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -40,6 +40,10 @@ class BatchViewParams:
     blur: torch.Tensor  # N bool
     blur_sigma: torch.Tensor  # N float (meaningful where blur)
     solarize: torch.Tensor  # N bool
+
+    def __getitem__(self, index: slice | torch.Tensor) -> BatchViewParams:
+        """The draws of some of the images (a rank's share of a global batch's draws)."""
+        return BatchViewParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device):
@@ -308,10 +312,24 @@ class BatchTwoViews:
     def __init__(self, view_1: BatchViewTransform, view_2: BatchViewTransform) -> None:
         self.view_1, self.view_2 = view_1, view_2
 
+    def sample(
+        self, n: int, height: int, width: int, generator: torch.Generator
+    ) -> tuple[BatchViewParams, BatchViewParams]:
+        """The draws of t and t' for n images: all of t's, then all of t''s."""
+        return (
+            self.view_1.sample(n, height, width, generator),
+            self.view_2.sample(n, height, width, generator),
+        )
+
+    def apply(
+        self, images: torch.Tensor, params: tuple[BatchViewParams, BatchViewParams]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.view_1.apply(images, params[0]), self.view_2.apply(images, params[1])
+
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.view_1(images, generator), self.view_2(images, generator)
+        return self.apply(images, self.sample(images.shape[0], *images.shape[-2:], generator))
 
 
 def batch_paper_views(

@@ -3,6 +3,7 @@
 byol pretrain                       # the CPU default: Fashion-MNIST, about 10 minutes
 byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
 byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
+torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
 byol presets                        # list presets;  byol config --preset stl10: show one
 byol eval all runs/fashion-mnist    # kNN, linear, 1% / 10% labels; BYOL vs references
 byol eval knn runs/fashion-mnist --random-init
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from byol.config import PRESETS, Config, apply_overrides, preset
+from byol.distributed import env_rank
 from byol.errors import ByolError, RunInterrupted
 
 DEFAULT_PRESET = "fashion-mnist"
@@ -48,6 +50,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             "or choose another folder with --run-dir."
         )
     result = pretrain(config, run_dir, resume=args.resume is not None, quiet=args.quiet)
+    if env_rank() != 0:  # under torchrun rank 0 alone reports
+        return 0
     print(
         f"\nrun folder: {result.run_dir}  ({result.steps} steps, {result.wall_time_s:.0f} s, "
         f"{result.images_per_second:.0f} img/s, peak memory {result.peak_memory_mb:.0f} MB)"
@@ -182,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "pretrain" and env_rank() != 0:
+        return 0  # launched under torchrun, evaluation and export run once, on rank 0
     try:
         return args.func(args)
     except RunInterrupted as error:

@@ -60,6 +60,10 @@ class Config:
     epochs: int = 1000
     warmup_epochs: float = 10.0
     tau_base: float = 0.996
+    accumulation_steps: int = 1  # micro-batches per optimizer step (BN statistics per micro-batch)
+
+    # --- several processes under torchrun (docs/distributed.md); batch_size is the global batch ---
+    sync_batchnorm: bool = True  # BN statistics over the global batch (PAPER.md 4); false: per GPU
 
     # --- runtime ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -100,7 +104,7 @@ class Config:
             raise ConfigError(
                 f"backbone={self.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}."
             )
-        for key in ("batch_size", "epochs", "image_size", "projection_dim"):
+        for key in ("batch_size", "epochs", "image_size", "projection_dim", "accumulation_steps"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}.")
         if not 0.0 <= self.tau_base <= 1.0:

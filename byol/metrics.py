@@ -10,8 +10,11 @@ from typing import Any
 class MetricsLog:
     """Appends records to ``metrics.jsonl`` and mirrors their numbers to TensorBoard."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, resume_step: int | None = None, enabled: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled  # False on ranks other than 0: they write nothing
+        if not enabled:
+            return
         if resume_step is not None and self.path.exists():
             # Records written after the checkpoint we resume from will be written again.
             kept = [
@@ -27,6 +30,8 @@ class MetricsLog:
             self._tensorboard = None
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tensorboard is not None:
@@ -35,6 +40,8 @@ class MetricsLog:
                     self._tensorboard.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()

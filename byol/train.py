@@ -3,19 +3,24 @@
 Follow one batch: ``EpochBatches`` picks image indices and a seed per image; ``ViewPairs`` turns
 each into two views (T and T'); ``BYOL`` returns the symmetric loss; LARS steps the online
 network; ``update_target`` moves the target towards it with the cosine tau schedule.
+
+Under torchrun every process runs this loop on its share of each global batch (``config.batch_size``
+is the global batch), cut into ``config.accumulation_steps`` micro-batches; ``byol/distributed.py``
+holds the process-group plumbing and docs/distributed.md the launch commands.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from byol import distributed
 from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
 from byol.batch_views import BatchTwoViews, batch_paper_views
@@ -48,6 +54,9 @@ RESUMABLE_CHANGES = {
     "device",
     "log_every_steps",
     "compile",
+    # The global batch and the schedules stay; only which images share batch-norm statistics
+    # changes, as it does with the process count: a run can move to fewer devices.
+    "accumulation_steps",
 }
 
 
@@ -58,25 +67,42 @@ def epoch_order(size: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.T
     return order, torch.randint(0, 2**62, (size,), generator=generator)
 
 
+ONE_PROCESS = distributed.Ranks()
+
+
 class EpochBatches(torch.utils.data.Sampler):
-    """Batches of (image index, view seed) for one epoch, starting at a given batch.
+    """Micro-batches of (image index, view seed) for one epoch, starting at a given global batch.
 
     The order and the seeds are functions of (seed, epoch) only, so a run resumed mid-epoch sees
-    exactly the batches and views that an uninterrupted run would have seen.
+    exactly the batches and views that an uninterrupted run would have seen. Every rank computes
+    the same global batches and yields its own slices of each (``distributed.shard_slices``): the
+    ranks' images and per-image view seeds together are the one-process batch.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start_batch: int = 0,
+        ranks: distributed.Ranks = ONE_PROCESS,
+        accumulation_steps: int = 1,
+    ):
         self.size, self.batch_size = size, batch_size
         self.seed, self.epoch, self.start_batch = seed, epoch, start_batch
+        self.slices = distributed.shard_slices(batch_size, ranks, accumulation_steps)
 
     def __len__(self) -> int:
-        return self.size // self.batch_size - self.start_batch
+        return (self.size // self.batch_size - self.start_batch) * len(self.slices)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order, view_seeds = epoch_order(self.size, self.seed, self.epoch)
         for b in range(self.start_batch, self.size // self.batch_size):  # drop the last partial
-            chunk = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield list(zip(order[chunk].tolist(), view_seeds[chunk].tolist(), strict=True))
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            seeds = view_seeds[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            for part in self.slices:
+                yield list(zip(batch[part], seeds[part], strict=True))
 
 
 class ViewPairs(Dataset):
@@ -94,43 +120,77 @@ class ViewPairs(Dataset):
         return self.views(image, torch.Generator().manual_seed(seed))
 
 
+Pairs = tuple[torch.Tensor, torch.Tensor]
+
+
 def per_image_epoch(
     view_pairs: ViewPairs,
     config: Config,
     device: torch.device,
     epoch: int,
     start_batch: int,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """An epoch of view pairs made image by image in DataLoader workers (any dataset)."""
+    ranks: distributed.Ranks = ONE_PROCESS,
+) -> Iterator[Iterator[Pairs]]:
+    """An epoch of view pairs made image by image in DataLoader workers (any dataset): for each
+    optimizer step, this rank's micro-batches, made as they are consumed."""
+    sampler = EpochBatches(
+        len(view_pairs),
+        config.batch_size,
+        config.seed,
+        epoch,
+        start_batch,
+        ranks,
+        config.accumulation_steps,
+    )
     loader = DataLoader(
         view_pairs,
-        batch_sampler=EpochBatches(
-            len(view_pairs), config.batch_size, config.seed, epoch, start_batch
-        ),
+        batch_sampler=sampler,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if config.num_workers else None,
     )
-    for view_1, view_2 in loader:
-        yield view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True)
+    micro_batches = (
+        (view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True))
+        for view_1, view_2 in loader
+    )
+    for _ in range(len(sampler) // config.accumulation_steps):
+        yield itertools.islice(micro_batches, config.accumulation_steps)
 
 
 class BatchedEpochs:
     """Epochs of view pairs made a batch at a time on the training device, from uint8 images
-    held there (in-memory datasets): no workers, no per-image Python, no host-device copies."""
+    held there (in-memory datasets): no workers, no per-image Python, no host-device copies.
 
-    def __init__(self, images: torch.Tensor, views: BatchTwoViews, config: Config) -> None:
+    Each rank draws the view parameters of the whole global batch, exactly as one process would
+    (cheap: a few numbers per image), and makes the views of its own slices only; so the ranks'
+    views together are the one-process batch's, bit for bit in the parameters.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        views: BatchTwoViews,
+        config: Config,
+        ranks: distributed.Ranks = ONE_PROCESS,
+    ) -> None:
         self.images, self.views, self.config = images, views, config
+        self.slices = distributed.shard_slices(config.batch_size, ranks, config.accumulation_steps)
 
-    def epoch(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[Iterator[Pairs]]:
+        """For each optimizer step, this rank's micro-batches, made as they are consumed."""
         c = self.config
         order, view_seeds = epoch_order(self.images.shape[0], c.seed, epoch)
         order = order.to(self.images.device)
         generator = torch.Generator(self.images.device)
+        height, width = self.images.shape[-2:]
         for b in range(start_batch, self.images.shape[0] // c.batch_size):
             generator.manual_seed(int(view_seeds[b]))  # per batch: resume lands on the same views
-            batch = self.images[order[b * c.batch_size : (b + 1) * c.batch_size]]
-            yield self.views(batch, generator)
+            params = self.views.sample(c.batch_size, height, width, generator)
+            yield self._micro_batches(order[b * c.batch_size : (b + 1) * c.batch_size], params)
+
+    def _micro_batches(self, batch: torch.Tensor, params: tuple) -> Iterator[Pairs]:
+        for part in self.slices:
+            yield self.views.apply(self.images[batch[part]], (params[0][part], params[1][part]))
 
 
 def use_batched_views(config: Config, train_set: Dataset) -> bool:
@@ -186,15 +246,39 @@ def train_step(
     precision: str = "fp32",
 ) -> BYOLOutput:
     """One optimizer step on the online network, then one EMA step of the target."""
+    return accumulated_step(model, optimizer, [(view_1, view_2)], lr, tau, precision)
+
+
+def accumulated_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable[Pairs],
+    lr: float,
+    tau: float,
+    precision: str = "fp32",
+    accumulation_steps: int = 1,
+) -> BYOLOutput:
+    """One optimizer step on the gradient of ``accumulation_steps`` micro-batches, then one EMA
+    step of the target: the step of one batch made of them all, except that batch-norm statistics
+    are per micro-batch. ``model`` may be DDP-wrapped: gradients are averaged over ranks once, on
+    the last micro-batch. Returns the mean loss and all projections of this rank's micro-batches.
+    """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with autocast(view_1.device, precision):
-        output = model(view_1, view_2)
     optimizer.zero_grad(set_to_none=True)
-    output.loss.backward()
+    losses, projections = [], []
+    for i, (view_1, view_2) in enumerate(micro_batches):
+        with distributed.no_sync(model, skip=i < accumulation_steps - 1):
+            with autocast(view_1.device, precision):
+                output = model(view_1, view_2)
+            (output.loss / accumulation_steps).backward()  # the mean over micro-batches
+        losses.append(output.loss.detach())
+        projections.append(output.online_projection)
+    if len(losses) != accumulation_steps:
+        raise RuntimeError(f"expected {accumulation_steps} micro-batches, got {len(losses)}")
     optimizer.step()
-    model.update_target(tau)
-    return output
+    distributed.unwrap(model).update_target(tau)  # every rank: same weights, same EMA
+    return BYOLOutput(torch.stack(losses).mean(), torch.cat(projections))
 
 
 class KnnMonitor:
@@ -290,6 +374,10 @@ def _check_finite(loss: float, step: int, lr: float, precision: str) -> None:
         )
 
 
+def _channels_last(pair: Pairs) -> Pairs:
+    return tuple(v.contiguous(memory_format=torch.channels_last) for v in pair)
+
+
 def _peak_memory_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -299,7 +387,23 @@ def _peak_memory_mb() -> float:
 def pretrain(
     config: Config, run_dir: Path, resume: bool = False, quiet: bool = False
 ) -> PretrainResult:
-    """Pretrain with BYOL as ``config`` says; everything is written into ``run_dir``."""
+    """Pretrain with BYOL as ``config`` says; everything is written into ``run_dir``.
+
+    Under torchrun (or in a process group already initialised) every process calls this and
+    trains on its share of each global batch; rank 0 alone writes files and scores kNN.
+    """
+    with distributed.process_group(resolve_device(config.device)) as (ranks, device):
+        return _pretrain(config, run_dir, resume, quiet, ranks, device)
+
+
+def _pretrain(
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    quiet: bool,
+    ranks: distributed.Ranks,
+    device: torch.device,
+) -> PretrainResult:
     started = time.perf_counter()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -307,19 +411,22 @@ def pretrain(
     if checkpoint is not None:
         _check_resumable(checkpoint, config, run_dir)
     config.validate()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.json")
-    torch.manual_seed(config.seed)
+    distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
+    if ranks.is_main:  # the other ranks write no files
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.json")
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
 
     # --- data ---
-    train_set, test_set, info = load_datasets(
-        config.dataset, config.data_dir or None, config.download, in_memory=True
-    )
+    with distributed.main_first():  # rank 0 alone downloads or extracts, the others then read
+        train_set, test_set, info = load_datasets(
+            config.dataset, config.data_dir or None, config.download, in_memory=True
+        )
     monitor = None
-    if test_set is not None and info.classes:  # the kNN bank is the whole labelled train split
+    # The kNN bank is the whole labelled train split; rank 0 alone scores.
+    if test_set is not None and info.classes and ranks.is_main:
         monitor = KnnMonitor(config, train_set, test_set, info, device)
     if config.train_subset:
         train_set = subset(train_set, config.train_subset, config.seed)
@@ -332,18 +439,22 @@ def pretrain(
     if use_batched_views(config, train_set):
         images = train_set.images[:, :1] if info.grayscale else train_set.images  # gray: 1 channel
         batched = BatchedEpochs(
-            images.to(device), batch_paper_views(config, info.mean, info.std), config
+            images.to(device), batch_paper_views(config, info.mean, info.std), config, ranks
         )
     else:
         views = paper_views(config, info.mean, info.std, info.grayscale)
         view_pairs = ViewPairs(train_set, views)
 
     # --- model, optimizer, schedules ---
-    model = build_model(config).to(device)
+    model = build_model(config)
+    if ranks.world_size > 1 and config.sync_batchnorm:  # global BN statistics (PAPER.md 4)
+        model = distributed.convert_sync_batchnorm(model, device)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.compile:
         model.compile()  # in place: the state dict keeps its names, so checkpoints are portable
+    trained = distributed.wrap(model, device)  # DDP over the online branch when several ranks
     peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
     optimizer = build_optimizer(
         model,  # parameter groups skip the target: it has no gradients
@@ -361,15 +472,20 @@ def pretrain(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step = int(checkpoint["step"])
-    log = MetricsLog(run_dir, resume_step=step if checkpoint is not None else None)
+    log = MetricsLog(
+        run_dir, resume_step=step if checkpoint is not None else None, enabled=ranks.is_main
+    )
 
     def save() -> None:
+        if not ranks.is_main:
+            return
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "step": step,
             "config": config.to_dict(),
             "method": "byol",
+            "world_size": ranks.world_size,  # for the record: resuming on another count works
         }
         save_checkpoint(checkpoint_path, state)
 
@@ -380,7 +496,7 @@ def pretrain(
         unit="img",
         unit_scale=True,
         desc="pretrain",
-        disable=quiet,
+        disable=quiet or not ranks.is_main,
         dynamic_ncols=True,
     )
     deadline = started + 60 * config.max_minutes if config.max_minutes else math.inf
@@ -393,31 +509,42 @@ def pretrain(
         while step < total_steps and not stopped_early:
             epoch, start_batch = divmod(step, steps_per_epoch)
             if batched is not None:
-                pairs = batched.epoch(epoch, start_batch)
+                steps = batched.epoch(epoch, start_batch)
             else:
-                pairs = per_image_epoch(view_pairs, config, device, epoch, start_batch)
-            for view_1, view_2 in pairs:
+                steps = per_image_epoch(view_pairs, config, device, epoch, start_batch, ranks)
+            for micro_batches in steps:
                 if config.channels_last:
-                    view_1 = view_1.contiguous(memory_format=torch.channels_last)
-                    view_2 = view_2.contiguous(memory_format=torch.channels_last)
+                    micro_batches = map(_channels_last, micro_batches)
+                # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the end.
                 lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
                 tau = target_tau(step, total_steps, config.tau_base)
-                output = train_step(model, optimizer, view_1, view_2, lr, tau, config.precision)
+                output = accumulated_step(
+                    trained,
+                    optimizer,
+                    micro_batches,
+                    lr,
+                    tau,
+                    config.precision,
+                    config.accumulation_steps,
+                )
                 step += 1
                 progress.update(config.batch_size)
 
                 epoch_done = step % steps_per_epoch == 0
-                out_of_time = time.perf_counter() > deadline
-                stop_now = stop_requests.received is not None or out_of_time
+                interrupted, out_of_time = distributed.any_rank(
+                    stop_requests.received is not None, time.perf_counter() > deadline
+                )
+                stop_now = interrupted or out_of_time
                 checkpoint_due = (
                     epoch_done
                     or stop_now
                     or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
                 )
                 if step % config.log_every_steps == 0 or step == total_steps or checkpoint_due:
-                    loss = output.loss.item()  # the only host-device sync of a step
+                    # The only host-device sync of a step; global-batch values on every rank.
+                    loss = distributed.mean_over_ranks(output.loss).item()
                     _check_finite(loss, step, lr, config.precision)
-                    collapse = collapse_metric(output.online_projection).item()
+                    collapse = collapse_metric(distributed.gather(output.online_projection)).item()
                     epoch_collapse.append(collapse)
                     images = (step - first_step) * config.batch_size
                     rate = images / (time.perf_counter() - train_started)
@@ -435,11 +562,14 @@ def pretrain(
                             f"epoch {record['epoch']}: kNN top-1 {record['knn_top1']:.2f}%"
                         )
                     log.write(record)
+                    distributed.barrier()  # the other ranks wait for rank 0's kNN
                 if checkpoint_due:
                     save()
-                if stop_requests.received is not None:
+                if interrupted:
                     progress.close()
-                    name = signal.Signals(stop_requests.received).name
+                    distributed.barrier()  # no rank exits before rank 0's checkpoint is written
+                    received = stop_requests.received
+                    name = signal.Signals(received).name if received else "a stop signal"
                     raise RunInterrupted(
                         f"{name} received: stopped after step {step} of {total_steps} and saved a "
                         f"checkpoint; continue with `byol pretrain --resume {run_dir}`."
@@ -452,7 +582,10 @@ def pretrain(
     images_per_second = (step - first_step) * config.batch_size / max(train_time, 1e-9)
 
     # --- the encoder and the final scores ---
-    save_encoder(run_dir / ENCODER_NAME, model.online_encoder, config.backbone, config.cifar_stem)
+    if ranks.is_main:  # rank 0 exports and scores; the others are done
+        save_encoder(
+            run_dir / ENCODER_NAME, model.online_encoder, config.backbone, config.cifar_stem
+        )
     scores: dict[str, float] = {}
     if monitor is not None:
         scores["knn_top1"] = monitor.score(model.online_encoder, full=True)
@@ -478,5 +611,7 @@ def pretrain(
         stopped_early=stopped_early,
     )
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if ranks.is_main:
+        summary["world_size"] = ranks.world_size
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
