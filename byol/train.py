@@ -582,10 +582,13 @@ def _pretrain(
     images_per_second = (step - first_step) * config.batch_size / max(train_time, 1e-9)
 
     # --- the encoder and the final scores ---
-    if ranks.is_main:  # rank 0 exports and scores; the others are done
+    if ranks.is_main:
         save_encoder(
             run_dir / ENCODER_NAME, model.online_encoder, config.backbone, config.cifar_stem
         )
+    # The checkpoint and the encoder are on disk when any rank returns; rank 0 alone then runs
+    # the final kNN and writes the summary, while the others are done.
+    distributed.barrier()
     scores: dict[str, float] = {}
     if monitor is not None:
         scores["knn_top1"] = monitor.score(model.online_encoder, full=True)
