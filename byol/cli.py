@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except RunInterrupted as error:
-        print(f"byol: {error}", file=sys.stderr)
+        if env_rank() == 0:  # every rank stops at the same step with the same message
+            print(f"byol: {error}", file=sys.stderr)
         return 130
     except ByolError as error:
         print(f"byol: error: {error}", file=sys.stderr)
