@@ -84,7 +84,8 @@ class OurRecipe:
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = 0
         while True:
-            for v1, v2 in self.epochs.epoch(epoch, 0):
+            for micro_batches in self.epochs.epoch(epoch, 0):  # accumulation_steps=1: one pair
+                ((v1, v2),) = micro_batches
                 if self.config.channels_last:
                     v1 = v1.contiguous(memory_format=torch.channels_last)
                     v2 = v2.contiguous(memory_format=torch.channels_last)
