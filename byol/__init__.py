@@ -2,6 +2,7 @@
 
 from byol.augment import EvalTransform, TwoViews, ViewSpec, ViewTransform, paper_views
 from byol.backbones import build_backbone
+from byol.batch_views import BatchTwoViews, BatchViewTransform, batch_paper_views
 from byol.byol import BYOL, BYOLOutput
 from byol.checkpoint import load_encoder, save_encoder
 from byol.config import PRESETS, Config, preset
@@ -14,6 +15,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BYOL",
     "BYOLOutput",
+    "BatchTwoViews",
+    "BatchViewTransform",
     "Config",
     "EvalTransform",
     "LARS",
@@ -21,6 +24,7 @@ __all__ = [
     "TwoViews",
     "ViewSpec",
     "ViewTransform",
+    "batch_paper_views",
     "build_backbone",
     "build_optimizer",
     "byol_loss",
