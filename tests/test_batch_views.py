@@ -208,3 +208,14 @@ def test_batched_views_need_data_held_in_memory():
     assert not use_batched_views(dataclasses.replace(config, views="per-image"), in_memory)
     with pytest.raises(ConfigError, match="views=per-image"):
         use_batched_views(dataclasses.replace(config, views="batched"), on_disk)
+
+
+def test_sync_free_masked_path_gives_the_same_views():
+    """GPUs use the masked path (no host-device sync); it must equal the CPU's subset path."""
+    spec = view_specs(preset("imagenet-paper"))[0]
+    transform = BatchViewTransform(spec, 32, MEAN, STD)
+    images = smooth_images(48, 40)
+    params = transform.sample(48, 40, 40, torch.Generator().manual_seed(5))
+    subset_path = transform.apply(images, params, masked=False)
+    masked_path = transform.apply(images, params, masked=True)
+    assert torch.allclose(subset_path, masked_path, atol=1e-5)
