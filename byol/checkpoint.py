@@ -47,16 +47,18 @@ def _write_error(path: Path, error: OSError) -> CheckpointError:
     )
 
 
-def _atomic_write(path: Path, data: bytes, previous: Path | None = None) -> None:
-    """Write ``data`` to ``path`` via a temporary file; with ``previous``, the file it replaces
-    is renamed there first. A failure leaves the files that were there untouched."""
+def _atomic_write(path: Path, parts: list[Any], previous: Path | None = None) -> None:
+    """Write the bytes-like ``parts`` one after another to ``path`` via a temporary file; with
+    ``previous``, the file it replaces is renamed there first. A failure leaves the files that
+    were there untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view[:_CHUNK]) :]
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view[:_CHUNK]) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -101,10 +103,10 @@ def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = Tru
     payload = buffer.getbuffer()
     trailer = _TRAILER.pack(_MAGIC, len(payload), hashlib.sha256(payload).digest())
     previous = path.with_name(PREVIOUS_CHECKPOINT_NAME) if keep_previous else None
-    _atomic_write(path, bytes(payload) + trailer, previous)
+    _atomic_write(path, [payload, trailer], previous)
 
 
-def _verified_payload(path: Path, data: bytes) -> bytes | None:
+def _verified_payload(path: Path, data: bytes) -> memoryview | None:
     """The payload of a file with a checksum trailer (None when it has none); raises when the
     trailer does not match."""
     if len(data) < _TRAILER.size:
@@ -112,7 +114,7 @@ def _verified_payload(path: Path, data: bytes) -> bytes | None:
     magic, length, digest = _TRAILER.unpack(data[-_TRAILER.size :])
     if magic != _MAGIC:
         return None
-    payload = data[: -_TRAILER.size]
+    payload = memoryview(data)[: -_TRAILER.size]  # a view: checkpoints can be gigabytes
     if length != len(payload) or hashlib.sha256(payload).digest() != digest:
         raise CheckpointError(
             f"{path} fails its checksum (corrupt or altered after it was written); "
@@ -226,7 +228,7 @@ def save_encoder(path: Path, encoder: nn.Module, architecture: str, cifar_stem: 
             else ""
         ),
     }
-    _atomic_write(Path(path), safetensors_bytes(tensors, metadata=metadata))
+    _atomic_write(Path(path), [safetensors_bytes(tensors, metadata=metadata)])
 
 
 def encoder_metadata(path: Path) -> dict[str, str]:

@@ -240,21 +240,27 @@ def _check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -
         )
 
 
+def _diverged(
+    what: str, step: int, lr: float, precision: str, saved_step: int | None
+) -> TrainingDiverged:
+    kept = (
+        f"the last good checkpoint (step {saved_step}) was kept"
+        if saved_step is not None
+        else "no checkpoint had been written yet"
+    )
+    return TrainingDiverged(
+        f"{what} at step {step} (lr {lr:.3g}, precision {precision}); {kept}. The likely cause "
+        "is a learning rate too high or too low a precision: lower base_lr or use "
+        "precision=fp32, then --resume."
+    )
+
+
 def _check_finite(
     loss: float, step: int, lr: float, precision: str, saved_step: int | None = None
 ) -> None:
     """Stop before a NaN or inf loss reaches a checkpoint: the last good one stays in place."""
     if not math.isfinite(loss):
-        kept = (
-            f"the last good checkpoint (step {saved_step}) was kept"
-            if saved_step is not None
-            else "no checkpoint had been written yet"
-        )
-        raise TrainingDiverged(
-            f"the loss became {loss} at step {step} (lr {lr:.3g}, precision {precision}); {kept}."
-            " The likely cause is a learning rate too high or low precision: lower base_lr or "
-            "use precision=fp32, then --resume."
-        )
+        raise _diverged(f"the loss became {loss}", step, lr, precision, saved_step)
 
 
 def _peak_memory_mb() -> float:
@@ -330,6 +336,9 @@ def pretrain(
 
     def save() -> None:
         nonlocal saved_step
+        # The loss checked above came before this step's update, which may itself have overflowed.
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise _diverged("the weights became inf or NaN", step, lr, config.precision, saved_step)
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
