@@ -13,8 +13,10 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import struct
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,18 @@ def _verified_payload(path: Path, data: bytes) -> memoryview | None:
     return payload
 
 
+def _refusal_detail(error: Exception) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to load the file
+    unsafely."""
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f" (it names {found.group(1)})"
+    if "Unsupported operand" in text:
+        return " (pickle instructions outside the safe subset)"
+    return ""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint, check its length and checksum, and unpickle it without running code."""
     path = Path(path)
@@ -134,12 +148,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} cannot be read ({error.strerror}).") from None
     payload = _verified_payload(path, data)
     try:
-        state = torch.load(io.BytesIO(data if payload is None else payload), weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol is no news: it is refused
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(io.BytesIO(data if payload is None else payload), weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values and was refused "
-            f"(loading it could run code); only load checkpoints written by byol. ({first_line})"
+            f"{path} holds objects other than tensors and plain values{_refusal_detail(error)} "
+            "and was refused (loading it could run code); only load checkpoints written by byol."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(
