@@ -35,6 +35,7 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; }
+img.neighbours { max-width: 720px; }
 .banner { background: #fde2e1; border: 2px solid #c0392b; padding: 0.8em 1em; font-weight: 600; }
 .note { background: #fff6d6; border: 1px solid #d4ac0d; padding: 0.6em 1em; }
 .muted { color: #666; }
@@ -88,7 +89,8 @@ def _pyplot() -> Any:
 
 
 def curves_figure(records: list[dict[str, Any]]) -> str | None:
-    """Base64 PNG of loss, lr, tau, kNN top-1 and collapse against steps (None: no records)."""
+    """Base64 PNG of loss, lr, tau, kNN top-1, collapse and throughput against steps (None: no
+    step records)."""
     steps = [r for r in records if "loss" in r]
     if not steps:
         return None
@@ -100,9 +102,11 @@ def curves_figure(records: list[dict[str, Any]]) -> str | None:
         ("tau", "target EMA tau", steps),
         ("knn_top1", "kNN top-1 (%)", knn),
         ("collapse", "collapse metric", steps),
+        ("images_per_second", "training images / s", steps),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(17, 3.2))
-    for ax, (key, title, rows) in zip(axes, panels, strict=True):
+    last_step = max(r["step"] for r in records)
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.8))
+    for ax, (key, title, rows) in zip(axes.flat, panels, strict=True):
         xs = [r["step"] for r in rows if isinstance(r.get(key), (int, float))]
         ys = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, color="tab:blue")
@@ -111,6 +115,7 @@ def curves_figure(records: list[dict[str, Any]]) -> str | None:
             ax.set_ylim(bottom=0)
         if not xs:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlim(0, max(last_step, 1) * 1.03)  # one step axis for all panels
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
         ax.grid(alpha=0.3)
@@ -240,7 +245,8 @@ def _neighbours_section(run_dir: Path) -> str:
         parts.append(
             f"<p>{html.escape(picture.name)}: each row is a query (first column) and its nearest "
             "training images; green titles share the query's class, red ones do not.</p>"
-            f'<img alt="nearest neighbours" src="data:image/png;base64,{encoded}">'
+            '<img class="neighbours" alt="nearest neighbours" '
+            f'src="data:image/png;base64,{encoded}">'
         )
     return "".join(parts)
 
@@ -273,14 +279,18 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
     config = Config.load(config_path)
     records = read_records(run_dir)
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except ValueError:  # written by an older version, not atomically, and cut short
+        summary = {}
 
     out = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>BYOL run {html.escape(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>BYOL run <code>{html.escape(str(run_dir))}</code></h1>",
         f"<p>{html.escape(config.backbone)} on {html.escape(config.dataset)} at "
-        f"{config.image_size} px, batch {config.batch_size}, {config.epochs} epochs, "
+        f"{config.image_size} px, batch {config.batch_size}, {config.epochs} "
+        f"epoch{'s' if config.epochs != 1 else ''}, "
         f"optimizer {html.escape(config.optimizer)}, base lr {config.base_lr}, "
         f"tau_base {config.tau_base}.</p>",
     ]
@@ -313,9 +323,9 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
             f"({COLLAPSE_WARNING}). kNN: weighted k={config.knn_k}, T={config.knn_temperature}, "
             "on the test split after each epoch and at the end.</p>"
         )
+    out += ["<h2>Embedding map</h2>", _embedding_section(run_dir, points, overrides or [])]
     out += ["<h2>Evaluation</h2>", _results_section(run_dir)]
     out += ["<h2>Nearest neighbours</h2>", _neighbours_section(run_dir)]
-    out += ["<h2>Embedding map</h2>", _embedding_section(run_dir, points, overrides or [])]
     out += ["<h2>Configuration</h2>", _table(list(config.to_dict().items()))]
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import resource
 import signal
 import threading
@@ -466,5 +467,6 @@ def pretrain(
     )
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
     summary["unreadable_images"] = info.unreadable
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / ".summary.json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(run_dir / ".summary.json.tmp", run_dir / "summary.json")  # never half-written
     return result
