@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class Config:
     download: bool = False  # fetch torchvision datasets from the internet when absent
     image_size: int = 224
     train_subset: int = 0  # pretrain on this many images only (0 = all)
+    strict_images: bool = False  # stop at the first unreadable image file instead of skipping it
 
     # --- encoder and heads (PAPER.md section 2) ---
     backbone: str = "resnet50"
@@ -103,6 +105,8 @@ class Config:
         for key in ("batch_size", "epochs", "image_size", "projection_dim"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}.")
+        if self.batch_size == 1:
+            raise ConfigError("batch_size must be at least 2: batch norm needs two images.")
         if not 0.0 <= self.tau_base <= 1.0:
             raise ConfigError(f"tau_base must lie in [0, 1], got {self.tau_base}.")
 
@@ -110,11 +114,26 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        # Via a temporary file: a process killed mid-write must not leave half a config behind.
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Config:
-        return from_dict(json.loads(Path(path).read_text()))
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ConfigError(
+                f"{path} is not a readable JSON config ({error}); fix or delete it."
+            ) from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} holds a JSON {type(values).__name__}, not an object.")
+        try:
+            return from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
 
 
 # Each preset lists only what it changes from the paper's defaults above.
@@ -239,17 +258,33 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return dataclasses.replace(config, **changes)
 
 
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """``value`` from JSON as the type of ``default``; a value of another type is an error."""
+    if isinstance(default, tuple) and isinstance(value, list) and len(value) == len(default):
+        return tuple(_typed(key, v, d) for v, d in zip(value, default, strict=True))
+    if isinstance(default, bool) or isinstance(value, bool):  # bool is an int: check it first
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{key}={value!r} is not a valid {type(default).__name__} (default {default!r})."
+        )
+    return value
+
+
 def from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a Config from a saved dict (lists become tuples); unknown keys are errors."""
-    for key in values:
-        _check_key(key)
+    """Rebuild a Config from a saved dict (lists become tuples); unknown keys and values of the
+    wrong type are errors."""
     defaults = Config()
     typed = {}
     for key, value in values.items():
-        default = getattr(defaults, key)
-        typed[key] = tuple(value) if isinstance(default, tuple) else value
-    config = dataclasses.replace(defaults, **typed)
-    return config
+        _check_key(key)
+        typed[key] = _typed(key, value, getattr(defaults, key))
+    return dataclasses.replace(defaults, **typed)
 
 
 __all__ = ["Config", "PRESETS", "preset", "apply_overrides", "from_dict"]

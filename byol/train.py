@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
+import os
 import resource
 import signal
 import threading
@@ -28,7 +30,14 @@ from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
 from byol.batch_views import BatchTwoViews, batch_paper_views
 from byol.byol import BYOL, BYOLOutput
-from byol.checkpoint import load_checkpoint, save_checkpoint, save_encoder
+from byol.checkpoint import (
+    CHECKPOINT_NAME,
+    load_latest_checkpoint,
+    load_model_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_encoder,
+)
 from byol.config import Config, from_dict
 from byol.data import DatasetInfo, TensorImageDataset, labelled, load_datasets, subset
 from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
@@ -38,7 +47,6 @@ from byol.metrics import MetricsLog
 from byol.optim import build_optimizer
 from byol.schedules import learning_rate, scaled_learning_rate, target_tau
 
-CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.safetensors"
 # Fields that change how a run executes, not what it computes: they may differ on --resume.
 RESUMABLE_CHANGES = {
@@ -49,6 +57,9 @@ RESUMABLE_CHANGES = {
     "log_every_steps",
     "compile",
 }
+METHOD = "byol"  # recorded in checkpoints; a checkpoint of another method is refused
+
+logger = logging.getLogger(__name__)
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,7 +278,18 @@ class StopRequests:
             signal.signal(signum, handler)
 
 
-def _check_resumable(checkpoint: dict[str, Any], config: Config, run_dir: Path) -> None:
+def _check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -> None:
+    """Refuse a checkpoint of another method, or of a run configured differently."""
+    method = checkpoint.get("method", METHOD)
+    if method != METHOD:
+        raise CheckpointError(
+            f"{source} was written by a {method} run, not {METHOD}; resume it with the method "
+            "that wrote it, or start a new run."
+        )
+    missing = [k for k in ("model", "optimizer", "step", "config") if k not in checkpoint]
+    if missing or not isinstance(checkpoint.get("config"), dict):
+        raise CheckpointError(f"{source} lacks {', '.join(missing) or 'a config'}; start anew.")
+    run_dir = source.parent
     saved = from_dict(checkpoint["config"])
     changed = [
         f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
@@ -281,13 +303,27 @@ def _check_resumable(checkpoint: dict[str, Any], config: Config, run_dir: Path) 
         )
 
 
-def _check_finite(loss: float, step: int, lr: float, precision: str) -> None:
+def _diverged(
+    what: str, step: int, lr: float, precision: str, saved_step: int | None
+) -> TrainingDiverged:
+    kept = (
+        f"the last good checkpoint (step {saved_step}) was kept"
+        if saved_step is not None
+        else "no checkpoint had been written yet"
+    )
+    return TrainingDiverged(
+        f"{what} at step {step} (lr {lr:.3g}, precision {precision}); {kept}. The likely cause "
+        "is a learning rate too high or too low a precision: lower base_lr or use "
+        "precision=fp32, then --resume."
+    )
+
+
+def _check_finite(
+    loss: float, step: int, lr: float, precision: str, saved_step: int | None = None
+) -> None:
     """Stop before a NaN or inf loss reaches a checkpoint: the last good one stays in place."""
     if not math.isfinite(loss):
-        raise TrainingDiverged(
-            f"the loss became {loss} at step {step} (lr {lr:.3g}, precision {precision}); the "
-            "last good checkpoint was kept. Lower base_lr or use precision=fp32, then --resume."
-        )
+        raise _diverged(f"the loss became {loss}", step, lr, precision, saved_step)
 
 
 def _peak_memory_mb() -> float:
@@ -303,11 +339,15 @@ def pretrain(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    checkpoint = load_checkpoint(checkpoint_path) if resume else None
-    if checkpoint is not None:
-        _check_resumable(checkpoint, config, run_dir)
+    checkpoint = None
+    if resume:  # the newest checkpoint that passes its checksum; a corrupt newest is passed over
+        checkpoint, source, passed_over = load_latest_checkpoint(run_dir)
+        for problem in passed_over:
+            logger.warning("byol: %s Resuming from %s instead.", problem, source)
+        _check_resumable(checkpoint, config, source)
     config.validate()
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # left by a process killed while writing
     config.save(run_dir / "config.json")
     torch.manual_seed(config.seed)
     if config.threads:
@@ -316,7 +356,7 @@ def pretrain(
 
     # --- data ---
     train_set, test_set, info = load_datasets(
-        config.dataset, config.data_dir or None, config.download, in_memory=True
+        config.dataset, config.data_dir or None, config.download, True, config.strict_images
     )
     monitor = None
     if test_set is not None and info.classes:  # the kNN bank is the whole labelled train split
@@ -357,21 +397,34 @@ def pretrain(
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     step = 0
+    saved_step: int | None = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step = int(checkpoint["step"])
-    log = MetricsLog(run_dir, resume_step=step if checkpoint is not None else None)
+        load_model_state(model, checkpoint["model"], source)
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{source} holds another optimizer's state ({error}).") from None
+        step = saved_step = int(checkpoint["step"])
+    log = MetricsLog(run_dir, resume_step=step)  # drops records a killed run wrote later
 
     def save() -> None:
+        nonlocal saved_step
+        # The loss checked above came before this step's update, which may itself have overflowed.
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise _diverged("the weights became inf or NaN", step, lr, config.precision, saved_step)
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "step": step,
             "config": config.to_dict(),
-            "method": "byol",
+            "method": METHOD,
         }
-        save_checkpoint(checkpoint_path, state)
+        try:
+            save_checkpoint(checkpoint_path, state)
+        except CheckpointError as error:
+            resume = f" with `byol pretrain --resume {run_dir}`."
+            raise CheckpointError(str(error).rstrip(".") + resume) from None
+        saved_step = step
 
     # --- the loop ---
     progress = tqdm(
@@ -416,7 +469,7 @@ def pretrain(
                 )
                 if step % config.log_every_steps == 0 or step == total_steps or checkpoint_due:
                     loss = output.loss.item()  # the only host-device sync of a step
-                    _check_finite(loss, step, lr, config.precision)
+                    _check_finite(loss, step, lr, config.precision, saved_step)
                     collapse = collapse_metric(output.online_projection).item()
                     epoch_collapse.append(collapse)
                     images = (step - first_step) * config.batch_size
@@ -478,5 +531,7 @@ def pretrain(
         stopped_early=stopped_early,
     )
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["unreadable_images"] = info.unreadable
+    (run_dir / ".summary.json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(run_dir / ".summary.json.tmp", run_dir / "summary.json")  # never half-written
     return result
