@@ -41,7 +41,7 @@ from byol.checkpoint import (
 from byol.config import Config, from_dict
 from byol.data import DatasetInfo, TensorImageDataset, labelled, load_datasets, subset
 from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
-from byol.evaluate import autocast, extract_features, knn_accuracy
+from byol.evaluate import autocast, extract_features, knn_accuracy, resolve_precision
 from byol.losses import collapse_metric
 from byol.metrics import MetricsLog
 from byol.optim import build_optimizer
@@ -411,7 +411,13 @@ def pretrain(
         nonlocal saved_step
         # The loss checked above came before this step's update, which may itself have overflowed.
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise _diverged("the weights became inf or NaN", step, lr, config.precision, saved_step)
+            raise _diverged(
+                "the weights became inf or NaN",
+                step,
+                lr,
+                resolve_precision(device, config.precision),
+                saved_step,
+            )
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -469,7 +475,9 @@ def pretrain(
                 )
                 if step % config.log_every_steps == 0 or step == total_steps or checkpoint_due:
                     loss = output.loss.item()  # the only host-device sync of a step
-                    _check_finite(loss, step, lr, config.precision, saved_step)
+                    _check_finite(
+                        loss, step, lr, resolve_precision(device, config.precision), saved_step
+                    )
                     collapse = collapse_metric(output.online_projection).item()
                     epoch_collapse.append(collapse)
                     images = (step - first_step) * config.batch_size
