@@ -26,13 +26,14 @@ from tqdm import tqdm
 
 from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
-from byol.byol import BYOL, BYOLOutput
+from byol.byol import BYOLOutput
 from byol.checkpoint import load_checkpoint, save_checkpoint, save_encoder
 from byol.config import Config, from_dict
 from byol.data import DatasetInfo, labelled, load_datasets, subset
 from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
 from byol.evaluate import autocast, extract_features, knn_accuracy
 from byol.losses import collapse_metric
+from byol.methods import build_method
 from byol.metrics import MetricsLog
 from byol.optim import build_optimizer
 from byol.schedules import learning_rate, scaled_learning_rate, target_tau
@@ -103,19 +104,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: Config) -> BYOL:
+def build_model(config: Config) -> torch.nn.Module:
+    """``config.method`` (BYOL or a baseline; all share BYOL's interface) on a fresh encoder."""
     encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
-    return BYOL(
-        encoder,
-        feature_dim,
-        config.projector_hidden_dim,
-        config.projection_dim,
-        config.predictor_hidden_dim,
-    )
+    return build_method(config, encoder, feature_dim)
 
 
 def train_step(
-    model: BYOL,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     view_1: torch.Tensor,
     view_2: torch.Tensor,
@@ -237,7 +233,7 @@ def _peak_memory_mb() -> float:
 def pretrain(
     config: Config, run_dir: Path, resume: bool = False, quiet: bool = False
 ) -> PretrainResult:
-    """Pretrain with BYOL as ``config`` says; everything is written into ``run_dir``."""
+    """Pretrain ``config.method`` as ``config`` says; everything is written into ``run_dir``."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -297,7 +293,7 @@ def pretrain(
             "optimizer": optimizer.state_dict(),
             "step": step,
             "config": config.to_dict(),
-            "method": "byol",
+            "method": config.method,
         }
         save_checkpoint(checkpoint_path, state)
 
@@ -336,7 +332,7 @@ def pretrain(
                     view_1 = view_1.contiguous(memory_format=torch.channels_last)
                     view_2 = view_2.contiguous(memory_format=torch.channels_last)
                 lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
-                tau = target_tau(step, total_steps, config.tau_base)
+                tau = target_tau(step, total_steps, config.tau_base, config.tau_schedule)
                 output = train_step(model, optimizer, view_1, view_2, lr, tau, config.precision)
                 step += 1
                 progress.update(config.batch_size)
@@ -389,7 +385,7 @@ def pretrain(
     # --- the encoder and the final scores ---
     save_encoder(run_dir / ENCODER_NAME, model.online_encoder, config.backbone, config.cifar_stem)
     scores: dict[str, float] = {}
-    if monitor is not None:
+    if monitor is not None and config.knn_final:
         scores["knn_top1"] = monitor.score(model.online_encoder, full=True)
         if config.knn_references:
             torch.manual_seed(config.seed)  # the same initial weights the run started from
