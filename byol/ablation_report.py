@@ -8,8 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from byol.config import Config
-from byol.methods import NAMES
+from byol.config import METHODS, Config
 from byol.protocols import EvalSettings
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"
@@ -73,7 +72,7 @@ def markdown(
             status += f" (same run as {row['shared_with']}: identical config)"
         cells = [
             row["label"],
-            NAMES[row["method"]],
+            METHODS[row["method"]],
             _number(row.get("knn_top1")),
             _number(row.get("linear_top1")),
             _number(_delta(rows, row, "linear_top1"), sign=True),
@@ -118,7 +117,7 @@ def plot(path: Path, ablation: str, rows: list[dict[str, Any]], random_init: dic
             x = names.index(r["name"]) - 0.4 + width * (m + 0.5)
             if isinstance(r.get("linear_top1"), float):
                 hatch = "//" if r["status"] == "collapsed" else None
-                label = NAMES[method] if r is _first(rows, method) else None
+                label = METHODS[method] if r is _first(rows, method) else None
                 axes[0].bar(x, r["linear_top1"], width, color=colour, hatch=hatch, label=label)
                 axes[0].plot(x, r["knn_top1"], "o", color="black", markersize=4)
             if isinstance(r["paper"], (int, float)):

@@ -47,7 +47,6 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from byol.methods import NAMES
     from byol.train import CHECKPOINT_NAME, pretrain
 
     config, run_dir = _resolve_config(args)
@@ -63,7 +62,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     )
     print(f"encoder:    {result.run_dir / 'encoder.safetensors'}")
     rows = [
-        (f"{NAMES[config.method]} encoder", result.knn_top1),
+        (f"{METHODS[config.method]} encoder", result.knn_top1),
         ("random-init encoder", result.knn_top1_random_init),
         ("raw pixels", result.knn_top1_pixels),
     ]

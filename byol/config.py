@@ -16,7 +16,8 @@ from typing import Any
 
 from byol.errors import ConfigError
 
-METHODS = ("byol", "simclr", "barlow", "moco")  # what `byol pretrain --method` can train
+# What `byol pretrain --method` can train, with the names tables and plots give them.
+METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
 
 
 @dataclass

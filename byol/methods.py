@@ -15,11 +15,9 @@ from torch import nn
 
 from byol.barlow import BarlowTwins
 from byol.byol import BYOL, BYOLOutput
-from byol.config import Config
+from byol.config import METHODS, Config
 from byol.moco import MoCo
 from byol.simclr import SimCLR
-
-NAMES = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
 
 
 class Method(Protocol):
@@ -59,4 +57,4 @@ def build_method(config: Config, encoder: nn.Module, feature_dim: int) -> nn.Mod
             c.moco_queue_size,
             c.moco_temperature,
         )
-    raise ValueError(f"unknown method {c.method!r}; choose one of {', '.join(NAMES)}")
+    raise ValueError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")

@@ -359,3 +359,13 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
     ablate.run_ablation("predictor", "fashion-mnist", settings, out, quiet=True)
     assert trained == [folder / "byol-no-predictor"]
     assert (folder / "table.md").read_text() == table
+
+
+def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
+    from byol.results import RESULTS_MD, update_results
+
+    data = "fashion-mnist"
+    update_results(tmp_path, data, data, "byol", {"knn200_top1": 70.0}, pretrained_with="moco")
+    update_results(tmp_path, data, data, "random-init", {"knn200_top1": 71.0})
+    text = (tmp_path / RESULTS_MD).read_text()
+    assert "| MoCo v2 | 70.00 |" in text and "| BYOL |" not in text
