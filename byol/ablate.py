@@ -40,6 +40,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "stl10": dict(epochs=50),
     "imagenet-paper": dict(epochs=300, tau_base=0.99),  # the paper's ablation schedule
 }
+# Ablations with many runs get a shorter schedule: (preset, ablation) -> overrides on the budget.
+ABLATION_BUDGETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("fashion-mnist", "augmentations"): dict(train_subset=8000),  # 17 distinct runs
+}
 # Ablation runs skip the kNN scores of a single run: the evaluation below scores every encoder.
 RUN_DEFAULTS = dict(knn_every_epochs=0, knn_final=False, knn_references=False)
 # kNN k=200 only; 10 epochs of the linear probe (SGD on standardised features).
@@ -184,7 +188,8 @@ def run_ablation(
     eval_keys = {f.name for f in dataclasses.fields(EvalSettings)}
     eval_overrides = [o for o in overrides if _key(o) in eval_keys]
     config_overrides = [o for o in overrides if _key(o) not in {*eval_keys, "eval_train_images"}]
-    base = dataclasses.replace(preset(preset_name), **BUDGETS.get(preset_name, {}), **RUN_DEFAULTS)
+    budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
+    base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
     base = apply_overrides(base, config_overrides)
     base.validate()
     root = Path(out or f"runs/ablations/{preset_name}")
@@ -219,7 +224,7 @@ def run_ablation(
             row["train_s"] = summary["wall_time_s"]
             collapsed = row["collapse"] is not None and row["collapse"] < COLLAPSED_BELOW
             row["status"] = "collapsed" if collapsed else "ok"
-        row["shared_with"] = _shared_label(run_dir, folder / variant.key, rows)
+        row["shared_with"] = _shared_label(run_dir, folder / variant.key, root, rows)
         rows.append(row)
         _say(f"    {_brief(row)} ({time.perf_counter() - started:.0f} s)", quiet)
 
@@ -235,14 +240,16 @@ def run_ablation(
     return folder
 
 
-def _shared_label(run_dir: Path, own_dir: Path, rows: list[dict[str, Any]]) -> str | None:
-    """The row (or folder) whose run this row reuses because the configs are identical."""
+def _shared_label(
+    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]]
+) -> str | None:
+    """The row (or run folder) whose run this row reuses because the configs are identical."""
     if run_dir == own_dir:
         return None
     for row in rows:
         if row["run_dir"] == str(run_dir):
             return row["label"]
-    return str(run_dir)
+    return str(run_dir.relative_to(root)) if run_dir.is_relative_to(root) else str(run_dir)
 
 
 def _brief(row: dict[str, Any]) -> str:

@@ -69,7 +69,7 @@ def markdown(
     for row in rows:
         status = row["status"]
         if row.get("shared_with"):
-            status += f" (same run as {row['shared_with']}: identical config)"
+            status += f" (shared: {row['shared_with']})"
         cells = [
             row["label"],
             METHODS[row["method"]],
@@ -88,7 +88,8 @@ def markdown(
     lines += [
         "",
         "Δ: difference to the same method's row "
-        f"`{rows[0]['reference'] if rows else ''}` (percentage points). collapse: standard "
+        f"`{rows[0]['reference'] if rows else ''}` (percentage points). shared: the run of an "
+        "identical config, made for another row or ablation, is reused. collapse: standard "
         "deviation of the l2-normalised projections over the last logged batch, times "
         "sqrt(dim); about 1 when spread over every dimension, sqrt(k/d) when spread evenly over "
         "only k of d dimensions, 0 for a constant. Below 0.1 (under 1% of the dimensions in use) "
