@@ -186,8 +186,11 @@ def run_ablation(
         if _key(item) == "eval_train_images":
             train_images = _int(item)
     eval_keys = {f.name for f in dataclasses.fields(EvalSettings)}
+    config_keys = {f.name for f in dataclasses.fields(Config)}
+    # A key of both (seed) goes to both: `--set seed=1` repeats the whole experiment.
     eval_overrides = [o for o in overrides if _key(o) in eval_keys]
-    config_overrides = [o for o in overrides if _key(o) not in {*eval_keys, "eval_train_images"}]
+    config_overrides = [o for o in overrides if _key(o) in config_keys or _key(o) not in eval_keys]
+    config_overrides = [o for o in config_overrides if _key(o) != "eval_train_images"]
     budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
     base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
     base = apply_overrides(base, config_overrides)
