@@ -4,6 +4,8 @@ byol pretrain                       # the CPU default: Fashion-MNIST, about 10 m
 byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
 byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
 byol pretrain --resume auto --run-dir runs/x   # continue runs/x if it has a checkpoint, else start
+byol pretrain --method simclr       # a baseline (simclr | barlow | moco), same data and loop
+byol ablate target                  # the paper's ablation, at the preset's scale: table + plot
 byol presets                        # list presets;  byol config --preset stl10: show one
 byol eval all runs/fashion-mnist    # kNN, linear, 1% / 10% labels; BYOL vs references
 byol eval knn runs/fashion-mnist --random-init
@@ -20,8 +22,9 @@ import json
 import sys
 from pathlib import Path
 
-from byol.config import PRESETS, Config, apply_overrides, preset
+from byol.config import METHODS, PRESETS, Config, apply_overrides, preset
 from byol.errors import ByolError, RunInterrupted, one_line
+from byol.variants import ABLATIONS
 
 DEFAULT_PRESET = "fashion-mnist"
 
@@ -40,10 +43,15 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
         config, resume = Config.load(saved), True
     else:
         config = preset(args.preset or DEFAULT_PRESET)
-        run_dir = Path(args.run_dir or f"runs/{args.preset or DEFAULT_PRESET}")
-        resume = args.resume == "auto" and has_checkpoint(run_dir)
-    config = apply_overrides(config, args.set or [])
+        run_dir = None
+    method = getattr(args, "method", None)
+    config = apply_overrides(config, ([f"method={method}"] if method else []) + (args.set or []))
     config.validate()
+    if run_dir is None:  # a baseline gets its own default folder, next to BYOL's
+        name = args.preset or DEFAULT_PRESET
+        suffix = "" if config.method == "byol" else f"-{config.method}"
+        run_dir = Path(args.run_dir or f"runs/{name}{suffix}")
+        resume = args.resume == "auto" and has_checkpoint(run_dir)
     return config, run_dir, resume
 
 
@@ -64,7 +72,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     )
     print(f"encoder:    {result.run_dir / 'encoder.safetensors'}")
     rows = [
-        ("BYOL encoder", result.knn_top1),
+        (f"{METHODS[config.method]} encoder", result.knn_top1),
         ("random-init encoder", result.knn_top1_random_init),
         ("raw pixels", result.knn_top1_pixels),
     ]
@@ -154,12 +162,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from byol.ablate import run_ablation
+    from byol.ablation_report import PLOT_PNG, RESULTS_JSON, TABLE_MD
+
+    folder = run_ablation(
+        args.name, args.preset, args.set or [], Path(args.out) if args.out else None, args.quiet
+    )
+    print((folder / TABLE_MD).read_text())
+    for name in (TABLE_MD, PLOT_PNG, RESULTS_JSON):
+        print(f"written: {folder / name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL")
+    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL (or a baseline)")
     p.add_argument("--preset", choices=list(PRESETS), help=f"default: {DEFAULT_PRESET}")
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        help="byol (default), or a baseline: simclr, barlow (Barlow Twins), moco (MoCo v2); "
+        "the same as --set method=NAME",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--run-dir", help="output folder (default: runs/<preset>)")
     p.add_argument(
@@ -170,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "ablate", help="rerun one of the paper's ablations on a preset: a table and a plot"
+    )
+    p.add_argument("name", choices=list(ABLATIONS))
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field of every run (e.g. train_subset=5000) or an evaluation "
+        "setting (e.g. linear_epochs=20)",
+    )
+    p.add_argument("--out", help="output folder (default: runs/ablations/<preset>)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_cmd_presets)

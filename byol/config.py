@@ -17,6 +17,9 @@ from typing import Any
 
 from byol.errors import ConfigError
 
+# What `byol pretrain --method` can train, with the names tables and plots give them.
+METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
+
 
 @dataclass
 class Config:
@@ -36,6 +39,15 @@ class Config:
     projector_hidden_dim: int = 4096
     projection_dim: int = 256
     predictor_hidden_dim: int = 4096
+
+    # --- method: BYOL (PAPER.md section 1) or a baseline (section 8), same data, encoder, loop ---
+    method: str = "byol"  # byol | simclr | barlow | moco
+    use_predictor: bool = True  # false: BYOL without q_theta (an ablation; it collapses)
+    simclr_temperature: float = 0.1  # NT-Xent temperature (the paper's range: 0.1-0.5)
+    barlow_lambda: float = 5e-3  # weight of the off-diagonal (redundancy) term
+    barlow_projector_dim: int = 8192  # width of each of the projector's three layers
+    moco_queue_size: int = 65536  # negatives kept from earlier steps
+    moco_temperature: float = 0.2
 
     # --- views T and T' (PAPER.md Table 6); pairs are (T, T') ---
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -62,6 +74,7 @@ class Config:
     epochs: int = 1000
     warmup_epochs: float = 10.0
     tau_base: float = 0.996
+    tau_schedule: str = "cosine"  # cosine: tau_base -> 1 | constant: tau_base throughout
 
     # --- runtime ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -81,6 +94,7 @@ class Config:
     knn_temperature: float = 0.1
     knn_every_epochs: int = 1  # 0 = only at the end of the run
     knn_bank_subset: int = 0  # per-epoch kNN uses this many training images as bank (0 = all)
+    knn_final: bool = True  # score the final encoder into summary.json (ablations score apart)
     knn_references: bool = True  # final summary also scores a random-init encoder and raw pixels
     eval_batch_size: int = 512
     eval_crop_fraction: float = 0.875  # eval view: resize to size/fraction, centre-crop size
@@ -90,6 +104,8 @@ class Config:
             "optimizer": ("lars", "sgd", "adamw"),
             "precision": ("auto", "fp32", "bf16"),
             "views": ("auto", "batched", "per-image"),
+            "method": METHODS,
+            "tau_schedule": ("cosine", "constant"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -102,7 +118,16 @@ class Config:
             raise ConfigError(
                 f"backbone={self.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}."
             )
-        for key in ("batch_size", "epochs", "image_size", "projection_dim"):
+        for key in (
+            "batch_size",
+            "epochs",
+            "image_size",
+            "projection_dim",
+            "simclr_temperature",
+            "barlow_projector_dim",
+            "moco_queue_size",
+            "moco_temperature",
+        ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}.")
         if self.batch_size == 1:
@@ -287,4 +312,4 @@ def from_dict(values: dict[str, Any]) -> Config:
     return dataclasses.replace(defaults, **typed)
 
 
-__all__ = ["Config", "PRESETS", "preset", "apply_overrides", "from_dict"]
+__all__ = ["Config", "METHODS", "PRESETS", "preset", "apply_overrides", "from_dict"]

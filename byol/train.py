@@ -29,7 +29,7 @@ from tqdm import tqdm
 from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
 from byol.batch_views import BatchTwoViews, batch_paper_views
-from byol.byol import BYOL, BYOLOutput
+from byol.byol import BYOLOutput
 from byol.checkpoint import (
     CHECKPOINT_NAME,
     load_latest_checkpoint,
@@ -43,6 +43,7 @@ from byol.data import DatasetInfo, TensorImageDataset, labelled, load_datasets, 
 from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
 from byol.evaluate import autocast, extract_features, knn_accuracy, resolve_precision
 from byol.losses import collapse_metric
+from byol.methods import build_method
 from byol.metrics import MetricsLog
 from byol.optim import build_optimizer
 from byol.schedules import learning_rate, scaled_learning_rate, target_tau
@@ -57,7 +58,6 @@ RESUMABLE_CHANGES = {
     "log_every_steps",
     "compile",
 }
-METHOD = "byol"  # recorded in checkpoints; a checkpoint of another method is refused
 
 logger = logging.getLogger(__name__)
 
@@ -176,19 +176,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: Config) -> BYOL:
+def build_model(config: Config) -> torch.nn.Module:
+    """``config.method`` (BYOL or a baseline; all share BYOL's interface) on a fresh encoder."""
     encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
-    return BYOL(
-        encoder,
-        feature_dim,
-        config.projector_hidden_dim,
-        config.projection_dim,
-        config.predictor_hidden_dim,
-    )
+    return build_method(config, encoder, feature_dim)
 
 
 def train_step(
-    model: BYOL,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     view_1: torch.Tensor,
     view_2: torch.Tensor,
@@ -280,11 +275,11 @@ class StopRequests:
 
 def _check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -> None:
     """Refuse a checkpoint of another method, or of a run configured differently."""
-    method = checkpoint.get("method", METHOD)
-    if method != METHOD:
+    method = checkpoint.get("method", "byol")
+    if method != config.method:
         raise CheckpointError(
-            f"{source} was written by a {method} run, not {METHOD}; resume it with the method "
-            "that wrote it, or start a new run."
+            f"{source} was written by a {method} run, not {config.method}; resume it with the "
+            "method that wrote it, or start a new run."
         )
     missing = [k for k in ("model", "optimizer", "step", "config") if k not in checkpoint]
     if missing or not isinstance(checkpoint.get("config"), dict):
@@ -335,7 +330,7 @@ def _peak_memory_mb() -> float:
 def pretrain(
     config: Config, run_dir: Path, resume: bool = False, quiet: bool = False
 ) -> PretrainResult:
-    """Pretrain with BYOL as ``config`` says; everything is written into ``run_dir``."""
+    """Pretrain ``config.method`` as ``config`` says; everything is written into ``run_dir``."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -423,7 +418,7 @@ def pretrain(
             "optimizer": optimizer.state_dict(),
             "step": step,
             "config": config.to_dict(),
-            "method": METHOD,
+            "method": config.method,
         }
         try:
             save_checkpoint(checkpoint_path, state)
@@ -460,7 +455,7 @@ def pretrain(
                     view_1 = view_1.contiguous(memory_format=torch.channels_last)
                     view_2 = view_2.contiguous(memory_format=torch.channels_last)
                 lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
-                tau = target_tau(step, total_steps, config.tau_base)
+                tau = target_tau(step, total_steps, config.tau_base, config.tau_schedule)
                 output = train_step(model, optimizer, view_1, view_2, lr, tau, config.precision)
                 step += 1
                 progress.update(config.batch_size)
@@ -515,7 +510,7 @@ def pretrain(
     # --- the encoder and the final scores ---
     save_encoder(run_dir / ENCODER_NAME, model.online_encoder, config.backbone, config.cifar_stem)
     scores: dict[str, float] = {}
-    if monitor is not None:
+    if monitor is not None and config.knn_final:
         scores["knn_top1"] = monitor.score(model.online_encoder, full=True)
         if config.knn_references:
             torch.manual_seed(config.seed)  # the same initial weights the run started from
