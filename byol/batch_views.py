@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 
 import torch
 
@@ -146,8 +147,9 @@ def resize_matrices(start: torch.Tensor, length: torch.Tensor, source: int, size
     renormalised, as torchvision's resized_crop(antialias=True) on a tensor."""
     scale = (length / size)[:, None, None]  # N x 1 x 1
     support = scale.clamp_min(1.0)  # the kernel widens when shrinking: antialiasing
-    # Only the taps within two kernel widths of each output pixel's centre are non-zero.
-    taps = int(math.ceil(4 * float(support.max()))) + 2
+    # Only the taps within two kernel widths of each output pixel's centre are non-zero; the
+    # widest kernel possible (a crop of the whole source) bounds them without asking the device.
+    taps = int(math.ceil(4 * max(source / size, 1.0))) + 2
     out = torch.arange(size, device=start.device, dtype=start.dtype)[None, :, None]
     centre = scale * (out + 0.5)  # N x S x 1, in crop coordinates
     local = torch.floor(centre - 2 * support) + torch.arange(taps, device=start.device)  # N x S x T
@@ -212,7 +214,7 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(channels, dim=1)
 
 
-def _colour_op(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
+def _colour_op(x: torch.Tensor, factor: torch.Tensor, op: int) -> torch.Tensor:
     if op == 0:  # brightness
         return (x * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
     if op == 1:  # contrast: blend with the mean gray level of the image
@@ -223,18 +225,33 @@ def _colour_op(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
     return shift_hue(x, factor)
 
 
-def colour_jitter(x: torch.Tensor, params: BatchViewParams) -> torch.Tensor:
+def _apply_where(x: torch.Tensor, chosen: torch.Tensor, fn, *args: torch.Tensor, masked: bool):
+    """x with fn(x, *args) in the rows where ``chosen``. Masked: compute every row and select,
+    which never asks the device how many rows were chosen (no host-device sync, for GPUs);
+    otherwise compute only the chosen rows (less work, for CPUs)."""
+    if masked:
+        return torch.where(chosen.view(-1, 1, 1, 1), fn(x, *args), x)
+    rows = torch.nonzero(chosen).squeeze(1)
+    if rows.numel():
+        x.index_copy_(0, rows, fn(x[rows], *(a[rows] for a in args)))
+    return x
+
+
+def colour_jitter(
+    x: torch.Tensor, params: BatchViewParams, masked: bool | None = None
+) -> torch.Tensor:
     """Brightness, contrast, saturation and hue in each image's own random order: at stage k each
     image applies operation order[k]; images that skip jitter are left out of every stage."""
+    masked = x.device.type != "cpu" if masked is None else masked
     gray_source = x.shape[1] == 1
     for stage in range(4):
         for op in range(4):
             if gray_source and op >= 2:  # saturation and hue leave a gray image unchanged
                 continue
-            chosen = torch.nonzero(params.jitter & (params.order[:, stage] == op)).squeeze(1)
-            if chosen.numel() == 0:
-                continue
-            x.index_copy_(0, chosen, _colour_op(x[chosen], op, params.factors[chosen, op]))
+            chosen = params.jitter & (params.order[:, stage] == op)
+            x = _apply_where(
+                x, chosen, partial(_colour_op, op=op), params.factors[:, op], masked=masked
+            )
     return x
 
 
@@ -281,22 +298,22 @@ class BatchViewTransform:
     ) -> BatchViewParams:
         return sample_params(self.spec, n, height, width, generator, generator.device)
 
-    def apply(self, images: torch.Tensor, params: BatchViewParams) -> torch.Tensor:
+    def apply(
+        self, images: torch.Tensor, params: BatchViewParams, masked: bool | None = None
+    ) -> torch.Tensor:
+        """Masked (default on GPUs): no host-device synchronisation; see ``_apply_where``."""
+        masked = images.device.type != "cpu" if masked is None else masked
         x = images.float().div_(255)
         x = resized_crops(x, params.crop, params.flip, self.image_size)
-        x = colour_jitter(x, params)
+        x = colour_jitter(x, params, masked)
         if x.shape[1] == 3:
             x = torch.where(params.grayscale.view(-1, 1, 1, 1), grayscale_of(x).expand_as(x), x)
-        blurred = torch.nonzero(params.blur).squeeze(1)
-        if blurred.numel():
-            x.index_copy_(
-                0, blurred, gaussian_blur(x[blurred], params.blur_sigma[blurred], self.kernel_size)
-            )
+        if self.spec.blur_prob > 0:
+            blur = partial(gaussian_blur, kernel_size=self.kernel_size)
+            x = _apply_where(x, params.blur, blur, params.blur_sigma, masked=masked)
         solarize = params.solarize.view(-1, 1, 1, 1) & (x >= _SOLARIZE_THRESHOLD)
         x = torch.where(solarize, 1.0 - x, x)
-        x = x.expand(
-            -1, 3, -1, -1
-        )  # a gray source becomes RGB here, after the cheap 1-channel work
+        x = x.expand(-1, 3, -1, -1)  # a gray source turns RGB only now, after 1-channel work
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std

@@ -1,66 +1,232 @@
 """Checkpoints (resumable training state) and the exported encoder (safetensors).
 
-Checkpoints are written to a temporary file and renamed, so a crash never leaves a half-written
-file in place of a good one; they are read with ``weights_only=True`` so loading one runs no code.
+Every file is written to a temporary file, flushed to disk and renamed, so a crash never leaves a
+half-written file in place of a good one. A checkpoint ends with its length and SHA-256, checked
+on load; the one it replaces is kept as ``checkpoint-previous.pt`` to fall back on. Checkpoints
+are read with ``weights_only=True`` so loading one runs no code.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
 import pickle
+import re
+import struct
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from byol.backbones import torchvision_model
+from byol.backbones import BACKBONES, torchvision_model
 from byol.errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksum trailer; 1: no trailer (still readable)
+CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint-previous.pt"
+# Trailer: magic, payload length (little-endian u64), SHA-256 of the payload.
+_MAGIC = b"BYOLSUM1"
+_TRAILER = struct.Struct(f"<{len(_MAGIC)}sQ32s")
+_CHUNK = 1 << 22
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _write_error(path: Path, error: OSError) -> CheckpointError:
+    if error.errno == errno.ENOSPC:
+        cause, fix = f"no space left on the device holding {path.parent}", "free some space"
+    else:
+        cause, fix = str(error.strerror or error), "check the folder's permissions and space"
+    return CheckpointError(
+        f"could not write {path.name} ({cause}); the previous file was left intact: {fix}, "
+        "then resume."
+    )
+
+
+def _atomic_write(path: Path, parts: list[Any], previous: Path | None = None) -> None:
+    """Write the bytes-like ``parts`` one after another to ``path`` via a temporary file; with
+    ``previous``, the file it replaces is renamed there first. A failure leaves the files that
+    were there untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view[:_CHUNK]) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the renames themselves survive a power cut
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, error) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write a training checkpoint (model, optimizer, step, config...)."""
-    _atomic_write(Path(path), lambda tmp: torch.save({"format": FORMAT_VERSION, **state}, tmp))
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files left by a process killed while writing (one run per folder)."""
+    for name in (CHECKPOINT_NAME, "encoder.safetensors"):
+        for stale in Path(folder).glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = True) -> None:
+    """Atomically write a training checkpoint (model, optimizer, step, config...) with a
+    checksum; the checkpoint it replaces becomes ``checkpoint-previous.pt``."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **state}, buffer)
+    payload = buffer.getbuffer()
+    trailer = _TRAILER.pack(_MAGIC, len(payload), hashlib.sha256(payload).digest())
+    previous = path.with_name(PREVIOUS_CHECKPOINT_NAME) if keep_previous else None
+    _atomic_write(path, [payload, trailer], previous)
+
+
+def _verified_payload(path: Path, data: bytes) -> memoryview | None:
+    """The payload of a file with a checksum trailer (None when it has none); raises when the
+    trailer does not match."""
+    if len(data) < _TRAILER.size:
+        return None
+    magic, length, digest = _TRAILER.unpack(data[-_TRAILER.size :])
+    if magic != _MAGIC:
+        return None
+    payload = memoryview(data)[: -_TRAILER.size]  # a view: checkpoints can be gigabytes
+    if length != len(payload) or hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(
+            f"{path} fails its checksum (corrupt or altered after it was written); "
+            "resume from the previous checkpoint or start a new run."
+        )
+    return payload
+
+
+def _refusal_detail(error: Exception) -> str:
+    """What torch's weights-only unpickler objected to, without its advice to load the file
+    unsafely."""
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f" (it names {found.group(1)})"
+    if "Unsupported operand" in text:
+        return " (pickle instructions outside the safe subset)"
+    return ""
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint, check its length and checksum, and unpickle it without running code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; check the path or start without --resume.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read ({error.strerror}).") from None
+    payload = _verified_payload(path, data)
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol is no news: it is refused
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(io.BytesIO(data if payload is None else payload), weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values and was refused "
-            f"(loading it could run code); only load checkpoints written by byol. ({error})"
+            f"{path} holds objects other than tensors and plain values{_refusal_detail(error)} "
+            "and was refused (loading it could run code); only load checkpoints written by byol."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt: {error}); "
-            "delete it to resume from an earlier one."
+            "resume from the previous checkpoint or start a new run."
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not a byol checkpoint of format {FORMAT_VERSION}.")
+    version = state.get("format") if isinstance(state, dict) else None
+    # Format 1 files predate the checksum; a truncated one fails to unzip above.
+    if version not in (1, FORMAT_VERSION) or (version == FORMAT_VERSION and payload is None):
+        raise CheckpointError(
+            f"{path} is not a byol checkpoint of format {FORMAT_VERSION} (with its checksum)."
+        )
     return state
+
+
+def load_latest_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """The newest checkpoint of a run folder that passes its checks: ``checkpoint.pt``, else
+    ``checkpoint-previous.pt``. Returns (state, its path, why newer files were passed over); a
+    file passed over is renamed to ``<name>.rejected`` so that it is neither used nor kept as the
+    fallback."""
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        for rejected in (run_dir / n for n in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME)):
+            if rejected == path:
+                break
+            if rejected.exists():
+                os.replace(rejected, rejected.with_name(rejected.name + ".rejected"))
+        return state, path, problems
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {run_dir}: {' '.join(problems)}")
+    raise CheckpointError(f"no checkpoint in {run_dir}; check the path or start without --resume.")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return any((Path(run_dir) / n).exists() for n in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME))
+
+
+def load_model_state(module: nn.Module, state: Any, source: Path, what: str = "model") -> None:
+    """``module.load_state_dict(state)``, with a mismatch (another architecture, other head
+    sizes) reported as a CheckpointError that names the first differing keys."""
+    own = module.state_dict()
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} holds no {what} weights.")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} is {tuple(getattr(state[k], 'shape', ()))}, expected {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        details = []
+        if shapes:
+            details.append("; ".join(shapes[:3]))
+        if missing:
+            details.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            details.append(f"unexpected {', '.join(unexpected[:3])}")
+        raise CheckpointError(
+            f"{source} holds {what} weights of another architecture ({'; '.join(details)}); "
+            "use a checkpoint of this run's backbone and head sizes."
+        )
+    module.load_state_dict(state)
 
 
 def save_encoder(path: Path, encoder: nn.Module, architecture: str, cifar_stem: bool) -> None:
@@ -77,7 +243,7 @@ def save_encoder(path: Path, encoder: nn.Module, architecture: str, cifar_stem: 
             else ""
         ),
     }
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    _atomic_write(Path(path), [safetensors_bytes(tensors, metadata=metadata)])
 
 
 def encoder_metadata(path: Path) -> dict[str, str]:
@@ -92,15 +258,17 @@ def load_encoder(path: Path) -> tuple[nn.Module, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no encoder file at {path}; run `byol pretrain` first.")
-    metadata = encoder_metadata(path)
-    if metadata.get("format") != "byol-encoder":
-        raise CheckpointError(f"{path} has no byol-encoder metadata; export it with byol.")
-    model = torchvision_model(metadata["architecture"], metadata["cifar_stem"] == "true")
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
+    try:  # safetensors holds tensors and strings only: reading it runs no code
+        metadata = encoder_metadata(path)
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error}).") from None
+    architecture = metadata.get("architecture", "")
+    if metadata.get("format") != "byol-encoder" or architecture not in BACKBONES:
         raise CheckpointError(
-            f"{path} does not match {metadata['architecture']}: missing {missing}, "
-            f"unexpected {unexpected}."
+            f"{path} has no byol-encoder metadata naming a known backbone; export it with byol."
         )
+    model = torchvision_model(architecture, metadata.get("cifar_stem") == "true")
     model.fc = nn.Identity()
+    load_model_state(model, tensors, path, f"{architecture} encoder")
     return model, metadata

@@ -3,53 +3,71 @@
 byol pretrain                       # the CPU default: Fashion-MNIST, about 10 minutes
 byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
 byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
+byol pretrain --resume auto --run-dir runs/x   # continue runs/x if it has a checkpoint, else start
+byol pretrain --method simclr       # a baseline (simclr | barlow | moco), same data and loop
+byol ablate target                  # the paper's ablation, at the preset's scale: table + plot
 torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
 byol presets                        # list presets;  byol config --preset stl10: show one
 byol eval all runs/fashion-mnist    # kNN, linear, 1% / 10% labels; BYOL vs references
 byol eval knn runs/fashion-mnist --random-init
 byol eval transfer runs/cifar10 --dataset fashion-mnist --set transfer_fractions=0.1
 byol export runs/fashion-mnist      # embeddings .npy + a picture of nearest neighbours
+byol report runs/fashion-mnist      # one self-contained HTML page: curves, tables, embeddings
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
-from byol.config import PRESETS, Config, apply_overrides, preset
+from byol.config import METHODS, PRESETS, Config, apply_overrides, preset
 from byol.distributed import env_rank
-from byol.errors import ByolError, RunInterrupted
+from byol.errors import ByolError, RunInterrupted, one_line
+from byol.variants import ABLATIONS
 
 DEFAULT_PRESET = "fashion-mnist"
 
 
-def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    if args.resume is not None:
+def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    """(config, run folder, whether to resume). ``--resume RUN_DIR`` continues that run with its
+    saved config; ``--resume auto`` continues the run in --run-dir when it has a checkpoint and
+    starts it otherwise, so one command both starts and restarts a job."""
+    from byol.checkpoint import has_checkpoint
+
+    if args.resume is not None and args.resume != "auto":
         run_dir = Path(args.resume)
         saved = run_dir / "config.json"
         if not saved.is_file():
             raise ByolError(f"{run_dir} has no config.json; is it a byol run folder?")
-        config = Config.load(saved)
+        config, resume = Config.load(saved), True
     else:
         config = preset(args.preset or DEFAULT_PRESET)
-        run_dir = Path(args.run_dir or f"runs/{args.preset or DEFAULT_PRESET}")
-    config = apply_overrides(config, args.set or [])
+        run_dir = None
+    method = getattr(args, "method", None)
+    config = apply_overrides(config, ([f"method={method}"] if method else []) + (args.set or []))
     config.validate()
-    return config, run_dir
+    if run_dir is None:  # a baseline gets its own default folder, next to BYOL's
+        name = args.preset or DEFAULT_PRESET
+        suffix = "" if config.method == "byol" else f"-{config.method}"
+        run_dir = Path(args.run_dir or f"runs/{name}{suffix}")
+        resume = args.resume == "auto" and has_checkpoint(run_dir)
+    return config, run_dir, resume
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from byol.train import CHECKPOINT_NAME, pretrain
+    from byol.checkpoint import has_checkpoint
+    from byol.train import pretrain
 
-    config, run_dir = _resolve_config(args)
-    if args.resume is None and (run_dir / CHECKPOINT_NAME).exists():
+    config, run_dir, resume = _resolve_config(args)
+    if not resume and has_checkpoint(run_dir):
         raise ByolError(
             f"{run_dir} already holds a run; continue it with `byol pretrain --resume {run_dir}` "
             "or choose another folder with --run-dir."
         )
-    result = pretrain(config, run_dir, resume=args.resume is not None, quiet=args.quiet)
+    result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
     print(
@@ -58,7 +76,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     )
     print(f"encoder:    {result.run_dir / 'encoder.safetensors'}")
     rows = [
-        ("BYOL encoder", result.knn_top1),
+        (f"{METHODS[config.method]} encoder", result.knn_top1),
         ("random-init encoder", result.knn_top1_random_init),
         ("raw pixels", result.knn_top1_pixels),
     ]
@@ -140,17 +158,65 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from byol.report import write_report
+
+    path = write_report(args.run_dir, args.out, args.points, args.set or [])
+    print(f"written: {path}")
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from byol.ablate import run_ablation
+    from byol.ablation_report import PLOT_PNG, RESULTS_JSON, TABLE_MD
+
+    folder = run_ablation(
+        args.name, args.preset, args.set or [], Path(args.out) if args.out else None, args.quiet
+    )
+    print((folder / TABLE_MD).read_text())
+    for name in (TABLE_MD, PLOT_PNG, RESULTS_JSON):
+        print(f"written: {folder / name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL")
+    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL (or a baseline)")
     p.add_argument("--preset", choices=list(PRESETS), help=f"default: {DEFAULT_PRESET}")
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        help="byol (default), or a baseline: simclr, barlow (Barlow Twins), moco (MoCo v2); "
+        "the same as --set method=NAME",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--run-dir", help="output folder (default: runs/<preset>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR|auto",
+        help="continue the run in RUN_DIR from its newest valid checkpoint; 'auto': continue the "
+        "run in --run-dir if it has one, else start it",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "ablate", help="rerun one of the paper's ablations on a preset: a table and a plot"
+    )
+    p.add_argument("name", choices=list(ABLATIONS))
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field of every run (e.g. train_subset=5000) or an evaluation "
+        "setting (e.g. linear_epochs=20)",
+    )
+    p.add_argument("--out", help="output folder (default: runs/ablations/<preset>)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=_cmd_presets)
@@ -181,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="write one self-contained HTML page about a run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="output file (default: RUN_DIR/report.html)")
+    p.add_argument(
+        "--points", type=int, default=2000, help="test images in the embedding map (0: no map)"
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. device=cpu")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -195,7 +270,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"byol: {error}", file=sys.stderr)
         return 130
     except ByolError as error:
-        print(f"byol: error: {error}", file=sys.stderr)
+        print(f"byol: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        # Checkpoints report a full disk themselves; this catches the logs and other outputs.
+        print(
+            f"byol: error: no space left on the device ({error.filename or 'while writing'}); "
+            "free some space, then resume with --resume.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("byol: interrupted.", file=sys.stderr)

@@ -10,11 +10,15 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from byol.errors import ConfigError
+
+# What `byol pretrain --method` can train, with the names tables and plots give them.
+METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Config:
     download: bool = False  # fetch torchvision datasets from the internet when absent
     image_size: int = 224
     train_subset: int = 0  # pretrain on this many images only (0 = all)
+    strict_images: bool = False  # stop at the first unreadable image file instead of skipping it
 
     # --- encoder and heads (PAPER.md section 2) ---
     backbone: str = "resnet50"
@@ -34,6 +39,15 @@ class Config:
     projector_hidden_dim: int = 4096
     projection_dim: int = 256
     predictor_hidden_dim: int = 4096
+
+    # --- method: BYOL (PAPER.md section 1) or a baseline (section 8), same data, encoder, loop ---
+    method: str = "byol"  # byol | simclr | barlow | moco
+    use_predictor: bool = True  # false: BYOL without q_theta (an ablation; it collapses)
+    simclr_temperature: float = 0.1  # NT-Xent temperature (the paper's range: 0.1-0.5)
+    barlow_lambda: float = 5e-3  # weight of the off-diagonal (redundancy) term
+    barlow_projector_dim: int = 8192  # width of each of the projector's three layers
+    moco_queue_size: int = 65536  # negatives kept from earlier steps
+    moco_temperature: float = 0.2
 
     # --- views T and T' (PAPER.md Table 6); pairs are (T, T') ---
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -60,6 +74,7 @@ class Config:
     epochs: int = 1000
     warmup_epochs: float = 10.0
     tau_base: float = 0.996
+    tau_schedule: str = "cosine"  # cosine: tau_base -> 1 | constant: tau_base throughout
     accumulation_steps: int = 1  # micro-batches per optimizer step (BN statistics per micro-batch)
 
     # --- several processes under torchrun (docs/distributed.md); batch_size is the global batch ---
@@ -67,7 +82,7 @@ class Config:
 
     # --- runtime ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA, fp32 on CPU
     channels_last: bool = False
     views: str = "auto"  # batched (on the device, in-memory data) | per-image (workers) | auto
     compile: bool = False  # torch.compile the encoder (slow first step; pays off on long runs)
@@ -83,6 +98,7 @@ class Config:
     knn_temperature: float = 0.1
     knn_every_epochs: int = 1  # 0 = only at the end of the run
     knn_bank_subset: int = 0  # per-epoch kNN uses this many training images as bank (0 = all)
+    knn_final: bool = True  # score the final encoder into summary.json (ablations score apart)
     knn_references: bool = True  # final summary also scores a random-init encoder and raw pixels
     eval_batch_size: int = 512
     eval_crop_fraction: float = 0.875  # eval view: resize to size/fraction, centre-crop size
@@ -90,8 +106,10 @@ class Config:
     def validate(self) -> None:
         choices = {
             "optimizer": ("lars", "sgd", "adamw"),
-            "precision": ("fp32", "bf16"),
+            "precision": ("auto", "fp32", "bf16"),
             "views": ("auto", "batched", "per-image"),
+            "method": METHODS,
+            "tau_schedule": ("cosine", "constant"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -104,9 +122,21 @@ class Config:
             raise ConfigError(
                 f"backbone={self.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}."
             )
-        for key in ("batch_size", "epochs", "image_size", "projection_dim", "accumulation_steps"):
+        for key in (
+            "batch_size",
+            "epochs",
+            "image_size",
+            "projection_dim",
+            "accumulation_steps",
+            "simclr_temperature",
+            "barlow_projector_dim",
+            "moco_queue_size",
+            "moco_temperature",
+        ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}.")
+        if self.batch_size == 1:
+            raise ConfigError("batch_size must be at least 2: batch norm needs two images.")
         if not 0.0 <= self.tau_base <= 1.0:
             raise ConfigError(f"tau_base must lie in [0, 1], got {self.tau_base}.")
 
@@ -114,11 +144,26 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        # Via a temporary file: a process killed mid-write must not leave half a config behind.
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Config:
-        return from_dict(json.loads(Path(path).read_text()))
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ConfigError(
+                f"{path} is not a readable JSON config ({error}); fix or delete it."
+            ) from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} holds a JSON {type(values).__name__}, not an object.")
+        try:
+            return from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
 
 
 # Each preset lists only what it changes from the paper's defaults above.
@@ -139,7 +184,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=800,
         tau_base=0.99,
         num_workers=4,
-        precision="bf16",
         channels_last=True,
     ),
     # STL-10, 96 px, unlabelled+train: ResNet-18, batch 256, 200 epochs, tau 0.99 (usual repro).
@@ -154,7 +198,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=200,
         tau_base=0.99,
         num_workers=4,
-        precision="bf16",
         channels_last=True,
     ),
     "fashion-mnist": {},  # below, with the measurements that shaped it
@@ -163,7 +206,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["fashion-mnist"] = dict(
     # ~10 min on 2 CPU cores: ResNet-18 at the native 28 px, batch 128, 2 passes over 30k images
     # (468 steps), milder crops (0.5-1) and no blur (both erase 28 px garments), LARS 1.0 x B/256,
-    # tau_base 0.99 (official short-schedule value), fp32 (bf16 was not faster on this CPU).
+    # tau_base 0.99 (official short-schedule value); precision auto = fp32 here (bf16 is slower).
     dataset="fashion-mnist",
     image_size=28,
     eval_crop_fraction=1.0,
@@ -179,7 +222,6 @@ PRESETS["fashion-mnist"] = dict(
     epochs=2,
     warmup_epochs=0.1,
     tau_base=0.99,
-    precision="fp32",
     num_workers=1,
     knn_bank_subset=10000,
 )
@@ -246,17 +288,33 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return dataclasses.replace(config, **changes)
 
 
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """``value`` from JSON as the type of ``default``; a value of another type is an error."""
+    if isinstance(default, tuple) and isinstance(value, list) and len(value) == len(default):
+        return tuple(_typed(key, v, d) for v, d in zip(value, default, strict=True))
+    if isinstance(default, bool) or isinstance(value, bool):  # bool is an int: check it first
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{key}={value!r} is not a valid {type(default).__name__} (default {default!r})."
+        )
+    return value
+
+
 def from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a Config from a saved dict (lists become tuples); unknown keys are errors."""
-    for key in values:
-        _check_key(key)
+    """Rebuild a Config from a saved dict (lists become tuples); unknown keys and values of the
+    wrong type are errors."""
     defaults = Config()
     typed = {}
     for key, value in values.items():
-        default = getattr(defaults, key)
-        typed[key] = tuple(value) if isinstance(default, tuple) else value
-    config = dataclasses.replace(defaults, **typed)
-    return config
+        _check_key(key)
+        typed[key] = _typed(key, value, getattr(defaults, key))
+    return dataclasses.replace(defaults, **typed)
 
 
-__all__ = ["Config", "PRESETS", "preset", "apply_overrides", "from_dict"]
+__all__ = ["Config", "METHODS", "PRESETS", "preset", "apply_overrides", "from_dict"]

@@ -3,7 +3,8 @@
 Every dataset returned here yields ``(image, label)`` with ``image`` a uint8 tensor of shape
 (3, H, W) when its ``transform`` is None; the caller sets ``.transform`` (augmentations, eval
 preprocessing). Known names: fashion-mnist, cifar10, cifar100, stl10, cifar10-jpeg, imagenet;
-anything else is a path to a folder of images.
+anything else is a path to a folder of images. Image files, folders of them and the in-memory
+dataset live in ``byol.images``; their names are importable from here too.
 """
 
 from __future__ import annotations
@@ -19,38 +20,29 @@ import struct
 import tarfile
 import tempfile
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms.v2.functional import pil_to_tensor
 
-from byol.errors import ByolError
+from byol.errors import DatasetError, DatasetNotFoundError
+from byol.images import (
+    IMAGE_EXTENSIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolderDataset,
+    TensorImageDataset,
+    decode_image,
+    folder_stats,
+    to_memory,
+    unreadable_summary,
+)
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-    ".pnm",
-)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -66,9 +58,6 @@ FASHION_MNIST_CLASSES = [
 ]
 CIFAR10_JPEG_SHA256 = "820394552d8cd6cf2834c7f34753d3e36624717e73e6a373a57a01edb25bc5f0"
 CIFAR10_JPEG_TARBALL = "cifar10-jpeg.tar.gz"
-# Beyond this a folder stays lazy (decoded per item) even when in_memory=True.
-IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
-STATS_SAMPLE = 1000
 
 # (mean, std) of the 3-channel RGB images, per channel in [0, 1].
 _KNOWN_STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -89,14 +78,6 @@ KNOWN_DATASETS = (
 )
 
 
-class DatasetNotFoundError(ByolError, FileNotFoundError):
-    """A dataset that is not where it was looked for; the message names the places and the fix."""
-
-
-class DatasetError(ByolError, ValueError):
-    """A dataset that exists but cannot be used (no images, wrong checksum, bad file format)."""
-
-
 @dataclass
 class DatasetInfo:
     """What the rest of the pipeline needs to know about a dataset."""
@@ -106,139 +87,7 @@ class DatasetInfo:
     mean: tuple[float, float, float]  # per channel in [0, 1], of the 3-channel RGB images
     std: tuple[float, float, float]
     grayscale: bool  # source was single-channel
-
-
-class TensorImageDataset(Dataset):
-    """Whole dataset held in memory as uint8 (N, 3, H, W) plus int64 labels (-1 = unlabelled)."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        transform: Callable[[torch.Tensor], Any] | None = None,
-    ) -> None:
-        labels = torch.as_tensor(labels, dtype=torch.int64)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
-            )
-        self.images = images
-        self.labels = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        image = self.images[i]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[i])
-
-
-def _is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def _find_images(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        # Hidden folders (.git, .ipynb_checkpoints, ...) never hold dataset images.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if _is_image_file(Path(f)))
-    return sorted(found)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # PIL's convert("RGB") clips 16-bit values at 255 instead of rescaling them.
-        arr = np.asarray(img).astype(np.int64)
-        arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if arr.size and np.nanmax(arr) <= 1.0 else 1.0
-        arr = np.nan_to_num(np.clip(arr * scale, 0, 255)).round().astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        # Going through RGBA avoids PIL's warning about palette transparency.
-        img = img.convert("RGBA")
-    return img.convert("RGB")
-
-
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-
-
-def _decode(path: Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = _to_rgb(img)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"Cannot decode image {path}: {e}") from e
-    return pil_to_tensor(rgb)
-
-
-def decode_image(path: str | Path) -> torch.Tensor:
-    """Decode an image file of any PIL mode to a uint8 (3, H, W) RGB tensor."""
-    return _decode(Path(path))
-
-
-class ImageFolderDataset(Dataset):
-    """A folder of images: by class (root/<class>/**/img) -> labels, or flat -> label -1.
-
-    Flat means image files lie directly in ``root`` (sub-folders are then searched too and all
-    get label -1). Pass ``classes`` to reuse another split's class order; a class folder not in
-    that list is an error.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        transform: Callable[[torch.Tensor], Any] | None = None,
-        classes: list[str] | None = None,
-    ) -> None:
-        self.root = Path(root).expanduser()
-        self.transform = transform
-        if not self.root.is_dir():
-            raise DatasetNotFoundError(f"Image folder {self.root} does not exist.")
-        entries = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
-        flat = any(p.is_file() and _is_image_file(p) for p in entries)
-        self.samples: list[tuple[Path, int]] = []
-        if flat:
-            self.classes: list[str] = []
-            self.samples = [(p, -1) for p in _find_images(self.root)]
-        else:
-            per_class = {p.name: _find_images(p) for p in entries if p.is_dir()}
-            per_class = {name: files for name, files in per_class.items() if files}
-            self.classes = list(classes) if classes is not None else sorted(per_class)
-            index = {name: i for i, name in enumerate(self.classes)}
-            unknown = sorted(set(per_class) - set(index))
-            if unknown:
-                raise DatasetError(
-                    f"Folder {self.root} has class folders {unknown} that are not among the "
-                    f"training classes {self.classes}."
-                )
-            for name, files in sorted(per_class.items()):
-                self.samples.extend((p, index[name]) for p in files)
-        if not self.samples:
-            raise DatasetError(
-                f"Folder {self.root} holds no images: expected files ending in "
-                f"{', '.join(IMAGE_EXTENSIONS)} (case-insensitive), directly in it or in one "
-                "sub-folder per class."
-            )
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        path, label = self.samples[i]
-        image = _decode(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
+    unreadable: list[str] = field(default_factory=list)  # image files skipped as unreadable
 
 
 # --------------------------------------------------------------------------- helpers
@@ -253,84 +102,6 @@ def default_data_dir() -> Path:
     """Where torchvision datasets are stored: $BYOL_DATA_DIR, else ~/.cache/byol/data."""
     env = os.environ.get("BYOL_DATA_DIR")
     return Path(env).expanduser() if env else Path("~/.cache/byol/data").expanduser()
-
-
-def _stats_sample(n: int) -> np.ndarray:
-    if n <= STATS_SAMPLE:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, STATS_SAMPLE, replace=False))
-
-
-def _folder_stats(
-    dataset: ImageFolderDataset,
-) -> tuple[tuple[float, float, float], tuple[float, float, float], bool]:
-    """Mean, std and grayscale-ness from a deterministic sample of up to 1000 images."""
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    count = 0
-    gray = True
-    for i in _stats_sample(len(dataset)):
-        path = dataset.samples[int(i)][0]
-        try:
-            with Image.open(path) as img:
-                gray = gray and img.mode in _GRAY_MODES
-                # A reduced JPEG decode is much faster and barely changes the statistics.
-                img.draft(img.mode, (256, 256))
-                img.load()
-                arr = np.asarray(_to_rgb(img), dtype=np.float64).reshape(-1, 3) / 255.0
-        except (OSError, ValueError, SyntaxError) as e:
-            warnings.warn(
-                f"Cannot decode {path} ({e}); using ImageNet's mean and std.",
-                stacklevel=3,
-            )
-            return IMAGENET_MEAN, IMAGENET_STD, False
-        total += arr.sum(0)
-        total_sq += (arr**2).sum(0)
-        count += arr.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return (
-        tuple(round(float(m), 4) for m in mean),  # type: ignore[return-value]
-        tuple(round(float(max(s, 1e-3)), 4) for s in std),
-        gray,
-    )
-
-
-def _to_memory(dataset: ImageFolderDataset) -> TensorImageDataset:
-    """Decode every image of a folder (all of one size) into one uint8 tensor."""
-    first = _decode(dataset.samples[0][0])
-    images = torch.empty((len(dataset), *first.shape), dtype=torch.uint8)
-    start = time.monotonic()
-    for i, (path, _) in enumerate(dataset.samples):
-        image = first if i == 0 else _decode(path)
-        if image.shape != first.shape:
-            raise DatasetError(
-                f"Image {path} has shape {tuple(image.shape)} but {dataset.samples[0][0]} has "
-                f"{tuple(first.shape)}; all images must have one size to be held in memory."
-            )
-        images[i] = image
-    labels = torch.tensor([label for _, label in dataset.samples], dtype=torch.int64)
-    elapsed = time.monotonic() - start
-    log.info("decoded %d images from %s in %.1fs", len(dataset), dataset.root, elapsed)
-    return TensorImageDataset(images, labels, dataset.transform)
-
-
-def _fits_in_memory(dataset: ImageFolderDataset) -> bool:
-    """True when all images share one size (read from headers) and fit under the limit."""
-    first = None
-    for path, _ in dataset.samples:
-        try:
-            with Image.open(path) as img:
-                size = img.size
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DatasetError(f"Cannot read image {path}: {e}") from e
-        if first is None:
-            first = size
-            if len(dataset) * 3 * size[0] * size[1] > IN_MEMORY_LIMIT_BYTES:
-                return False
-        elif size != first:
-            return False
-    return True
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
@@ -563,7 +334,7 @@ def _extract_cifar10_jpeg(tarball: Path, dest: Path) -> None:
 
 
 def _load_cifar10_jpeg(
-    data_dir: Path | None, in_memory: bool
+    data_dir: Path | None, in_memory: bool, strict: bool = False
 ) -> tuple[Dataset, Dataset, list[str]]:
     folder, tarball, looked = _locate_cifar10_jpeg(data_dir)
     if folder is None and tarball is not None:
@@ -585,11 +356,12 @@ def _load_cifar10_jpeg(
             state = torch.load(p, weights_only=True)
             splits.append(TensorImageDataset(state["images"], state["labels"]))
         return splits[0], splits[1], list(state["classes"])
-    train = ImageFolderDataset(folder / "train")
-    test = ImageFolderDataset(folder / "test", classes=train.classes)
-    if not in_memory:
+    train = ImageFolderDataset(folder / "train", strict=strict)
+    test = ImageFolderDataset(folder / "test", classes=train.classes, strict=strict)
+    mem = [to_memory(train), to_memory(test)] if in_memory else [None]
+    unreadable_summary([train, test])
+    if any(ds is None for ds in mem):
         return train, test, train.classes
-    mem = [_to_memory(train), _to_memory(test)]
     if use_cache:
         for ds, p in zip(mem, cached, strict=True):
             tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
@@ -601,7 +373,9 @@ def _load_cifar10_jpeg(
 # --------------------------------------------------------------------------- folders
 
 
-def _load_folder(path: Path, in_memory: bool) -> tuple[Dataset, Dataset | None, DatasetInfo]:
+def _load_folder(
+    path: Path, in_memory: bool, strict: bool = False
+) -> tuple[Dataset, Dataset | None, DatasetInfo]:
     if not path.exists():
         raise DatasetNotFoundError(
             f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
@@ -611,19 +385,28 @@ def _load_folder(path: Path, in_memory: bool) -> tuple[Dataset, Dataset | None, 
         raise DatasetError(f"Dataset path {path} is a file, not a folder of images.")
     test_dir = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
     if (path / "train").is_dir():
-        train = ImageFolderDataset(path / "train")
-        test = ImageFolderDataset(test_dir, classes=train.classes) if test_dir else None
+        train = ImageFolderDataset(path / "train", strict=strict)
+        test = (
+            ImageFolderDataset(test_dir, classes=train.classes, strict=strict) if test_dir else None
+        )
     else:
-        train, test = ImageFolderDataset(path), None
-    mean, std, gray = _folder_stats(train)
-    info = DatasetInfo(path.resolve().name, list(train.classes), mean, std, gray)
+        train, test = ImageFolderDataset(path, strict=strict), None
+    folders = [ds for ds in (train, test) if ds is not None]
+    splits: list[Dataset] = list(folders)
     if in_memory:
-        splits = [ds for ds in (train, test) if ds is not None]
-        if all(_fits_in_memory(ds) for ds in splits):
-            mem = [_to_memory(ds) for ds in splits]
-            return mem[0], mem[1] if test is not None else None, info
-        log.info("%s: images differ in size or exceed 2 GB; decoding them lazily", path)
-    return train, test, info
+        held = []
+        for ds in folders:  # decoding drops unreadable files, so the stats below skip them
+            tensors = to_memory(ds)
+            if tensors is None:
+                log.info("%s: images differ in size or exceed 2 GB; decoding them lazily", path)
+                break
+            held.append(tensors)
+        else:
+            splits = held
+    mean, std, gray = folder_stats(train)
+    unreadable = unreadable_summary(folders)
+    info = DatasetInfo(path.resolve().name, list(train.classes), mean, std, gray, unreadable)
+    return splits[0], splits[1] if test is not None else None, info
 
 
 # --------------------------------------------------------------------------- public entry
@@ -634,6 +417,7 @@ def load_datasets(
     data_dir: str | None = None,
     download: bool = False,
     in_memory: bool = True,
+    strict: bool = False,
 ) -> tuple[Dataset, Dataset | None, DatasetInfo]:
     """Return (train, test or None, info); items are (uint8 (3, H, W) tensor, int label).
 
@@ -641,6 +425,8 @@ def load_datasets(
     unlabeled), cifar10-jpeg, imagenet (a folder with train/ and val/ at data_dir), "folder"
     (the folder at data_dir) or a path to a folder. ``data_dir`` "" or None means the usual
     place. ``in_memory`` matters for image folders only; the other sets always are in memory.
+    Unreadable image files are skipped and listed in ``info.unreadable``, or, with ``strict``,
+    the first one raises DatasetError naming it.
     Both datasets come with transform=None; the caller sets ``.transform``.
     """
     path = Path(data_dir).expanduser() if data_dir else None
@@ -662,7 +448,7 @@ def load_datasets(
         if key == "stl10":
             train, test, classes = _load_stl10(path, download)
         elif key == "cifar10-jpeg":
-            train, test, classes = _load_cifar10_jpeg(path, in_memory)
+            train, test, classes = _load_cifar10_jpeg(path, in_memory, strict)
         else:
             train, test, classes = _load_cifar(key, path, download)
         mean, std = _KNOWN_STATS[key]
@@ -673,12 +459,12 @@ def load_datasets(
                 f"Dataset '{name}' needs data_dir: set it to the image folder "
                 "(with train/ and val/ sub-folders for ImageNet)."
             )
-        train, test, info = _load_folder(path, in_memory)
+        train, test, info = _load_folder(path, in_memory, strict)
         if key == "imagenet":
             info.name = "imagenet"
             info.mean, info.std = _KNOWN_STATS["imagenet"]
         return train, test, info
-    return _load_folder(Path(name).expanduser(), in_memory)
+    return _load_folder(Path(name).expanduser(), in_memory, strict)
 
 
 def _labels(dataset: Dataset) -> np.ndarray | None:
@@ -738,3 +524,22 @@ def labelled(dataset: Dataset) -> Dataset:
     if labels is None or len(labels) == 0 or labels.min() >= 0:
         return dataset
     return _take(dataset, np.flatnonzero(labels >= 0))
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DatasetError",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "ImageFolderDataset",
+    "TensorImageDataset",
+    "decode_image",
+    "default_data_dir",
+    "labelled",
+    "load_datasets",
+    "read_idx",
+    "subset",
+    "subset_indices",
+]

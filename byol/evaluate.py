@@ -14,8 +14,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 on a CUDA device that has it and fp32 on CPU, where bf16 autocast measured
+    slower than fp32 on our machines (BENCHMARKS.md)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
+    if resolve_precision(device, precision) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -19,3 +19,46 @@ def collapse_metric(projection: torch.Tensor) -> torch.Tensor:
     """
     z = F.normalize(projection.float(), dim=-1)
     return z.std(dim=0).mean() * z.shape[-1] ** 0.5
+
+
+def nt_xent(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent over the 2N views (PAPER.md section 8), averaged over all 2N anchors.
+
+    l_ij = -log( exp(sim(z_i, z_j)/t) / sum_{k != i} exp(sim(z_i, z_k)/t) ), sim = cosine; the
+    positive of view i of image n is the other view of image n, every other view is a negative.
+    """
+    z = F.normalize(torch.cat([z_1, z_2]).float(), dim=-1)  # 2NxD
+    n = z_1.shape[0]
+    self_pairs = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / temperature).masked_fill(self_pairs, float("-inf"))  # 2Nx2N, k != i
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, positives)
+
+
+def barlow_twins_loss(z_1: torch.Tensor, z_2: torch.Tensor, lambda_: float) -> torch.Tensor:
+    """Barlow Twins: sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2 (PAPER.md section 8).
+
+    C is the DxD cross-correlation of the two views' embeddings, each standardised over the batch.
+    """
+    n = z_1.shape[0]
+    a = (z_1.float() - z_1.float().mean(0)) / z_1.float().std(0, unbiased=False).clamp_min(1e-6)
+    b = (z_2.float() - z_2.float().mean(0)) / z_2.float().std(0, unbiased=False).clamp_min(1e-6)
+    c = a.T @ b / n  # DxD
+    on_diagonal = (1 - c.diagonal()).pow(2).sum()
+    off_diagonal = c.pow(2).sum() - c.diagonal().pow(2).sum()
+    return on_diagonal + lambda_ * off_diagonal
+
+
+def info_nce(
+    query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MoCo's InfoNCE: each query against its own key (positive) and K shared negatives.
+
+    query, key: NxD; negatives: KxD (the queue); all compared by cosine similarity.
+    """
+    q = F.normalize(query.float(), dim=-1)
+    k = F.normalize(key.float(), dim=-1)
+    positive = (q * k).sum(dim=-1, keepdim=True)  # Nx1
+    negative = q @ F.normalize(negatives.float(), dim=-1).T  # NxK
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))

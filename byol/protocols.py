@@ -217,7 +217,9 @@ class Evaluation:
         return idx
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
-        return update_results(self.out_dir, self.pretrained_on, self.dataset, method, values)
+        return update_results(
+            self.out_dir, self.pretrained_on, self.dataset, method, values, self.config.method
+        )
 
     # --- protocols ---
     def knn(self, method: str) -> dict[str, float]:

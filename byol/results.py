@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from byol.config import METHODS as PRETRAINED_WITH  # the pretrained encoder's row is its method
+
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 METHODS = {
@@ -41,12 +43,23 @@ def load_results(out_dir: Path) -> dict[str, Any]:
 
 
 def update_results(
-    out_dir: Path, pretrained_on: str, dataset: str, method: str, values: dict[str, Any]
+    out_dir: Path,
+    pretrained_on: str,
+    dataset: str,
+    method: str,
+    values: dict[str, Any],
+    pretrained_with: str | None = None,
 ) -> dict[str, Any]:
-    """Merge ``values`` into results.json under dataset/method, rewrite results.md; return all."""
+    """Merge ``values`` into results.json under dataset/method, rewrite results.md; return all.
+
+    ``pretrained_with`` (byol, simclr, barlow, moco) names the row of the pretrained encoder,
+    which results.json keeps under "byol" whatever the method.
+    """
     out_dir = Path(out_dir)
     results = load_results(out_dir)
     results["pretrained_on"] = pretrained_on
+    if pretrained_with is not None:
+        results["pretrained_with"] = pretrained_with
     results["datasets"].setdefault(dataset, {}).setdefault(method, {}).update(values)
     _write(out_dir / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
     _write(out_dir / RESULTS_MD, markdown(results))
@@ -82,6 +95,8 @@ def table(results: dict[str, Any], dataset: str) -> str:
     for method, name in METHODS.items():
         if method not in rows:
             continue
+        if method == "byol":
+            name = PRETRAINED_WITH.get(results.get("pretrained_with", "byol"), name)
         cells = [
             f"{rows[method][k]:.2f}" if isinstance(rows[method].get(k), float) else "–"
             for k, _ in columns

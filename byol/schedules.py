@@ -12,8 +12,14 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def target_tau(step: int, total_steps: int, tau_base: float) -> float:
-    """tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2: tau_base at k=0, 1 at k=K."""
+def target_tau(step: int, total_steps: int, tau_base: float, schedule: str = "cosine") -> float:
+    """tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2: tau_base at k=0, 1 at k=K.
+
+    ``schedule="constant"`` keeps tau_base throughout: the paper's tau=0 ablation (target = the
+    online network, stop-gradient) needs it, since the cosine schedule would lift tau towards 1.
+    """
+    if schedule == "constant":
+        return tau_base
     progress = min(step / max(total_steps, 1), 1.0)
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 

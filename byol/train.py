@@ -15,7 +15,9 @@ import copy
 import dataclasses
 import itertools
 import json
+import logging
 import math
+import os
 import resource
 import signal
 import threading
@@ -33,18 +35,25 @@ from byol import distributed
 from byol.augment import EvalTransform, TwoViews, paper_views
 from byol.backbones import build_backbone
 from byol.batch_views import BatchTwoViews, batch_paper_views
-from byol.byol import BYOL, BYOLOutput
-from byol.checkpoint import load_checkpoint, save_checkpoint, save_encoder
+from byol.byol import BYOLOutput
+from byol.checkpoint import (
+    CHECKPOINT_NAME,
+    load_latest_checkpoint,
+    load_model_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_encoder,
+)
 from byol.config import Config, from_dict
 from byol.data import DatasetInfo, TensorImageDataset, labelled, load_datasets, subset
 from byol.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDiverged
-from byol.evaluate import autocast, extract_features, knn_accuracy
+from byol.evaluate import autocast, extract_features, knn_accuracy, resolve_precision
 from byol.losses import collapse_metric
+from byol.methods import build_method
 from byol.metrics import MetricsLog
 from byol.optim import build_optimizer
 from byol.schedules import learning_rate, scaled_learning_rate, target_tau
 
-CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.safetensors"
 # Fields that change how a run executes, not what it computes: they may differ on --resume.
 RESUMABLE_CHANGES = {
@@ -58,6 +67,8 @@ RESUMABLE_CHANGES = {
     # changes, as it does with the process count: a run can move to fewer devices.
     "accumulation_steps",
 }
+
+logger = logging.getLogger(__name__)
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,19 +236,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: Config) -> BYOL:
+def build_model(config: Config) -> torch.nn.Module:
+    """``config.method`` (BYOL or a baseline; all share BYOL's interface) on a fresh encoder."""
     encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
-    return BYOL(
-        encoder,
-        feature_dim,
-        config.projector_hidden_dim,
-        config.projection_dim,
-        config.predictor_hidden_dim,
-    )
+    return build_method(config, encoder, feature_dim)
 
 
 def train_step(
-    model: BYOL,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     view_1: torch.Tensor,
     view_2: torch.Tensor,
@@ -351,7 +357,18 @@ class StopRequests:
             signal.signal(signum, handler)
 
 
-def _check_resumable(checkpoint: dict[str, Any], config: Config, run_dir: Path) -> None:
+def _check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -> None:
+    """Refuse a checkpoint of another method, or of a run configured differently."""
+    method = checkpoint.get("method", "byol")
+    if method != config.method:
+        raise CheckpointError(
+            f"{source} was written by a {method} run, not {config.method}; resume it with the "
+            "method that wrote it, or start a new run."
+        )
+    missing = [k for k in ("model", "optimizer", "step", "config") if k not in checkpoint]
+    if missing or not isinstance(checkpoint.get("config"), dict):
+        raise CheckpointError(f"{source} lacks {', '.join(missing) or 'a config'}; start anew.")
+    run_dir = source.parent
     saved = from_dict(checkpoint["config"])
     changed = [
         f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
@@ -365,13 +382,27 @@ def _check_resumable(checkpoint: dict[str, Any], config: Config, run_dir: Path) 
         )
 
 
-def _check_finite(loss: float, step: int, lr: float, precision: str) -> None:
+def _diverged(
+    what: str, step: int, lr: float, precision: str, saved_step: int | None
+) -> TrainingDiverged:
+    kept = (
+        f"the last good checkpoint (step {saved_step}) was kept"
+        if saved_step is not None
+        else "no checkpoint had been written yet"
+    )
+    return TrainingDiverged(
+        f"{what} at step {step} (lr {lr:.3g}, precision {precision}); {kept}. The likely cause "
+        "is a learning rate too high or too low a precision: lower base_lr or use "
+        "precision=fp32, then --resume."
+    )
+
+
+def _check_finite(
+    loss: float, step: int, lr: float, precision: str, saved_step: int | None = None
+) -> None:
     """Stop before a NaN or inf loss reaches a checkpoint: the last good one stays in place."""
     if not math.isfinite(loss):
-        raise TrainingDiverged(
-            f"the loss became {loss} at step {step} (lr {lr:.3g}, precision {precision}); the "
-            "last good checkpoint was kept. Lower base_lr or use precision=fp32, then --resume."
-        )
+        raise _diverged(f"the loss became {loss}", step, lr, precision, saved_step)
 
 
 def _channels_last(pair: Pairs) -> Pairs:
@@ -387,7 +418,7 @@ def _peak_memory_mb() -> float:
 def pretrain(
     config: Config, run_dir: Path, resume: bool = False, quiet: bool = False
 ) -> PretrainResult:
-    """Pretrain with BYOL as ``config`` says; everything is written into ``run_dir``.
+    """Pretrain ``config.method`` as ``config`` says; everything is written into ``run_dir``.
 
     Under torchrun (or in a process group already initialised) every process calls this and
     trains on its share of each global batch; rank 0 alone writes files and scores kNN.
@@ -407,13 +438,24 @@ def _pretrain(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    checkpoint = load_checkpoint(checkpoint_path) if resume else None
-    if checkpoint is not None:
-        _check_resumable(checkpoint, config, run_dir)
+    checkpoint = None
+    if resume:  # the newest checkpoint that passes its checksum; a corrupt newest is passed over
+        checkpoint, source, passed_over = load_latest_checkpoint(run_dir)
+        for problem in passed_over:
+            logger.warning("byol: %s Resuming from %s instead.", problem, source)
+        _check_resumable(checkpoint, config, source)
     config.validate()
     distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
+    if ranks.world_size > 1 and config.method != "byol":
+        # Their losses need the whole batch (negatives, cross-correlation, MoCo's queue); on a
+        # rank's slice they would silently train another objective.
+        raise ConfigError(
+            f"method={config.method} does not yet gather the global batch across processes "
+            "(byol.distributed.gather_with_grad); run it in one process, without torchrun."
+        )
     if ranks.is_main:  # the other ranks write no files
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # left by a process killed while writing
         config.save(run_dir / "config.json")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     if config.threads:
@@ -422,7 +464,7 @@ def _pretrain(
     # --- data ---
     with distributed.main_first():  # rank 0 alone downloads or extracts, the others then read
         train_set, test_set, info = load_datasets(
-            config.dataset, config.data_dir or None, config.download, in_memory=True
+            config.dataset, config.data_dir or None, config.download, True, config.strict_images
         )
     monitor = None
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
@@ -468,26 +510,47 @@ def _pretrain(
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     step = 0
+    saved_step: int | None = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step = int(checkpoint["step"])
-    log = MetricsLog(
-        run_dir, resume_step=step if checkpoint is not None else None, enabled=ranks.is_main
-    )
+        load_model_state(model, checkpoint["model"], source)
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{source} holds another optimizer's state ({error}).") from None
+        step = saved_step = int(checkpoint["step"])
+    # Drops records a killed run wrote after its checkpoint; rank 0 alone writes.
+    log = MetricsLog(run_dir, resume_step=step, enabled=ranks.is_main)
 
     def save() -> None:
-        if not ranks.is_main:
-            return
+        nonlocal saved_step
+        # Every rank checks (same weights everywhere), so all stop together. The loss checked above
+        # came before this step's update, which may itself have overflowed.
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise _diverged(
+                "the weights became inf or NaN",
+                step,
+                lr,
+                resolve_precision(device, config.precision),
+                saved_step,
+            )
+        if ranks.is_main:
+            _save(step)
+        saved_step = step
+
+    def _save(step: int) -> None:
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "step": step,
             "config": config.to_dict(),
-            "method": "byol",
+            "method": config.method,
             "world_size": ranks.world_size,  # for the record: resuming on another count works
         }
-        save_checkpoint(checkpoint_path, state)
+        try:
+            save_checkpoint(checkpoint_path, state)
+        except CheckpointError as error:
+            resume = f" with `byol pretrain --resume {run_dir}`."
+            raise CheckpointError(str(error).rstrip(".") + resume) from None
 
     # --- the loop ---
     progress = tqdm(
@@ -517,7 +580,7 @@ def _pretrain(
                     micro_batches = map(_channels_last, micro_batches)
                 # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the end.
                 lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
-                tau = target_tau(step, total_steps, config.tau_base)
+                tau = target_tau(step, total_steps, config.tau_base, config.tau_schedule)
                 output = accumulated_step(
                     trained,
                     optimizer,
@@ -543,7 +606,9 @@ def _pretrain(
                 if step % config.log_every_steps == 0 or step == total_steps or checkpoint_due:
                     # The only host-device sync of a step; global-batch values on every rank.
                     loss = distributed.mean_over_ranks(output.loss).item()
-                    _check_finite(loss, step, lr, config.precision)
+                    _check_finite(
+                        loss, step, lr, resolve_precision(device, config.precision), saved_step
+                    )
                     collapse = collapse_metric(distributed.gather(output.online_projection)).item()
                     epoch_collapse.append(collapse)
                     images = (step - first_step) * config.batch_size
@@ -590,7 +655,7 @@ def _pretrain(
     # the final kNN and writes the summary, while the others are done.
     distributed.barrier()
     scores: dict[str, float] = {}
-    if monitor is not None:
+    if monitor is not None and config.knn_final:
         scores["knn_top1"] = monitor.score(model.online_encoder, full=True)
         if config.knn_references:
             torch.manual_seed(config.seed)  # the same initial weights the run started from
@@ -616,5 +681,7 @@ def _pretrain(
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
     if ranks.is_main:
         summary["world_size"] = ranks.world_size
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary["unreadable_images"] = info.unreadable
+        (run_dir / ".summary.json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(run_dir / ".summary.json.tmp", run_dir / "summary.json")  # never half-written
     return result

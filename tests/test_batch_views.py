@@ -22,6 +22,7 @@ from byol.batch_views import (
     shift_hue,
 )
 from byol.config import preset
+from byol.data import TensorImageDataset
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -193,3 +194,28 @@ def test_pixel_statistics_match_over_many_draws():
     for stat in (torch.mean, torch.std):
         a, b = stat(fast * STD[0] * 255), stat(reference * STD[0] * 255)
         assert abs(a - b) < 2.5, (stat.__name__, float(a), float(b))
+
+
+def test_batched_views_need_data_held_in_memory():
+    from byol.errors import ConfigError
+    from byol.train import use_batched_views
+
+    in_memory = TensorImageDataset(smooth_images(4, 8), torch.zeros(4))
+    on_disk = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8))
+    config = preset("cifar10")
+    assert use_batched_views(config, in_memory)  # views=auto picks the fast path when it can
+    assert not use_batched_views(config, on_disk)
+    assert not use_batched_views(dataclasses.replace(config, views="per-image"), in_memory)
+    with pytest.raises(ConfigError, match="views=per-image"):
+        use_batched_views(dataclasses.replace(config, views="batched"), on_disk)
+
+
+def test_sync_free_masked_path_gives_the_same_views():
+    """GPUs use the masked path (no host-device sync); it must equal the CPU's subset path."""
+    spec = view_specs(preset("imagenet-paper"))[0]
+    transform = BatchViewTransform(spec, 32, MEAN, STD)
+    images = smooth_images(48, 40)
+    params = transform.sample(48, 40, 40, torch.Generator().manual_seed(5))
+    subset_path = transform.apply(images, params, masked=False)
+    masked_path = transform.apply(images, params, masked=True)
+    assert torch.allclose(subset_path, masked_path, atol=1e-5)

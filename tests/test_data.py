@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from byol import data
+from byol import data, images
 from byol.data import (
     DatasetInfo,
     ImageFolderDataset,
@@ -371,7 +371,7 @@ def test_cifar10_jpeg_extracts_once_and_caches_tensors(
     def no_decoding(path: Path) -> None:
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(data, "_decode", no_decoding)
+    monkeypatch.setattr(images, "_decode", no_decoding)
     tarball.unlink()
     train2, test2, info2 = load_datasets("cifar10-jpeg")
     assert torch.equal(train2.images, train.images) and torch.equal(test2.labels, test.labels)

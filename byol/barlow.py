@@ -1,0 +1,48 @@
+"""Barlow Twins (Zbontar et al., 2021; PAPER.md section 8), in the shape of ``BYOL``.
+
+one network:  x -> encoder f -> y -> wide projector (Linear-BN-ReLU, Linear-BN-ReLU, Linear) -> z
+loss:         sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2, C = cross-correlation of the
+              batch-standardised z of the two views. No predictor, no target, no negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from byol.byol import BYOLOutput  # the one output shape every method returns
+from byol.losses import barlow_twins_loss
+
+
+def wide_projector(in_dim: int, width: int = 8192) -> nn.Sequential:
+    """The paper's 8192-8192-8192 projector: three linear layers, BN and ReLU between them."""
+    return nn.Sequential(
+        nn.Linear(in_dim, width, bias=False),
+        nn.BatchNorm1d(width),
+        nn.ReLU(inplace=True),
+        nn.Linear(width, width, bias=False),
+        nn.BatchNorm1d(width),
+        nn.ReLU(inplace=True),
+        nn.Linear(width, width, bias=False),
+    )
+
+
+class BarlowTwins(nn.Module):
+    def __init__(
+        self, encoder: nn.Module, feature_dim: int, width: int = 8192, lambda_: float = 5e-3
+    ) -> None:
+        super().__init__()
+        self.online_encoder = encoder
+        self.online_projector = wide_projector(feature_dim, width)
+        self.lambda_ = lambda_
+
+    def online_parameters(self) -> list[nn.Parameter]:
+        return [*self.online_encoder.parameters(), *self.online_projector.parameters()]
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> BYOLOutput:
+        z_1 = self.online_projector(self.online_encoder(view_1))  # NxD
+        z_2 = self.online_projector(self.online_encoder(view_2))  # NxD
+        return BYOLOutput(barlow_twins_loss(z_1, z_2, self.lambda_), z_1.detach())
+
+    def update_target(self, tau: float) -> None:
+        """Barlow Twins has no target network: nothing to update."""

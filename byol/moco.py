@@ -1,0 +1,92 @@
+"""MoCo v2 (Chen et al., 2020; PAPER.md section 8), in the shape of ``BYOL``.
+
+query (online):  x -> encoder f_theta -> projector g_theta -> q
+key (momentum):  x -> encoder f_xi    -> projector g_xi    -> k   (no gradient; EMA of online)
+loss:            InfoNCE(q(v), k(v')) + InfoNCE(q(v'), k(v)): each query against the key of the
+                 other view (positive) and a queue of keys from earlier steps (negatives).
+update:          after the optimizer step, xi <- tau xi + (1 - tau) theta (train.py's tau
+                 schedule is MoCo's momentum), then this step's keys replace the oldest queued.
+
+The loss is symmetrised (both view orders, summed, as BYOL's) so every method sees the same views
+per step; the original MoCo v2 uses one order.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from byol.byol import BYOLOutput  # the one output shape every method returns
+from byol.heads import mlp
+from byol.losses import info_nce
+
+
+class MoCo(nn.Module):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        projector_hidden_dim: int = 4096,
+        projection_dim: int = 256,
+        queue_size: int = 65536,
+        temperature: float = 0.2,
+        bn_splits: int = 2,
+    ) -> None:
+        super().__init__()
+        self.online_encoder = encoder
+        self.online_projector = mlp(feature_dim, projector_hidden_dim, projection_dim)
+        self.target_encoder = copy.deepcopy(self.online_encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.online_projector).requires_grad_(False)
+        self.temperature, self.bn_splits = temperature, bn_splits
+        # Buffers, so the queue travels with the model's state_dict into checkpoints.
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, projection_dim), dim=1))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self._keys: torch.Tensor | None = None  # this step's keys, enqueued by update_target
+
+    def online_parameters(self) -> list[nn.Parameter]:
+        return [*self.online_encoder.parameters(), *self.online_projector.parameters()]
+
+    def _query(self, view: torch.Tensor) -> torch.Tensor:
+        chunks = view.chunk(self.bn_splits)  # batch-norm statistics per chunk, like per-GPU BN
+        return torch.cat([self.online_projector(self.online_encoder(c)) for c in chunks])
+
+    @torch.no_grad()
+    def _key(self, view: torch.Tensor) -> torch.Tensor:
+        # Shuffle BN on one device: keys see batch-norm statistics of other images than their
+        # queries do, so the loss cannot be lowered by matching batch statistics.
+        order = torch.randperm(len(view), device=view.device)
+        chunks = view[order].chunk(self.bn_splits)
+        keys = torch.cat([self.target_projector(self.target_encoder(c)) for c in chunks])
+        return keys[order.argsort()]
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> BYOLOutput:
+        q_1, q_2 = self._query(view_1), self._query(view_2)  # NxD
+        k_1, k_2 = self._key(view_1), self._key(view_2)  # NxD
+        negatives = self.queue.clone()  # KxD, the keys of earlier steps
+        loss = info_nce(q_1, k_2, negatives, self.temperature)
+        loss = loss + info_nce(q_2, k_1, negatives, self.temperature)
+        if self.training:
+            self._keys = torch.cat([k_1, k_2])
+        return BYOLOutput(loss, q_1.detach())
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """The momentum update of the key encoder, then this step's keys into the queue."""
+        online = [*self.online_encoder.parameters(), *self.online_projector.parameters()]
+        target = [*self.target_encoder.parameters(), *self.target_projector.parameters()]
+        torch._foreach_lerp_(target, online, 1.0 - tau)
+        if self._keys is not None:
+            self.enqueue(self._keys)
+            self._keys = None
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """First in, first out: the newest keys overwrite the oldest, wrapping around the end."""
+        size = self.queue.shape[0]
+        keys = F.normalize(keys[-size:].float(), dim=1)
+        slots = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[slots] = keys.to(self.queue.dtype)
+        self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)

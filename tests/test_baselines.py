@@ -1,0 +1,371 @@
+"""Baselines (PAPER.md section 8) and the ablation variants (section 7): the losses against closed
+forms, MoCo's queue, the tau = 0 target, a real collapse, and `byol ablate` end to end."""
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from byol import BYOL, target_tau
+from byol.augment import ViewTransform, view_specs
+from byol.barlow import BarlowTwins
+from byol.cli import main
+from byol.config import Config, preset
+from byol.data import load_datasets
+from byol.losses import barlow_twins_loss, info_nce, nt_xent
+from byol.metrics import read_metrics
+from byol.moco import MoCo
+from byol.optim import build_optimizer
+from byol.protocols import Evaluation
+from byol.simclr import SimCLR
+from byol.train import build_model, pretrain, train_step
+from byol.variants import AUGMENTATIONS, ablation_variants, augmentation_overrides
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+# --- NT-Xent (SimCLR) ---------------------------------------------------------------------------
+def test_nt_xent_hand_computed_cases():
+    e1, e2 = [1.0, 0.0], [0.0, 1.0]
+    t = 0.5
+    # Both views of image 0 are e1, of image 1 are e2: every anchor has its positive at cos 1
+    # and, among the 3 others, two negatives at cos 0.
+    z = torch.tensor([e1, e2])
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * math.exp(0)))
+    assert nt_xent(z, z, t).item() == pytest.approx(expected, rel=1e-6)
+    # The second views swapped: each positive is orthogonal (cos 0), one negative is identical.
+    swapped = torch.tensor([e2, e1])
+    expected = -math.log(math.exp(0) / (math.exp(0) + math.exp(0) + math.exp(1 / t)))
+    assert nt_xent(z, swapped, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nt_xent_is_the_formula_over_all_2n_anchors():
+    torch.manual_seed(0)
+    z_1, z_2, t = torch.randn(5, 8), torch.randn(5, 8), 0.2
+    z = F.normalize(torch.cat([z_1, z_2]), dim=1)
+    n = len(z_1)
+    losses = []
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)  # the other view of the same image
+        others = sum(math.exp(z[i] @ z[k] / t) for k in range(2 * n) if k != i)
+        losses.append(-math.log(math.exp(z[i] @ z[j] / t) / others))
+    assert nt_xent(z_1, z_2, t).item() == pytest.approx(sum(losses) / (2 * n), rel=1e-5)
+
+
+# --- Barlow Twins ---------------------------------------------------------------------------------
+HADAMARD = torch.tensor(  # columns: zero mean, unit (biased) variance, pairwise uncorrelated
+    [[1.0, 1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]]
+)
+
+
+def test_barlow_twins_is_zero_for_correlated_decorrelated_embeddings():
+    assert barlow_twins_loss(HADAMARD, HADAMARD, 5e-3).item() == pytest.approx(0.0, abs=1e-6)
+    # standardised over the batch: scale and shift of a view change nothing
+    shifted = 3.0 * HADAMARD + 5.0
+    assert barlow_twins_loss(HADAMARD, shifted, 5e-3).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_barlow_twins_closed_forms():
+    lam = 0.5
+    # anti-correlated: C = -I, each diagonal term (1 - (-1))^2 = 4
+    assert barlow_twins_loss(HADAMARD, -HADAMARD, lam).item() == pytest.approx(12.0, rel=1e-5)
+    # dimensions 0 and 1 swapped in the second view: C_00 = C_11 = 0, C_01 = C_10 = 1
+    swapped = HADAMARD[:, [1, 0, 2]]
+    expected = 1 + 1 + 0 + lam * 2
+    assert barlow_twins_loss(HADAMARD, swapped, lam).item() == pytest.approx(expected, rel=1e-5)
+
+
+# --- MoCo: InfoNCE and the queue ------------------------------------------------------------------
+def test_info_nce_hand_computed():
+    q = torch.tensor([[1.0, 0.0]])
+    k = torch.tensor([[2.0, 0.0]])  # cos 1
+    queue = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])  # cos 0 and -1
+    t = 0.5
+    expected = -math.log(math.exp(2) / (math.exp(2) + math.exp(0) + math.exp(-2)))
+    assert info_nce(q, k, queue, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def _tiny_encoder() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+
+
+def test_moco_queue_is_first_in_first_out():
+    moco = MoCo(_tiny_encoder(), 16, 8, 2, queue_size=5)
+    keys = F.normalize(torch.randn(6, 2), dim=1)
+    moco.enqueue(keys[:3])  # slots 0, 1, 2
+    moco.enqueue(keys[3:])  # slots 3, 4, then wraps to 0: the oldest key goes first
+    expected = torch.stack([keys[5], keys[1], keys[2], keys[3], keys[4]])
+    assert torch.allclose(moco.queue, expected)
+    assert moco.queue_pointer.item() == 1
+    assert "queue" in moco.state_dict() and "queue_pointer" in moco.state_dict()
+
+
+def test_moco_step_enqueues_this_steps_keys_after_the_update():
+    torch.manual_seed(0)
+    moco = MoCo(_tiny_encoder(), 16, 8, 2, queue_size=20)
+    optimizer = torch.optim.SGD(moco.online_parameters(), lr=0.1)
+    before = moco.queue.clone()
+    v1, v2 = torch.randn(6, 3, 4, 4), torch.randn(6, 3, 4, 4)
+    train_step(moco, optimizer, v1, v2, lr=0.1, tau=0.99)
+    assert moco.queue_pointer.item() == 12  # both views' keys: 2 x 6
+    assert torch.equal(moco.queue[12:], before[12:])
+    assert not torch.isclose(moco.queue[:12], before[:12]).all(dim=1).any()
+    assert torch.allclose(moco.queue[:12].norm(dim=1), torch.ones(12))
+    for p in [*moco.target_encoder.parameters(), *moco.target_projector.parameters()]:
+        assert p.grad is None and not p.requires_grad
+    moco.eval()
+    moco(v1, v2)
+    moco.update_target(1.0)
+    assert moco.queue_pointer.item() == 12  # forward passes outside training enqueue nothing
+
+
+# --- every method through the training loop -------------------------------------------------------
+@pytest.mark.parametrize("method", ["byol", "simclr", "barlow", "moco"])
+def test_every_method_trains_through_train_step(method):
+    config = dataclasses.replace(
+        preset("fashion-mnist"),
+        method=method,
+        projector_hidden_dim=32,
+        predictor_hidden_dim=32,
+        projection_dim=16,
+        barlow_projector_dim=64,
+        moco_queue_size=32,
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = build_optimizer(model, "lars", 0.1, 1e-6)
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in model.online_parameters()}
+    encoder_before = [p.detach().clone() for p in model.online_encoder.parameters()]
+    views = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
+    output = train_step(model, optimizer, *views, lr=0.1, tau=0.99)
+    assert torch.isfinite(output.loss) and output.online_projection.shape[0] == 8
+    assert not output.online_projection.requires_grad
+    after = model.online_encoder.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, after, strict=True))
+
+
+def test_method_shapes():
+    simclr = SimCLR(_tiny_encoder(), 16, 32, 8)
+    assert not hasattr(simclr, "target_encoder") and not hasattr(simclr, "predictor")
+    barlow = BarlowTwins(_tiny_encoder(), 16, width=64)
+    linears = [m for m in barlow.online_projector if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(16, 64), (64, 64), (64, 64)]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in barlow.online_projector) == 2
+    config = dataclasses.replace(Config(), use_predictor=False, method="byol")
+    assert isinstance(build_model(config).predictor, nn.Identity)
+
+
+# --- the target variants --------------------------------------------------------------------------
+def test_constant_tau_schedule():
+    assert [target_tau(k, 10, 0.0, "constant") for k in (0, 5, 10)] == [0.0, 0.0, 0.0]
+    assert target_tau(5, 10, 0.0) == pytest.approx(0.5)  # the cosine schedule would lift it
+
+
+def test_tau_zero_copies_online_into_target_every_step():
+    torch.manual_seed(0)
+    model = BYOL(_tiny_encoder(), 16, 8, 4, 8)
+    optimizer = torch.optim.SGD(model.online_parameters(), lr=0.5)
+    online = [*model.online_encoder.parameters(), *model.online_projector.parameters()]
+    target = [*model.target_encoder.parameters(), *model.target_projector.parameters()]
+    for step in range(3):
+        before = [p.detach().clone() for p in online]
+        views = torch.randn(6, 3, 4, 4), torch.randn(6, 3, 4, 4)
+        train_step(model, optimizer, *views, 0.5, target_tau(step, 3, 0.0, "constant"))
+        assert any(not torch.equal(a, b) for a, b in zip(before, online, strict=True))  # it moved
+        assert all(torch.equal(t, o) for t, o in zip(target, online, strict=True))  # followed
+
+
+@needs_fashion_mnist
+def test_stop_gradient_without_predictor_collapses_byol_does_not(tmp_path):
+    """24 steps on 512 real images: tau = 0 and no predictor drives the embeddings to a point."""
+    base = dataclasses.replace(
+        preset("fashion-mnist"),
+        image_size=16,
+        train_subset=512,
+        batch_size=64,
+        epochs=3,
+        warmup_epochs=0.0,
+        base_lr=4.0,  # a large step makes the collapse quick; BYOL stays healthy at the same lr
+        projector_hidden_dim=128,
+        predictor_hidden_dim=128,
+        projection_dim=64,
+        num_workers=0,
+        log_every_steps=4,
+        knn_every_epochs=0,
+        knn_final=False,
+        knn_references=False,
+    )
+    collapsing = dict(tau_base=0.0, tau_schedule="constant", use_predictor=False)
+    pretrain(dataclasses.replace(base, **collapsing), tmp_path / "collapse", quiet=True)
+    pretrain(base, tmp_path / "byol", quiet=True)
+    collapse = [r["collapse"] for r in read_metrics(tmp_path / "collapse") if "loss" in r]
+    healthy = [r["collapse"] for r in read_metrics(tmp_path / "byol") if "loss" in r]
+    assert collapse[-1] < 0.1 and collapse[-1] < collapse[0] / 3, collapse  # falling to 0
+    assert all(c > 0.7 for c in healthy), healthy
+
+
+# --- augmentation removals are config values ------------------------------------------------------
+def test_augmentation_removals_reach_both_view_specs():
+    config = preset("imagenet-paper")
+    removed = {
+        "flip_prob": lambda s: s.flip_prob == 0,
+        "jitter_prob": lambda s: s.jitter_prob == 0,
+        "grayscale_prob": lambda s: s.grayscale_prob == 0,
+        "blur_prob": lambda s: s.blur_prob == 0,
+        "solarize_prob": lambda s: s.solarize_prob == 0,
+    }
+    for name in AUGMENTATIONS:
+        overrides = augmentation_overrides(name, config)
+        t, t2 = view_specs(dataclasses.replace(config, **overrides))
+        for key, is_off in removed.items():
+            if key in overrides and not name.endswith("-t2"):
+                assert is_off(t) and is_off(t2), (name, key)
+    t, t2 = view_specs(dataclasses.replace(config, **augmentation_overrides("no-blur-t2", config)))
+    assert t.blur_prob == 1.0 and t2.blur_prob == 0.0
+    t, t2 = view_specs(
+        dataclasses.replace(config, **augmentation_overrides("no-solarize-t2", config))
+    )
+    assert t2.solarize_prob == 0.0 and t2.blur_prob == 0.1
+
+
+def test_crop_only_draws_no_other_operation():
+    config = preset("imagenet-paper")
+    spec, _ = view_specs(dataclasses.replace(config, **augmentation_overrides("crop-only", config)))
+    transform = ViewTransform(spec, 32, (0.5,) * 3, (0.25,) * 3)
+    generator = torch.Generator().manual_seed(0)
+    draws = [transform.sample(64, 64, generator) for _ in range(300)]
+    assert not any(d.flip or d.grayscale or d.solarize for d in draws)
+    assert all(d.jitter is None and d.blur_sigma is None for d in draws)
+    assert len({d.crop for d in draws}) > 100  # still a random crop per draw
+
+
+def test_variants_cover_the_papers_tables():
+    config = preset("fashion-mnist")
+    target = ablation_variants("target", config)
+    assert [v.overrides.get("tau_base") for v in target] == [0.0, 0.9, 0.99, 0.999, 1.0]
+    assert target[0].overrides["tau_schedule"] == "constant" and target[0].paper == 0.3
+    batch = ablation_variants("batch-size", config)
+    assert {(v.method, v.overrides["batch_size"]) for v in batch} == {
+        (m, b) for m in ("byol", "simclr") for b in (256, 128, 64, 32)
+    }
+    augment = {(v.name, v.method): v for v in ablation_variants("augmentations", config)}
+    assert augment["crop-only", "simclr"].paper == 40.3
+    # The CPU preset has no blur: removing it leaves the config as it is, so the run is shared.
+    assert augment["no-blur", "byol"].overrides == {"blur_prob": (0.0, 0.0)}
+    assert config.blur_prob == (0.0, 0.0)
+
+
+# --- command line -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory) -> Path:
+    """256 training and 100 test Fashion-MNIST images as an image folder, one sub-folder a class."""
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    root = tmp_path_factory.mktemp("small")
+    train, test, info = load_datasets("fashion-mnist")
+    for split, dataset, count in (("train", train, 256), ("test", test, 100)):
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        for index in order[:count].tolist():
+            image, label = dataset[index]
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
+    return root
+
+
+TINY = [
+    "image_size=16",
+    "batch_size=64",
+    "epochs=1",
+    "projector_hidden_dim=32",
+    "predictor_hidden_dim=32",
+    "projection_dim=16",
+    "num_workers=0",
+    "threads=1",
+]
+
+
+def test_pretrain_method_is_saved_and_checked_on_resume(small_folder, tmp_path, capsys):
+    run = tmp_path / "simclr"
+    args = ["pretrain", "--quiet", "--method", "simclr", "--run-dir", str(run)]
+    args += [arg for item in [*TINY, f"dataset={small_folder}", "knn_references=false"]
+             for arg in ("--set", item)]  # fmt: skip
+    assert main(args) == 0
+    assert "SimCLR encoder" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["method"] == "simclr"
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["method"] == "simclr"
+    assert main(["pretrain", "--quiet", "--resume", str(run), "--method", "byol"]) == 2
+    error = capsys.readouterr().err
+    assert "written by a simclr run, not byol" in error and "Traceback" not in error
+
+
+def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
+    small_folder, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "ablations"
+    args = ["ablate", "predictor", "--quiet", "--out", str(out)]
+    settings = [*TINY, f"dataset={small_folder}", "linear_epochs=2", "linear_lrs=0.1"]
+    args += [arg for item in settings for arg in ("--set", item)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    folder = out / "predictor"
+    table = (folder / "table.md").read_text()
+    assert table in printed
+    for label in ("predictor + moving-average target (BYOL)", "no predictor", "random-init"):
+        assert label in table
+    assert "| collapse" in table and "72.5" in table  # our columns next to the paper's
+    assert (folder / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    assert len(rows) == 4
+    for row in rows:
+        assert 0 <= row["knn_top1"] <= 100 and 0 <= row["linear_top1"] <= 100
+        assert row["status"] == ("collapsed" if row["collapse"] < 0.1 else "ok")
+        assert (Path(row["run_dir"]) / "summary.json").is_file()
+
+    # A second call trains and evaluates nothing: every run and its scores are reused.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained or evaluated again")
+
+    monkeypatch.setattr("byol.ablate.pretrain", refuse)
+    monkeypatch.setattr("byol.ablate.Evaluation", refuse)
+    (folder / "table.md").unlink()
+    assert main(args) == 0
+    assert (folder / "table.md").read_text() == table
+
+    # An interrupted ablation continues: only the missing run is trained (and scored) again.
+    from byol import ablate
+
+    trained = []
+
+    def counting(config, run_dir, **kwargs):
+        trained.append(run_dir)
+        return pretrain(config, run_dir, **kwargs)
+
+    monkeypatch.setattr("byol.ablate.pretrain", counting)
+    monkeypatch.setattr("byol.ablate.Evaluation", Evaluation)
+    shutil.rmtree(folder / "byol-no-predictor")
+    ablate.run_ablation("predictor", "fashion-mnist", settings, out, quiet=True)
+    assert trained == [folder / "byol-no-predictor"]
+    assert (folder / "table.md").read_text() == table
+
+
+def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
+    from byol.results import RESULTS_MD, update_results
+
+    data = "fashion-mnist"
+    update_results(tmp_path, data, data, "byol", {"knn200_top1": 70.0}, pretrained_with="moco")
+    update_results(tmp_path, data, data, "random-init", {"knn200_top1": 71.0})
+    text = (tmp_path / RESULTS_MD).read_text()
+    assert "| MoCo v2 | 70.00 |" in text and "| BYOL |" not in text

@@ -1,0 +1,317 @@
+"""Faults during a run: a killed process, a corrupt newest checkpoint, a full disk, a diverging
+loss. Tiny real runs (ResNet-18 at 16 px on a folder of noise images) in-process or as
+`python -m byol` subprocesses; nothing under test is mocked. The only stand-in is the full disk:
+``os.write`` fails with ENOSPC for checkpoint files, as a real full file system makes it fail."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from byol.checkpoint import (
+    CHECKPOINT_NAME,
+    PREVIOUS_CHECKPOINT_NAME,
+    load_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
+from byol.cli import main
+from byol.errors import CheckpointError
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 4  # 64 images, batch 16
+
+
+def noise_folder(root: Path, count: int = 64, size: int = 16) -> Path:
+    """A flat (unlabelled) folder of random images: no test split, so no kNN at the end."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"{i:03d}.png")
+    return root
+
+
+def tiny_settings(folder: Path, epochs: int = 3, every: int = 2) -> list[str]:
+    items = [
+        f"dataset={folder}",
+        "image_size=16",
+        "batch_size=16",
+        f"epochs={epochs}",
+        "warmup_epochs=0.5",
+        "projector_hidden_dim=32",
+        "predictor_hidden_dim=32",
+        "projection_dim=16",
+        "num_workers=0",
+        "log_every_steps=1",
+        f"checkpoint_every_steps={every}",
+        "knn_references=false",
+        "threads=1",
+    ]
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def pretrain_argv(run_dir: Path, settings: list[str]) -> list[str]:
+    return ["pretrain", "--quiet", "--resume", "auto", "--run-dir", str(run_dir), *settings]
+
+
+def logged_steps(run_dir: Path) -> dict[int, float]:
+    """step -> loss of the step records in metrics.jsonl (a line cut by a kill is ignored)."""
+    path = run_dir / "metrics.jsonl"
+    steps = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "loss" in record:
+            steps[record["step"]] = record["loss"]
+    return steps
+
+
+def largest_difference(a: Path, b: Path) -> float:
+    x, y = load_file(str(a / "encoder.safetensors")), load_file(str(b / "encoder.safetensors"))
+    assert x.keys() == y.keys()
+    return max((x[k].double() - y[k].double()).abs().max().item() for k in x)
+
+
+# --------------------------------------------------------------------------- checkpoint files
+
+
+def small_state(value: float, megabytes: int = 1) -> dict:
+    return {"model": {"w": torch.full((megabytes * 2**18,), value)}, "step": int(value)}
+
+
+def test_checksum_catches_a_flipped_byte_and_a_truncated_file(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint(path, small_state(3.0))
+    assert load_checkpoint(path)["step"] == 3
+    good = path.read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01  # one bit inside the tensor data: still a valid zip
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        load_checkpoint(path)
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+    path.write_bytes(good[:-1])  # the trailer cut short: the payload is no longer recognised
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_the_replaced_checkpoint_is_kept_and_is_the_fallback(tmp_path: Path) -> None:
+    for step in (1.0, 2.0, 3.0):
+        save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(step))
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 3
+    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT_NAME)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS_CHECKPOINT_NAME, CHECKPOINT_NAME]
+
+    newest = tmp_path / CHECKPOINT_NAME
+    newest.write_bytes(newest.read_bytes()[:-100])
+    state, source, passed_over = load_latest_checkpoint(tmp_path)
+    assert state["step"] == 2 and source.name == PREVIOUS_CHECKPOINT_NAME
+    assert len(passed_over) == 1 and CHECKPOINT_NAME in passed_over[0]
+    # The bad file is set aside: the next save must not turn it into the fallback.
+    assert (tmp_path / f"{CHECKPOINT_NAME}.rejected").exists() and not newest.exists()
+
+    (tmp_path / PREVIOUS_CHECKPOINT_NAME).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        load_latest_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        load_latest_checkpoint(tmp_path / "empty")
+
+
+class DiskFull:
+    """``os.write`` that fills the disk: writes to checkpoint temporaries after ``allowed``
+    bytes fail with ENOSPC; every other write passes through."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed, self.real = allowed, os.write
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if f".{CHECKPOINT_NAME}." in name and name.endswith(".tmp"):
+            if self.allowed <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.allowed -= len(data)
+        return self.real(fd, data)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_full_disk_mid_write_leaves_both_checkpoints_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(1.0))
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(2.0))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(os, "write", DiskFull(allowed=4 * 2**20))  # fails inside the 10 MB
+    with pytest.raises(CheckpointError) as error:
+        save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(3.0, megabytes=10))
+    monkeypatch.undo()
+    message = str(error.value)
+    assert "no space left on the device" in message and "left intact" in message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_full_disk_during_a_run_stops_with_one_line_and_resume_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
+    settings = tiny_settings(folder, epochs=1, every=1)
+    # Room for two checkpoints (128 MiB each once the optimizer has momentum), not three.
+    monkeypatch.setattr(os, "write", DiskFull(allowed=300 * 2**20))
+    assert main(pretrain_argv(run, settings)) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("byol: error: could not write"), err
+    assert "no space left" in err and f"byol pretrain --resume {run}" in err
+    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 2
+    assert not list(run.glob(".*.tmp"))
+    assert main(pretrain_argv(run, settings)) == 0  # space is back: the run finishes
+    assert json.loads((run / "summary.json").read_text())["steps"] == STEPS_PER_EPOCH
+
+
+def test_diverging_loss_stops_naming_step_and_cause_and_keeps_the_good_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
+    # Plain SGD at an absurd learning rate: steps 1 (lr 0 in warm-up) and 2 compute finite
+    # losses; the weights step 2 leaves behind make the loss of step 3 NaN.
+    settings = tiny_settings(folder, epochs=2, every=1)
+    settings += ["--set", "optimizer=sgd", "--set", "base_lr=1e12", "--set", "warmup_epochs=0.5"]
+    assert main(pretrain_argv(run, settings)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "the loss became nan at step 3 (lr 6.25e+10, precision fp32)" in err, err
+    assert "the last good checkpoint (step 2) was kept" in err, err
+    assert "lower base_lr or use precision=fp32" in err
+    assert sorted(logged_steps(run)) == [1, 2]
+    state = load_checkpoint(run / CHECKPOINT_NAME)
+    assert state["step"] == 2
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (run / "encoder.safetensors").exists()
+
+
+def test_resume_auto_starts_continues_and_refuses_a_changed_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
+    settings = tiny_settings(folder, epochs=1, every=2)
+    settings_cut = settings + ["--set", "max_minutes=1e-9"]  # stops cleanly after one step
+    assert main(pretrain_argv(run, settings_cut)) == 0
+    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 1
+    capsys.readouterr()
+    changed = settings + ["--set", "batch_size=8"]
+    assert main(pretrain_argv(run, changed)) == 2
+    err = capsys.readouterr().err
+    assert "config differs" in err and "batch_size: 16 -> 8" in err
+    # A corrupt newest checkpoint: resume falls back to the previous one, saying so.
+    save_checkpoint(run / CHECKPOINT_NAME, load_checkpoint(run / CHECKPOINT_NAME))
+    (run / CHECKPOINT_NAME).write_bytes(b"\0" * 100)
+    with caplog.at_level("WARNING"):
+        assert main(pretrain_argv(run, settings)) == 0
+    assert f"Resuming from {run / PREVIOUS_CHECKPOINT_NAME} instead" in caplog.text
+    assert sorted(logged_steps(run)) == [1, 2, 3, 4]
+
+
+# --------------------------------------------------------------------------- SIGKILL
+
+
+def run_killed_and_resumed(tmp_path: Path, kills: int, epochs: int, seed: int) -> dict:
+    """An uninterrupted run, then the same command killed with SIGKILL at random moments and
+    restarted each time until it finishes. Returns what happened."""
+    folder = noise_folder(tmp_path / "images")
+    settings = tiny_settings(folder, epochs=epochs, every=2)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def command(run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "byol", *pretrain_argv(run_dir, settings)]
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    done = subprocess.run(command(full), cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    total = epochs * STEPS_PER_EPOCH
+    rng = random.Random(seed)
+    # Kills after the first fall in successive stretches of the run, so that each one lands
+    # past the progress the previous kill left (it costs at most one checkpoint interval).
+    bounds = np.linspace(1, total, kills)
+    events: list[dict[str, int]] = []
+    while len(events) < kills:
+        before = max(logged_steps(cut), default=0)
+        process = subprocess.Popen(
+            command(cut), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        # The first kill lands at a random moment of start-up; the others once the run has
+        # passed a random step, plus a random fraction of a step (often inside a checkpoint
+        # write: one is written every second step).
+        if not events:
+            time.sleep(rng.uniform(0.5, 3.0))
+        else:
+            low, high = int(bounds[len(events) - 1]), int(bounds[len(events)]) - 1
+            target = max(rng.randint(low, max(low, high)), before + 1)
+            while max(logged_steps(cut), default=0) < target and process.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.8))
+        if process.poll() is not None:  # finished first: nothing to kill
+            assert process.returncode == 0, process.stderr.read().decode()
+            break
+        process.kill()
+        process.wait()
+        process.stderr.close()
+        last_logged = max(logged_steps(cut), default=0)
+        # Whatever is on disk passes its checks; no more than one interval of work is lost.
+        valid = [
+            load_checkpoint(cut / name)["step"]
+            for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME)
+            if (cut / name).exists()
+        ]
+        newest = max(valid, default=0)
+        assert last_logged - newest <= 2, (last_logged, valid)
+        events.append({"last_logged": last_logged, "checkpoint_step": newest})
+    finished = subprocess.run(command(cut), cwd=REPO, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    return {
+        "kills": events,
+        "largest_difference": largest_difference(full, cut),
+        "losses": (logged_steps(full), logged_steps(cut)),
+        "total": total,
+    }
+
+
+def _check_same_run(result: dict) -> None:
+    print(f"\nSIGKILL test: {len(result['kills'])} kills {result['kills']}, largest weight "
+          f"difference {result['largest_difference']:.3g}")  # fmt: skip
+    full, cut = result["losses"]
+    assert sorted(cut) == list(range(1, result["total"] + 1)) == sorted(full)
+    assert all(abs(full[s] - cut[s]) < 1e-6 for s in full), "a resumed step saw other data"
+    assert result["largest_difference"] < 1e-6
+
+
+def test_sigkill_at_random_moments_and_resume_auto_give_the_uninterrupted_weights(
+    tmp_path: Path,
+) -> None:
+    result = run_killed_and_resumed(tmp_path, kills=3, epochs=2, seed=7)
+    assert len(result["kills"]) == 3
+    _check_same_run(result)
+
+
+@pytest.mark.slow
+def test_sigkill_many_times_over_a_longer_run(tmp_path: Path) -> None:
+    result = run_killed_and_resumed(tmp_path, kills=8, epochs=5, seed=11)
+    assert len(result["kills"]) >= 6
+    _check_same_run(result)

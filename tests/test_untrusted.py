@@ -1,0 +1,247 @@
+"""Files from other people: a checkpoint must never run code, a checkpoint or encoder of another
+architecture or method is refused naming the mismatch, and archives cannot write outside the
+folder they are extracted to. The malicious files here are real: unpickled naively, they would
+create a file (shown in the first test)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from byol import data
+from byol.checkpoint import (
+    _MAGIC,
+    _TRAILER,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_encoder,
+    load_model_state,
+    save_checkpoint,
+)
+from byol.cli import main
+from byol.config import preset
+from byol.errors import CheckpointError
+from byol.optim import build_optimizer
+from byol.train import build_model, pretrain
+
+
+class CreatesFile:
+    """Unpickling this calls ``open(path, "w")``: the file appearing is the proof code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def malicious_raw_pickle(marker: Path) -> bytes:
+    return pickle.dumps({"format": 2, "model": CreatesFile(marker)})
+
+
+def malicious_torch_file(marker: Path) -> bytes:
+    """torch.save's zip format with a code-running object inside, plus a valid byol checksum
+    trailer (a checksum proves integrity, not trust: anyone can compute one)."""
+    buffer = io.BytesIO()
+    torch.save({"format": 2, "model": CreatesFile(marker), "step": 1}, buffer)
+    payload = buffer.getvalue()
+    trailer = _TRAILER.pack(_MAGIC, len(payload), hashlib.sha256(payload).digest())
+    return payload + trailer
+
+
+def test_the_crafted_pickles_really_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned-by-pickle"
+    pickle.loads(malicious_raw_pickle(marker))
+    assert marker.exists()  # so the refusals below are not vacuous
+    marker.unlink()
+    torch.load(io.BytesIO(malicious_torch_file(marker)), weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("make", [malicious_raw_pickle, malicious_torch_file])
+def test_a_code_running_checkpoint_is_refused_and_runs_nothing(tmp_path: Path, make) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / CHECKPOINT_NAME
+    path.write_bytes(make(marker))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert not marker.exists()
+    message = str(error.value)
+    assert "was refused (loading it could run code)" in message and str(path) in message
+    assert "\n" not in message
+
+
+def test_resume_from_a_code_running_checkpoint_is_one_line_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    preset("fashion-mnist").save(run / "config.json")
+    marker = tmp_path / "pwned"
+    (run / CHECKPOINT_NAME).write_bytes(malicious_torch_file(marker))
+    assert main(["pretrain", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("byol: error: no usable checkpoint") and "could run code" in err
+    assert len(err.splitlines()) == 1 and not marker.exists()
+
+
+# --------------------------------------------------------------------------- other architectures
+
+
+def tiny(backbone: str = "resnet18", **changes):
+    config = preset("fashion-mnist")
+    sizes = dict(projector_hidden_dim=32, predictor_hidden_dim=32, projection_dim=16)
+    return dataclasses.replace(config, backbone=backbone, **{**sizes, **changes})
+
+
+def checkpoint_of(config, method: str = "byol", claimed=None) -> dict:
+    """The state pretrain saves, built from real modules (untrained: enough for shapes)."""
+    model = build_model(config)
+    optimizer = build_optimizer(model, "lars", 0.1, 1e-6, 0.9, 1e-3)
+    claimed = claimed or config
+    return dict(
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        step=1,
+        config=claimed.to_dict(),
+        method=method,
+    )
+
+
+def noise_run(tmp_path: Path, config):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    config = dataclasses.replace(
+        config, dataset=str(images), image_size=16, batch_size=8, num_workers=0, threads=1
+    )
+    return config, tmp_path / "run"
+
+
+def test_checkpoint_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> None:
+    config, run = noise_run(tmp_path, tiny("resnet34"))
+    other = dataclasses.replace(config, backbone="resnet18")
+    save_checkpoint(run / CHECKPOINT_NAME, checkpoint_of(other))
+    with pytest.raises(CheckpointError) as error:
+        pretrain(config, run, resume=True, quiet=True)
+    assert "backbone: 'resnet18' -> 'resnet34'" in str(error.value)
+
+
+def test_weights_that_do_not_match_their_claimed_config_are_refused(tmp_path: Path) -> None:
+    # The config inside says resnet34 (matching the run), the tensors are a resnet18's.
+    config, run = noise_run(tmp_path, tiny("resnet34"))
+    weights_of = dataclasses.replace(config, backbone="resnet18")
+    save_checkpoint(run / CHECKPOINT_NAME, checkpoint_of(weights_of, claimed=config))
+    with pytest.raises(CheckpointError) as error:
+        pretrain(config, run, resume=True, quiet=True)
+    message = str(error.value)
+    assert "model weights of another architecture" in message
+    assert "missing online_encoder.layer1.2.conv1.weight" in message, message
+
+
+def test_head_sizes_mismatch_names_the_tensor_shapes() -> None:
+    model = build_model(tiny())
+    other = build_model(tiny(projector_hidden_dim=64)).state_dict()
+    with pytest.raises(CheckpointError) as error:
+        load_model_state(model, other, Path("x.pt"))
+    assert "is (64, 512), expected (32, 512)" in str(error.value)
+
+
+def test_checkpoint_of_another_method_is_refused(tmp_path: Path) -> None:
+    config, run = noise_run(tmp_path, tiny())
+    save_checkpoint(run / CHECKPOINT_NAME, checkpoint_of(config, method="simclr"))
+    with pytest.raises(CheckpointError, match="written by a simclr run, not byol"):
+        pretrain(config, run, resume=True, quiet=True)
+
+
+def test_encoder_file_of_another_architecture_or_not_safetensors(tmp_path: Path) -> None:
+    import torchvision
+
+    weights = torchvision.models.resnet18().state_dict()
+    weights = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+    meta = {"format": "byol-encoder", "architecture": "resnet34", "cifar_stem": "false"}
+    save_file(weights, str(tmp_path / "lying.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="resnet34 encoder weights of another architecture"):
+        load_encoder(tmp_path / "lying.safetensors")
+    save_file(weights, str(tmp_path / "odd.safetensors"), metadata={**meta, "architecture": "x"})
+    with pytest.raises(CheckpointError, match="naming a known backbone"):
+        load_encoder(tmp_path / "odd.safetensors")
+    (tmp_path / "pickle.safetensors").write_bytes(malicious_raw_pickle(tmp_path / "pwned"))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_encoder(tmp_path / "pickle.safetensors")
+    assert not (tmp_path / "pwned").exists()
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def crafted_tar(path: Path, member: tarfile.TarInfo, payload: bytes = b"evil") -> Path:
+    with tarfile.open(path, "w") as tar:
+        ok = tarfile.TarInfo("cifar10-jpeg/readme.txt")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"ok"))
+        if member.isfile():
+            member.size = len(payload)
+            tar.addfile(member, io.BytesIO(payload))
+        else:
+            tar.addfile(member)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize(
+    "name, kind, target, ends",
+    [
+        ("../evil", tarfile.REGTYPE, "", "refused"),
+        ("cifar10-jpeg/../../evil", tarfile.REGTYPE, "", "refused"),
+        ("cifar10-jpeg/link", tarfile.SYMTYPE, "../../evil", "refused"),
+        ("cifar10-jpeg/abslink", tarfile.SYMTYPE, "ABSOLUTE", "refused"),
+        ("cifar10-jpeg/hard", tarfile.LNKTYPE, "../evil", "refused"),
+        ("cifar10-jpeg/dev", tarfile.CHRTYPE, "", "refused"),
+        # A leading "/" is stripped: the file lands inside the destination, not at the path.
+        ("ABSOLUTE", tarfile.REGTYPE, "", "contained"),
+    ],
+    ids=[
+        "dotdot",
+        "nested-dotdot",
+        "symlink-out",
+        "symlink-absolute",
+        "hardlink-out",
+        "device",
+        "absolute-name",
+    ],  # fmt: skip
+)
+def test_archive_members_cannot_write_outside(tmp_path: Path, name, kind, target, ends) -> None:
+    dest = tmp_path / "a" / "b"
+    dest.mkdir(parents=True)
+    evil = tmp_path / "evil"
+    name, target = (x.replace("ABSOLUTE", str(evil)) for x in (name, target))
+    tarball = crafted_tar(tmp_path / "crafted.tar", _member(name, kind, target))
+    with tarfile.open(tarball) as tar:
+        if ends == "refused":
+            with pytest.raises(tarfile.FilterError):
+                data._extract_with_data_filter(tar, dest)
+        else:
+            data._extract_with_data_filter(tar, dest)
+            assert (dest / str(evil).lstrip("/")).read_bytes() == b"evil"
+    outside = [
+        p for p in tmp_path.rglob("*") if dest not in p.parents and p not in (dest, dest.parent)
+    ]
+    assert outside == [tarball], outside  # nothing was written beside the archive
