@@ -209,8 +209,8 @@ def largest_difference(a: dict, b: dict) -> float:
 
 
 def test_two_processes_with_half_the_batch_each_train_as_one_process(two_rank_results):
-    one = torch.load(two_rank_results / "one.pt")
-    ranks = [torch.load(two_rank_results / f"sync-{r}.pt") for r in range(WORLD)]
+    one = torch.load(two_rank_results / "one.pt", weights_only=True)
+    ranks = [torch.load(two_rank_results / f"sync-{r}.pt", weights_only=True) for r in range(WORLD)]
     assert largest_difference(ranks[0], ranks[1]) == 0.0  # every rank holds the same model
     assert one["grads"].keys() == ranks[0]["grads"].keys()
     assert not any(k.startswith("target") for k in one["grads"])  # the target gets no gradient
@@ -228,8 +228,8 @@ def test_global_batch_norm_keeps_float32_gradients_on_ill_conditioned_channels(t
     # Noise images make channels whose spread is tiny against their mean; statistics reduced in
     # float32 lost their variance there (gradients 1-10% off). torch's kernels accumulate in
     # float64 and so does ours: the gradients of the first step agree to float32 rounding.
-    one = torch.load(two_rank_results / "one-fp32.pt")["grads"]
-    two = torch.load(two_rank_results / "fp32-0.pt")["grads"]
+    one = torch.load(two_rank_results / "one-fp32.pt", weights_only=True)["grads"]
+    two = torch.load(two_rank_results / "fp32-0.pt", weights_only=True)["grads"]
     scale = max(g.abs().max().item() for g in one.values())
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4 * scale
 
@@ -240,14 +240,14 @@ def test_per_device_batch_norm_over_two_processes_equals_accumulating_two_micro_
     # Rank r's half of each global batch is micro-batch r of one accumulating process: with
     # batch-norm statistics per device (per micro-batch) both compute the same step. This checks
     # DDP's gradient averaging and no_sync, and that accumulation averages the micro-batches.
-    accumulated = torch.load(two_rank_results / "one-accumulated.pt")
-    local = torch.load(two_rank_results / "local-0.pt")
+    accumulated = torch.load(two_rank_results / "one-accumulated.pt", weights_only=True)
+    local = torch.load(two_rank_results / "local-0.pt", weights_only=True)
     # BN running statistics differ by design (one process sees both halves, rank 0 only its own).
     for run in (accumulated, local):
         run["state"] = {k: v for k, v in run["state"].items() if "running" not in k}
     assert largest_difference(accumulated, local) < 1e-9
     # And per-device statistics really are another computation than global ones.
-    synced = torch.load(two_rank_results / "sync-0.pt")
+    synced = torch.load(two_rank_results / "sync-0.pt", weights_only=True)
     assert abs(local["losses"][1] - synced["losses"][1]) > 1e-4
 
 
@@ -296,9 +296,9 @@ def single_process_gather(out: Path) -> None:
 
 
 def test_gather_with_grad_gives_the_global_batch_and_its_gradient(two_rank_results):
-    one = torch.load(two_rank_results / "g.pt")
+    one = torch.load(two_rank_results / "g.pt", weights_only=True)
     for rank in range(WORLD):
-        ranked = torch.load(two_rank_results / f"gather-{rank}.pt")
+        ranked = torch.load(two_rank_results / f"gather-{rank}.pt", weights_only=True)
         assert torch.allclose(ranked["z_all"], one["z_all"], atol=1e-12)
         for a, b in zip(ranked["grads"], one["grads"], strict=True):
             assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
@@ -374,7 +374,7 @@ def test_two_process_pretrain_writes_from_rank_0_only_and_resumes(
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     files = {"config.json", "metrics.jsonl", "tensorboard", "checkpoint.pt", "summary.json"}
     assert files | {ENCODER_NAME} <= {p.name for p in whole.iterdir()}
-    assert torch.load(tmp_path / "s.pt") == {"step": 1, "world_size": 2}
+    assert torch.load(tmp_path / "s.pt", weights_only=True) == {"step": 1, "world_size": 2}
     assert json.loads((whole / "config.json").read_text())["sync_batchnorm"] is True
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["world_size"] == 2
