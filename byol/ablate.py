@@ -71,8 +71,19 @@ def _key(item: str) -> str:
     return item.partition("=")[0].strip().replace("-", "_")
 
 
+# Fields that only one method reads: another method's run does not depend on them.
+METHOD_FIELDS = {
+    "simclr": ("simclr_temperature",),
+    "barlow": ("barlow_lambda", "barlow_projector_dim"),
+    "moco": ("moco_queue_size", "moco_temperature"),
+}
+
+
 def _comparable(config: Config) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    """The fields that decide what a run computes (not how it runs, nor other methods' knobs)."""
+    ignored = {f for m, fs in METHOD_FIELDS.items() if m != config.method for f in fs}
+    ignored |= RESUMABLE_CHANGES
+    return {k: v for k, v in config.to_dict().items() if k not in ignored}
 
 
 def _same_config(run_dir: Path, config: Config) -> bool:

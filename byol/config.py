@@ -224,6 +224,11 @@ PRESETS["fashion-mnist"] = dict(
     tau_base=0.99,
     num_workers=1,
     knn_bank_subset=10000,
+    # Baselines at this scale: Barlow Twins' 8192-wide projector alone would be 138M parameters,
+    # and a 65536-key queue is larger than the 30k images, so MoCo would hold stale copies of the
+    # batch's own images as negatives.
+    barlow_projector_dim=1024,
+    moco_queue_size=4096,
 )
 
 

@@ -369,3 +369,13 @@ def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
     update_results(tmp_path, data, data, "random-init", {"knn200_top1": 71.0})
     text = (tmp_path / RESULTS_MD).read_text()
     assert "| MoCo v2 | 70.00 |" in text and "| BYOL |" not in text
+
+
+def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
+    from byol.ablate import _same_config
+
+    byol_run = dataclasses.replace(preset("fashion-mnist"), method="byol")
+    byol_run.save(tmp_path / "config.json")
+    assert _same_config(tmp_path, dataclasses.replace(byol_run, moco_queue_size=7, threads=1))
+    assert not _same_config(tmp_path, dataclasses.replace(byol_run, tau_base=0.9))
+    assert not _same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))
