@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, world: int, threads: int, sync: bool, out: Pat
         train(args, sync, out)
     else:
         mp.spawn(_rank, args=(world, port, args, sync, out), nprocs=world, join=True)
-    return torch.load(out)
+    return torch.load(out, weights_only=True)
 
 
 def difference(a: dict, b: dict) -> tuple[float, float]:
