@@ -3,6 +3,7 @@
 one network:  x -> encoder f -> y -> wide projector (Linear-BN-ReLU, Linear-BN-ReLU, Linear) -> z
 loss:         sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2, C = cross-correlation of the
               batch-standardised z of the two views. No predictor, no target, no negatives.
+Under torchrun C is computed over the global batch, gathered with gradients from every process.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from byol import distributed
 from byol.byol import BYOLOutput  # the one output shape every method returns
 from byol.losses import barlow_twins_loss
 
@@ -42,7 +44,9 @@ class BarlowTwins(nn.Module):
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> BYOLOutput:
         z_1 = self.online_projector(self.online_encoder(view_1))  # NxD
         z_2 = self.online_projector(self.online_encoder(view_2))  # NxD
-        return BYOLOutput(barlow_twins_loss(z_1, z_2, self.lambda_), z_1.detach())
+        # The same global loss on every process; DDP's mean of their gradients is its gradient.
+        all_z_1, all_z_2 = distributed.gather_with_grad(z_1), distributed.gather_with_grad(z_2)
+        return BYOLOutput(barlow_twins_loss(all_z_1, all_z_2, self.lambda_), z_1.detach())
 
     def update_target(self, tau: float) -> None:
         """Barlow Twins has no target network: nothing to update."""

@@ -21,28 +21,51 @@ def collapse_metric(projection: torch.Tensor) -> torch.Tensor:
     return z.std(dim=0).mean() * z.shape[-1] ** 0.5
 
 
-def nt_xent(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's NT-Xent over the 2N views (PAPER.md section 8), averaged over all 2N anchors.
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    # Half-precision activations (autocast) are upcast; float64 stays float64.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def nt_xent(
+    z_1: torch.Tensor,
+    z_2: torch.Tensor,
+    temperature: float,
+    *,
+    all_z_1: torch.Tensor | None = None,
+    all_z_2: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """SimCLR's NT-Xent over the 2B views (PAPER.md section 8), averaged over the 2N anchors here.
 
     l_ij = -log( exp(sim(z_i, z_j)/t) / sum_{k != i} exp(sim(z_i, z_k)/t) ), sim = cosine; the
     positive of view i of image n is the other view of image n, every other view is a negative.
+    One process: z_1, z_2 are the whole batch (B = N). Several: ``all_z_1``, ``all_z_2`` are the
+    global batch gathered with gradients and z_1, z_2 its rows ``offset`` to ``offset + N``; the
+    mean over processes of their losses is then the one-process loss over the global batch.
     """
-    z = F.normalize(torch.cat([z_1, z_2]).float(), dim=-1)  # 2NxD
-    n = z_1.shape[0]
-    self_pairs = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = (z @ z.T / temperature).masked_fill(self_pairs, float("-inf"))  # 2Nx2N, k != i
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, positives)
+    all_z_1 = z_1 if all_z_1 is None else all_z_1
+    all_z_2 = z_2 if all_z_2 is None else all_z_2
+    n, b = z_1.shape[0], all_z_1.shape[0]
+    anchors = F.normalize(_at_least_float32(torch.cat([z_1, z_2])), dim=-1)  # 2NxD
+    views = F.normalize(_at_least_float32(torch.cat([all_z_1, all_z_2])), dim=-1)  # 2BxD
+    rows = torch.arange(offset, offset + n, device=anchors.device)
+    own = torch.cat([rows, rows + b])  # each anchor's own column, excluded (k != i)
+    positives = torch.cat([rows + b, rows])  # each anchor's other view
+    logits = anchors @ views.T / temperature  # 2Nx2B
+    self_pairs = F.one_hot(own, 2 * b).bool()
+    return F.cross_entropy(logits.masked_fill(self_pairs, float("-inf")), positives)
 
 
 def barlow_twins_loss(z_1: torch.Tensor, z_2: torch.Tensor, lambda_: float) -> torch.Tensor:
     """Barlow Twins: sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2 (PAPER.md section 8).
 
-    C is the DxD cross-correlation of the two views' embeddings, each standardised over the batch.
+    C is the DxD cross-correlation of the two views' embeddings, each standardised over the batch
+    (over several processes, pass the global batch gathered with gradients).
     """
+    z_1, z_2 = _at_least_float32(z_1), _at_least_float32(z_2)
     n = z_1.shape[0]
-    a = (z_1.float() - z_1.float().mean(0)) / z_1.float().std(0, unbiased=False).clamp_min(1e-6)
-    b = (z_2.float() - z_2.float().mean(0)) / z_2.float().std(0, unbiased=False).clamp_min(1e-6)
+    a = (z_1 - z_1.mean(0)) / z_1.std(0, unbiased=False).clamp_min(1e-6)
+    b = (z_2 - z_2.mean(0)) / z_2.std(0, unbiased=False).clamp_min(1e-6)
     c = a.T @ b / n  # DxD
     on_diagonal = (1 - c.diagonal()).pow(2).sum()
     off_diagonal = c.pow(2).sum() - c.diagonal().pow(2).sum()

@@ -7,6 +7,9 @@ loss:            InfoNCE(q(v), k(v')) + InfoNCE(q(v'), k(v)): each query against
 update:          after the optimizer step, xi <- tau xi + (1 - tau) theta (train.py's tau
                  schedule is MoCo's momentum), then this step's keys replace the oldest queued.
 
+Under torchrun every process computes the loss of its own queries (DDP averages the gradients) and
+enqueues the keys of all processes, so the queues stay identical and hold the global batch's keys.
+
 The loss is symmetrised (both view orders, summed, as BYOL's) so every method sees the same views
 per step; the original MoCo v2 uses one order.
 """
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from byol import distributed
 from byol.byol import BYOLOutput  # the one output shape every method returns
 from byol.heads import mlp
 from byol.losses import info_nce
@@ -69,7 +73,10 @@ class MoCo(nn.Module):
         loss = info_nce(q_1, k_2, negatives, self.temperature)
         loss = loss + info_nce(q_2, k_1, negatives, self.temperature)
         if self.training:
-            self._keys = torch.cat([k_1, k_2])
+            # Every process's keys, in the one-process order: all first views, then all second.
+            keys = torch.cat([distributed.gather(k_1), distributed.gather(k_2)])
+            # Accumulation runs several forwards per optimizer step: all their keys are enqueued.
+            self._keys = keys if self._keys is None else torch.cat([self._keys, keys])
         return BYOLOutput(loss, q_1.detach())
 
     @torch.no_grad()
@@ -86,7 +93,7 @@ class MoCo(nn.Module):
     def enqueue(self, keys: torch.Tensor) -> None:
         """First in, first out: the newest keys overwrite the oldest, wrapping around the end."""
         size = self.queue.shape[0]
-        keys = F.normalize(keys[-size:].float(), dim=1)
+        keys = F.normalize(keys[-size:].to(torch.promote_types(keys.dtype, torch.float32)), dim=1)
         slots = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % size
         self.queue[slots] = keys.to(self.queue.dtype)
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)

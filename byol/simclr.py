@@ -4,8 +4,8 @@ one network:  x -> encoder f -> y -> projector g -> z       (no predictor, no ta
 loss:         NT-Xent over the 2N views of a batch: the other view of the same image is the
               positive, the 2N - 2 views of the other images are the negatives.
 
-Training is single-process, so the batch is the global batch: every view sees every other view
-of the step as a negative.
+Under torchrun every process gathers the projections of all processes (with gradients), so every
+view still sees every other view of the global batch as a negative, as with one process.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from byol import distributed
 from byol.byol import BYOLOutput  # the one output shape every method returns
 from byol.heads import mlp
 from byol.losses import nt_xent
@@ -39,7 +40,15 @@ class SimCLR(nn.Module):
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> BYOLOutput:
         z_1 = self.online_projector(self.online_encoder(view_1))  # NxD
         z_2 = self.online_projector(self.online_encoder(view_2))  # NxD
-        return BYOLOutput(nt_xent(z_1, z_2, self.temperature), z_1.detach())
+        loss = nt_xent(
+            z_1,
+            z_2,
+            self.temperature,
+            all_z_1=distributed.gather_with_grad(z_1),  # the global batch's views: negatives
+            all_z_2=distributed.gather_with_grad(z_2),
+            offset=distributed.current().rank * len(z_1),  # where this process's rows are in it
+        )
+        return BYOLOutput(loss, z_1.detach())
 
     def update_target(self, tau: float) -> None:
         """SimCLR has no target network: nothing to update."""

@@ -446,13 +446,6 @@ def _pretrain(
         _check_resumable(checkpoint, config, source)
     config.validate()
     distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
-    if ranks.world_size > 1 and config.method != "byol":
-        # Their losses need the whole batch (negatives, cross-correlation, MoCo's queue); on a
-        # rank's slice they would silently train another objective.
-        raise ConfigError(
-            f"method={config.method} does not yet gather the global batch across processes "
-            "(byol.distributed.gather_with_grad); run it in one process, without torchrun."
-        )
     if ranks.is_main:  # the other ranks write no files
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a process killed while writing
@@ -581,6 +574,9 @@ def _pretrain(
                 # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the end.
                 lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
                 tau = target_tau(step, total_steps, config.tau_base, config.tau_schedule)
+                # Randomness inside a step (MoCo's batch-norm shuffle) drawn from the step number,
+                # so a resumed run repeats it; host-side seeding, no device sync.
+                torch.manual_seed(config.seed * 1_000_003 + step)
                 output = accumulated_step(
                     trained,
                     optimizer,

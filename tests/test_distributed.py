@@ -48,6 +48,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 WORLD = 2
 STEPS = 3
+BASELINES = ("simclr", "barlow", "moco")
 ONE = distributed.Ranks()
 
 
@@ -156,6 +157,10 @@ def train_a_few_steps(
     epochs = BatchedEpochs(noise_images(), views, config, ranks)
     torch.manual_seed(config.seed)
     model = build_model(config)
+    if config.method == "moco":
+        # One batch-norm group per process: with global BN the key shuffle then changes nothing,
+        # so one process and two compute the same keys (MoCo's default 2 groups emulate 2 devices).
+        model.bn_splits = 1
     if ranks.world_size > 1 and config.sync_batchnorm:
         model = distributed.convert_sync_batchnorm(model, torch.device("cpu"))
     model = model.to(dtype)
@@ -181,8 +186,9 @@ def _two_rank_phases(rank: int, out: Path) -> None:
         train_a_few_steps(local, out / f"local-{rank}.pt", ranks, steps=2)
         train_a_few_steps(tiny_config(), out / f"fp32-{rank}.pt", ranks, torch.float32, steps=1)
         gather_phase(rank, out)
-        with pytest.raises(ConfigError, match="method=simclr does not yet gather"):
-            pretrain(tiny_config(method="simclr", dataset=str(out)), out / "simclr", quiet=True)
+        for method in BASELINES:
+            config = tiny_config(method=method)
+            train_a_few_steps(config, out / f"{method}-{rank}.pt", ranks, steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +201,8 @@ def two_rank_results(tmp_path_factory) -> Path:
     train_a_few_steps(tiny_config(), out / "one-fp32.pt", ONE, torch.float32, steps=1)
     train_a_few_steps(tiny_config(accumulation_steps=2), out / "one-accumulated.pt", ONE, steps=2)
     single_process_gather(out)
+    for method in BASELINES:
+        train_a_few_steps(tiny_config(method=method), out / f"{method}.pt", ONE, steps=2)
     return out
 
 
@@ -251,10 +259,20 @@ def test_per_device_batch_norm_over_two_processes_equals_accumulating_two_micro_
     assert abs(local["losses"][1] - synced["losses"][1]) > 1e-4
 
 
-def test_baselines_refuse_several_processes_until_they_gather(two_rank_results):
-    # Raised on both ranks inside the spawned processes (the spawn would have failed otherwise),
-    # before anything was written.
-    assert not (two_rank_results / "simclr").exists()
+@pytest.mark.parametrize("method", BASELINES)
+def test_baselines_over_two_processes_train_as_one_process(two_rank_results, method):
+    # SimCLR's negatives and Barlow Twins' cross-correlation span the global batch (gathered with
+    # gradients); MoCo's queue receives every process's keys. Losses, gradients, weights, the
+    # queue and its pointer after two steps match one process holding the whole batch.
+    one = torch.load(two_rank_results / f"{method}.pt", weights_only=True)
+    ranks = [
+        torch.load(two_rank_results / f"{method}-{r}.pt", weights_only=True) for r in range(WORLD)
+    ]
+    assert largest_difference(ranks[0], ranks[1]) == 0.0
+    assert one["grads"].keys() == ranks[0]["grads"].keys()
+    assert largest_difference(one, ranks[0]) < 1e-9
+    if method == "moco":  # the queue holds 2 steps x 2 views x the global batch of 16
+        assert one["state"]["queue_pointer"].item() == ranks[0]["state"]["queue_pointer"] == 64
 
 
 # --- gather_with_grad: what the contrastive baselines need ----------------------------------------
