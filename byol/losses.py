@@ -21,8 +21,8 @@ def collapse_metric(projection: torch.Tensor) -> torch.Tensor:
     return z.std(dim=0).mean() * z.shape[-1] ** 0.5
 
 
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    # Half-precision activations (autocast) are upcast; float64 stays float64.
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in half precision (autocast); float64 stays float64."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
@@ -46,8 +46,8 @@ def nt_xent(
     all_z_1 = z_1 if all_z_1 is None else all_z_1
     all_z_2 = z_2 if all_z_2 is None else all_z_2
     n, b = z_1.shape[0], all_z_1.shape[0]
-    anchors = F.normalize(_at_least_float32(torch.cat([z_1, z_2])), dim=-1)  # 2NxD
-    views = F.normalize(_at_least_float32(torch.cat([all_z_1, all_z_2])), dim=-1)  # 2BxD
+    anchors = F.normalize(at_least_float32(torch.cat([z_1, z_2])), dim=-1)  # 2NxD
+    views = F.normalize(at_least_float32(torch.cat([all_z_1, all_z_2])), dim=-1)  # 2BxD
     rows = torch.arange(offset, offset + n, device=anchors.device)
     own = torch.cat([rows, rows + b])  # each anchor's own column, excluded (k != i)
     positives = torch.cat([rows + b, rows])  # each anchor's other view
@@ -62,7 +62,7 @@ def barlow_twins_loss(z_1: torch.Tensor, z_2: torch.Tensor, lambda_: float) -> t
     C is the DxD cross-correlation of the two views' embeddings, each standardised over the batch
     (over several processes, pass the global batch gathered with gradients).
     """
-    z_1, z_2 = _at_least_float32(z_1), _at_least_float32(z_2)
+    z_1, z_2 = at_least_float32(z_1), at_least_float32(z_2)
     n = z_1.shape[0]
     a = (z_1 - z_1.mean(0)) / z_1.std(0, unbiased=False).clamp_min(1e-6)
     b = (z_2 - z_2.mean(0)) / z_2.std(0, unbiased=False).clamp_min(1e-6)

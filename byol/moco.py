@@ -25,7 +25,7 @@ from torch import nn
 from byol import distributed
 from byol.byol import BYOLOutput  # the one output shape every method returns
 from byol.heads import mlp
-from byol.losses import info_nce
+from byol.losses import at_least_float32, info_nce
 
 
 class MoCo(nn.Module):
@@ -93,7 +93,7 @@ class MoCo(nn.Module):
     def enqueue(self, keys: torch.Tensor) -> None:
         """First in, first out: the newest keys overwrite the oldest, wrapping around the end."""
         size = self.queue.shape[0]
-        keys = F.normalize(keys[-size:].to(torch.promote_types(keys.dtype, torch.float32)), dim=1)
+        keys = F.normalize(at_least_float32(keys[-size:]), dim=1)
         slots = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % size
         self.queue[slots] = keys.to(self.queue.dtype)
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from torch import nn
 
 from byol import BYOL, target_tau
@@ -379,3 +380,22 @@ def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
     assert _same_config(tmp_path, dataclasses.replace(byol_run, moco_queue_size=7, threads=1))
     assert not _same_config(tmp_path, dataclasses.replace(byol_run, tau_base=0.9))
     assert not _same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))
+
+
+def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
+    # MoCo's batch-norm shuffle draws a permutation every step; resuming from step 4 of 8 must
+    # draw the same ones, so the encoder ends bit-identical to the uninterrupted run.
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    settings = [*TINY, "epochs=2", "checkpoint_every_steps=2", f"dataset={small_folder}",
+                "knn_references=false", "knn_every_epochs=0"]  # fmt: skip
+    args = ["pretrain", "--quiet", "--method", "moco", "--run-dir", str(whole)]
+    assert main(args + [arg for item in settings for arg in ("--set", item)]) == 0
+    shutil.copytree(whole, resumed)
+    # Back to the checkpoint before the last one (step 6 of 8): the run redoes steps 7 and 8.
+    shutil.copy(resumed / "checkpoint-previous.pt", resumed / "checkpoint.pt")
+    (resumed / "encoder.safetensors").unlink()
+    assert torch.load(resumed / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert main(["pretrain", "--quiet", "--resume", str(resumed)]) == 0
+    a, b = load_file(whole / "encoder.safetensors"), load_file(resumed / "encoder.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
