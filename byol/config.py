@@ -206,7 +206,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["fashion-mnist"] = dict(
     # ~10 min on 2 CPU cores: ResNet-18 at the native 28 px, batch 128, 2 passes over 30k images
     # (468 steps), milder crops (0.5-1) and no blur (both erase 28 px garments), LARS 1.0 x B/256,
-    # tau_base 0.99 (official short-schedule value); precision auto = fp32 here (bf16 is slower).
+    # tau_base 0.99 (official short-schedule value); precision auto = fp32 (bf16: BENCHMARKS.md).
     dataset="fashion-mnist",
     image_size=28,
     eval_crop_fraction=1.0,
