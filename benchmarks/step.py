@@ -79,6 +79,16 @@ class StepRunner:
         return counter.get_total_flops()
 
 
+def _on_off(text: str) -> bool:
+    # "false" once read as off only by accident of a string compare; name every accepted spelling
+    lowered = text.lower()
+    if lowered in ("on", "true", "1", "yes"):
+        return True
+    if lowered in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on/off (or true/false)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18")
@@ -87,7 +97,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden-dim", type=int, default=4096, help="projector/predictor width")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--channels-last", nargs="+", default=["off", "on"])
+    parser.add_argument(
+        "--channels-last", nargs="+", type=_on_off, default=[False, True], help="on/off, true/false"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -110,7 +122,7 @@ def main() -> None:
     )
     compile_options = (False, True) if args.compile else (False,)
     settings = [
-        Setting(p, c == "on", k)
+        Setting(p, c, k)
         for p, c, k in itertools.product(args.precision, args.channels_last, compile_options)
     ]
     runners = [StepRunner(args, s) for s in settings]

@@ -48,6 +48,12 @@ class BYOL(nn.Module):
         modules = (self.online_encoder, self.online_projector, self.predictor)
         return [p for m in modules for p in m.parameters()]
 
+    def train_predictor_only(self, only: bool) -> None:
+        """Freeze (or unfreeze) the online encoder and projector, so the optimizer trains q_theta
+        alone: the target is the online copy then, so its EMA step changes nothing either."""
+        self.online_encoder.requires_grad_(not only)
+        self.online_projector.requires_grad_(not only)
+
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> BYOLOutput:
         z_1 = self.online_projector(self.online_encoder(view_1))  # NxD
         z_2 = self.online_projector(self.online_encoder(view_2))  # NxD

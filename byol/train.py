@@ -446,6 +446,11 @@ def _pretrain(
         _check_resumable(checkpoint, config, source)
     config.validate()
     distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
+    if config.predictor_warmup_steps and ranks.world_size > 1:
+        raise ConfigError(
+            "predictor_warmup_steps works in one process only (DDP cannot skip the encoder's "
+            "gradients); set predictor_warmup_steps=0 or run without torchrun."
+        )
     if ranks.is_main:  # the other ranks write no files
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir)  # left by a process killed while writing
@@ -577,6 +582,8 @@ def _pretrain(
                 # Randomness inside a step (MoCo's batch-norm shuffle) drawn from the step number,
                 # so a resumed run repeats it; host-side seeding, no device sync.
                 torch.manual_seed(config.seed * 1_000_003 + step)
+                if config.predictor_warmup_steps:
+                    model.train_predictor_only(step < config.predictor_warmup_steps)
                 output = accumulated_step(
                     trained,
                     optimizer,

@@ -216,3 +216,21 @@ def test_unknown_setting_names_the_valid_ones(tmp_path, capsys):
     (tmp_path / "encoder.safetensors").write_bytes(b"")
     assert main(["eval", "knn", str(tmp_path), "--set", "linear_lr=0.1"]) == 2
     assert "evaluation settings are" in capsys.readouterr().err
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path, monkeypatch):
+    import byol.evaluate as evaluate
+
+    native = tmp_path / "native"
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512vl\n")
+    emulated = tmp_path / "emulated"
+    emulated.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw avx512vl\n")
+    assert evaluate.cpu_has_native_bf16(native)
+    assert not evaluate.cpu_has_native_bf16(emulated)
+    assert not evaluate.cpu_has_native_bf16(tmp_path / "absent")  # not Linux: no guess
+
+    cpu, read_flags = torch.device("cpu"), evaluate.cpu_has_native_bf16
+    for flags_file, expected in ((native, "bf16"), (emulated, "fp32")):
+        monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda f=flags_file: read_flags(f))
+        assert evaluate.resolve_precision(cpu, "auto") == expected
+        assert evaluate.resolve_precision(cpu, "fp32") == "fp32"  # an explicit choice stands

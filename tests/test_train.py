@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from byol.checkpoint import encoder_metadata, load_encoder
 from byol.config import preset
 from byol.data import load_datasets
+from byol.errors import ConfigError
 from byol.evaluate import knn_accuracy
 from byol.metrics import read_metrics
 from byol.schedules import learning_rate, target_tau
@@ -191,3 +192,26 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(fashion_folder, tmp_path
     assert resumed.returncode == 0, resumed.stderr
     assert "kNN top-1" in resumed.stdout
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3 * (512 // 32)
+
+
+@needs_fashion_mnist
+def test_predictor_warmup_trains_the_predictor_alone_then_everything(fashion_folder, tmp_path):
+    from byol.train import build_model
+
+    config = small_config(fashion_folder, epochs=1, knn_every_epochs=0, knn_final=False)
+    torch.manual_seed(config.seed)  # the weights every run below starts from
+    initial = {
+        k: v.detach().clone() for k, v in build_model(config).online_encoder.named_parameters()
+    }
+
+    pretrain(dataclasses.replace(config, predictor_warmup_steps=8), tmp_path / "all", quiet=True)
+    frozen = encoder_weights(tmp_path / "all")
+    for name, weight in initial.items():  # parameters only: BN running statistics still update
+        torch.testing.assert_close(frozen[name], weight, rtol=0, atol=0, msg=name)
+
+    pretrain(dataclasses.replace(config, predictor_warmup_steps=3), tmp_path / "some", quiet=True)
+    trained = encoder_weights(tmp_path / "some")
+    assert any(not torch.equal(trained[name], weight) for name, weight in initial.items())
+
+    with pytest.raises(ConfigError, match="predictor_warmup_steps needs BYOL"):
+        dataclasses.replace(config, predictor_warmup_steps=3, method="simclr").validate()
