@@ -78,7 +78,7 @@ class OurRecipe:
         self.optimizer = build_optimizer(
             self.model, c.optimizer, self.lr, c.weight_decay, c.momentum, c.lars_trust_coefficient
         )
-        self.tau = c.tau_base
+        self.tau, self.steps_done = c.tau_base, 0
         self.epochs = BatchedEpochs(images, batch_paper_views(c, mean, std), c)
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -93,6 +93,9 @@ class OurRecipe:
             epoch += 1
 
     def step(self, views) -> torch.Tensor:
+        if self.config.predictor_warmup_steps:  # as `byol pretrain` does
+            self.model.train_predictor_only(self.steps_done < self.config.predictor_warmup_steps)
+        self.steps_done += 1
         out = train_step(
             self.model, self.optimizer, *views, self.lr, self.tau, self.config.precision
         )
