@@ -93,8 +93,9 @@ class OurRecipe:
             epoch += 1
 
     def step(self, views) -> torch.Tensor:
-        if self.config.predictor_warmup_steps:  # as `byol pretrain` does
-            self.model.train_predictor_only(self.steps_done < self.config.predictor_warmup_steps)
+        warmup = self.config.effective_predictor_warmup_steps
+        if warmup:  # as `byol pretrain` does
+            self.model.train_predictor_only(self.steps_done < warmup)
         self.steps_done += 1
         out = train_step(
             self.model, self.optimizer, *views, self.lr, self.tau, self.config.precision

@@ -44,7 +44,8 @@ class Config:
     method: str = "byol"  # byol | simclr | barlow | moco
     use_predictor: bool = True  # false: BYOL without q_theta (an ablation; it collapses)
     # Not in the paper, for short budgets: train q_theta alone for this many first steps, so its
-    # random initial map does not steer the encoder (fashion-mnist preset: kNN +2 points).
+    # random initial map does not steer the encoder (fashion-mnist preset: kNN +2 points). Only
+    # BYOL with its predictor has one; the baselines and use_predictor=false ignore it.
     predictor_warmup_steps: int = 0
     simclr_temperature: float = 0.1  # NT-Xent temperature (the paper's range: 0.1-0.5)
     barlow_lambda: float = 5e-3  # weight of the off-diagonal (redundancy) term
@@ -144,13 +145,13 @@ class Config:
             raise ConfigError(
                 f"predictor_warmup_steps must be >= 0, got {self.predictor_warmup_steps}."
             )
-        if self.predictor_warmup_steps and (self.method != "byol" or not self.use_predictor):
-            raise ConfigError(
-                "predictor_warmup_steps needs BYOL with its predictor (method=byol, "
-                "use_predictor=true); set predictor_warmup_steps=0."
-            )
         if not 0.0 <= self.tau_base <= 1.0:
             raise ConfigError(f"tau_base must lie in [0, 1], got {self.tau_base}.")
+
+    @property
+    def effective_predictor_warmup_steps(self) -> int:
+        has_predictor = self.method == "byol" and self.use_predictor
+        return self.predictor_warmup_steps if has_predictor else 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -446,7 +446,7 @@ def _pretrain(
         _check_resumable(checkpoint, config, source)
     config.validate()
     distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
-    if config.predictor_warmup_steps and ranks.world_size > 1:
+    if config.effective_predictor_warmup_steps and ranks.world_size > 1:
         raise ConfigError(
             "predictor_warmup_steps works in one process only (DDP cannot skip the encoder's "
             "gradients); set predictor_warmup_steps=0 or run without torchrun."
@@ -582,8 +582,8 @@ def _pretrain(
                 # Randomness inside a step (MoCo's batch-norm shuffle) drawn from the step number,
                 # so a resumed run repeats it; host-side seeding, no device sync.
                 torch.manual_seed(config.seed * 1_000_003 + step)
-                if config.predictor_warmup_steps:
-                    model.train_predictor_only(step < config.predictor_warmup_steps)
+                if config.effective_predictor_warmup_steps:
+                    model.train_predictor_only(step < config.effective_predictor_warmup_steps)
                 output = accumulated_step(
                     trained,
                     optimizer,

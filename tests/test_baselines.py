@@ -207,6 +207,9 @@ def test_stop_gradient_without_predictor_collapses_byol_does_not(tmp_path):
         knn_every_epochs=0,
         knn_final=False,
         knn_references=False,
+        # fp32: in bf16 the collapsing run's last update overflowed into NaN weights (step 8)
+        precision="fp32",
+        predictor_warmup_steps=0,  # BYOL trains its encoder from step 1, at the same lr
     )
     collapsing = dict(tau_base=0.0, tau_schedule="constant", use_predictor=False)
     pretrain(dataclasses.replace(base, **collapsing), tmp_path / "collapse", quiet=True)
@@ -295,6 +298,9 @@ TINY = [
     "projection_dim=16",
     "num_workers=0",
     "threads=1",
+    # fp32 whatever the CPU: at 16 px a stride-2 3x3 convolution sees a 1x1 map, and oneDNN's bf16
+    # weight gradient there has NaN in the taps that touch only padding (BENCHMARKS.md).
+    "precision=fp32",
 ]
 
 

@@ -87,6 +87,7 @@ def tiny_config(**changes):
         threads=1,
         num_workers=0,
         precision="fp32",
+        predictor_warmup_steps=0,  # one process only (DDP cannot skip the encoder's gradients)
     )
     return dataclasses.replace(preset("fashion-mnist"), **{**settings, **changes})
 

@@ -59,6 +59,8 @@ def tiny_settings(folder: Path, epochs: int = 3, every: int = 2) -> list[str]:
         f"checkpoint_every_steps={every}",
         "knn_references=false",
         "threads=1",
+        "precision=fp32",  # the same arithmetic whatever the CPU (auto picks bf16 where native)
+        "predictor_warmup_steps=0",  # every step trains the encoder, as the checks below assume
     ]
     return [arg for item in items for arg in ("--set", item)]
 
