@@ -80,7 +80,7 @@ class StepRunner:
 
 
 def _on_off(text: str) -> bool:
-    # "false" once read as off only by accident of a string compare; name every accepted spelling
+    # A compare with "on" once read both "false" and "true" as off; accept and check each spelling
     lowered = text.lower()
     if lowered in ("on", "true", "1", "yes"):
         return True
