@@ -94,7 +94,7 @@ class OurRecipe:
 
     def step(self, views) -> torch.Tensor:
         warmup = self.config.effective_predictor_warmup_steps
-        if warmup:  # as `byol pretrain` does
+        if warmup and self.steps_done <= warmup:  # as `byol pretrain` does
             self.model.train_predictor_only(self.steps_done < warmup)
         self.steps_done += 1
         out = train_step(

@@ -220,7 +220,7 @@ PRESETS["fashion-mnist"] = dict(
     # ~10 min on 2 CPU cores: ResNet-18 at the native 28 px, batch 128, 3 passes over 30k images
     # (702 steps), milder crops (0.5-1) and no blur (both erase 28 px garments), LARS 1.0 x B/256,
     # tau_base 0.97 (official 40-epoch value; 0.99 scored 0.6 lower here), the paper's 4096-wide
-    # heads (+1.5 over 1024), the predictor trained alone for 50 steps (+2; README: CPU preset).
+    # heads (+1.2-2.2 over 1024), the predictor trained alone for 50 steps (+2; README: CPU preset).
     dataset="fashion-mnist",
     image_size=28,
     eval_crop_fraction=1.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
+@functools.cache  # autocast() asks every step; the CPU's flags do not change
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether the CPU computes bf16 natively (x86 avx512_bf16 or amx_bf16). Read from the kernel's
     flags because torch's own check also says yes where bf16 is emulated, and slower than fp32."""

@@ -582,8 +582,9 @@ def _pretrain(
                 # Randomness inside a step (MoCo's batch-norm shuffle) drawn from the step number,
                 # so a resumed run repeats it; host-side seeding, no device sync.
                 torch.manual_seed(config.seed * 1_000_003 + step)
-                if config.effective_predictor_warmup_steps:
-                    model.train_predictor_only(step < config.effective_predictor_warmup_steps)
+                warmup = config.effective_predictor_warmup_steps
+                if warmup and step <= warmup:  # toggled until the step it ends, then left alone
+                    model.train_predictor_only(step < warmup)
                 output = accumulated_step(
                     trained,
                     optimizer,
