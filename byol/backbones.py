@@ -1,5 +1,6 @@
 """Encoders: torchvision ResNets whose output is the pooled representation y."""
 
+import math
 from collections.abc import Callable
 
 from torch import nn
@@ -39,8 +40,20 @@ def torchvision_model(name: str, cifar_stem: bool = False) -> models.ResNet:
     return net
 
 
+def last_stage_input_side(image_size: int, cifar_stem: bool = False) -> int:
+    """Side of the map that enters layer4's stride-2 convolution: the stem and layers 2-3 each
+    halve it, rounding up (the torchvision stem twice: convolution and max-pool)."""
+    return math.ceil(image_size / (4 if cifar_stem else 16))
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "build_backbone", "torchvision_model", "count_parameters"]
+__all__ = [
+    "BACKBONES",
+    "build_backbone",
+    "torchvision_model",
+    "count_parameters",
+    "last_stage_input_side",
+]

@@ -10,17 +10,28 @@ import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights (decayed, LARS-adapted) and biases + batch-norm parameters (neither)."""
-    adapted, excluded = [], []
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr_scales: dict[nn.Module, float] | None = None
+) -> list[dict]:
+    """Two groups: weights (decayed, LARS-adapted) and biases + batch-norm parameters (neither);
+    each submodule named in ``lr_scales`` gets its own pair, whose ``lr_scale`` multiplies the
+    learning rate the training loop sets."""
+    scaled = {id(p): scale for m, scale in (lr_scales or {}).items() for p in m.parameters()}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, False): [], (1.0, True): []}
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
         # 1-d tensors are exactly the biases and the norm layers' scales and shifts.
-        (excluded if parameter.ndim <= 1 else adapted).append(parameter)
+        key = (scaled.get(id(parameter), 1.0), parameter.ndim <= 1)
+        groups.setdefault(key, []).append(parameter)
     return [
-        {"params": adapted, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
+        {
+            "params": params,
+            "weight_decay": 0.0 if excluded else weight_decay,
+            "lars_exclude": excluded,
+            "lr_scale": scale,
+        }
+        for (scale, excluded), params in groups.items()
     ]
 
 
@@ -85,9 +96,10 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     trust_coefficient: float = 1e-3,
+    lr_scales: dict[nn.Module, float] | None = None,
 ) -> torch.optim.Optimizer:
     """LARS (the paper), SGD or AdamW over the same two groups (no decay on biases and BN)."""
-    groups = parameter_groups(model, weight_decay)
+    groups = parameter_groups(model, weight_decay, lr_scales)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
     if name == "sgd":

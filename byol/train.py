@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from byol import distributed
 from byol.augment import EvalTransform, TwoViews, paper_views
-from byol.backbones import build_backbone
+from byol.backbones import build_backbone, last_stage_input_side
 from byol.batch_views import BatchTwoViews, batch_paper_views
 from byol.byol import BYOLOutput
 from byol.checkpoint import (
@@ -236,6 +236,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def training_precision(config: Config, device: torch.device) -> str:
+    """The precision the training step runs in. ``auto`` keeps fp32 on a CPU where layer4's
+    stride-2 convolution sees a 1x1 map (16 px and below with the torchvision stem): oneDNN's
+    bf16 weight gradient of that convolution holds NaN there (BENCHMARKS.md, "bf16 pitfall")."""
+    precision = resolve_precision(device, config.precision)
+    if (
+        config.precision == "auto"
+        and precision == "bf16"
+        and device.type == "cpu"
+        and last_stage_input_side(config.image_size, config.cifar_stem) <= 1
+    ):
+        return "fp32"
+    return precision
+
+
 def build_model(config: Config) -> torch.nn.Module:
     """``config.method`` (BYOL or a baseline; all share BYOL's interface) on a fresh encoder."""
     encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
@@ -270,7 +285,7 @@ def accumulated_step(
     the last micro-batch. Returns the mean loss and all projections of this rank's micro-batches.
     """
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.zero_grad(set_to_none=True)
     losses, projections = [], []
     for i, (view_1, view_2) in enumerate(micro_batches):
@@ -495,6 +510,7 @@ def _pretrain(
     if config.compile:
         model.compile()  # in place: the state dict keeps its names, so checkpoints are portable
     trained = distributed.wrap(model, device)  # DDP over the online branch when several ranks
+    precision = training_precision(config, device)
     peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
     optimizer = build_optimizer(
         model,  # parameter groups skip the target: it has no gradients
@@ -503,6 +519,9 @@ def _pretrain(
         config.weight_decay,
         config.momentum,
         config.lars_trust_coefficient,
+        {model.predictor: config.predictor_lr_scale}
+        if config.predictor_lr_scale != 1.0 and hasattr(model, "predictor")
+        else None,
     )
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
@@ -528,7 +547,7 @@ def _pretrain(
                 "the weights became inf or NaN",
                 step,
                 lr,
-                resolve_precision(device, config.precision),
+                precision,
                 saved_step,
             )
         if ranks.is_main:
@@ -591,7 +610,7 @@ def _pretrain(
                     micro_batches,
                     lr,
                     tau,
-                    config.precision,
+                    precision,
                     config.accumulation_steps,
                 )
                 step += 1
@@ -610,9 +629,7 @@ def _pretrain(
                 if step % config.log_every_steps == 0 or step == total_steps or checkpoint_due:
                     # The only host-device sync of a step; global-batch values on every rank.
                     loss = distributed.mean_over_ranks(output.loss).item()
-                    _check_finite(
-                        loss, step, lr, resolve_precision(device, config.precision), saved_step
-                    )
+                    _check_finite(loss, step, lr, precision, saved_step)
                     collapse = collapse_metric(distributed.gather(output.online_projection)).item()
                     epoch_collapse.append(collapse)
                     images = (step - first_step) * config.batch_size
@@ -685,6 +702,7 @@ def _pretrain(
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
     if ranks.is_main:
         summary["world_size"] = ranks.world_size
+        summary["precision"] = precision  # what training ran in, with auto resolved
         summary["unreadable_images"] = info.unreadable
         (run_dir / ".summary.json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
         os.replace(run_dir / ".summary.json.tmp", run_dir / "summary.json")  # never half-written

@@ -234,3 +234,31 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path, mon
         monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda f=flags_file: read_flags(f))
         assert evaluate.resolve_precision(cpu, "auto") == expected
         assert evaluate.resolve_precision(cpu, "fp32") == "fp32"  # an explicit choice stands
+
+
+def test_last_stage_input_side_matches_the_torchvision_resnet():
+    from byol.backbones import last_stage_input_side, torchvision_model
+
+    seen = []
+    for cifar_stem in (False, True):
+        net = torchvision_model("resnet18", cifar_stem).eval()
+        net.layer4.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        for size in (4, 8, 15, 16, 17, 28, 32, 33, 96):
+            with torch.no_grad():
+                net(torch.zeros(1, 3, size, size))
+            side = seen.pop().shape[-1]
+            assert side == last_stage_input_side(size, cifar_stem), (size, cifar_stem)
+
+
+def test_auto_keeps_fp32_training_where_bf16_gradients_break_on_cpu(monkeypatch):
+    import byol.evaluate as evaluate
+    from byol.train import training_precision
+
+    monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    fashion = preset("fashion-mnist")
+    assert training_precision(fashion, cpu) == "bf16"  # 28 px: layer4 sees 2x2
+    tiny = dataclasses.replace(fashion, image_size=16)
+    assert training_precision(tiny, cpu) == "fp32"  # 16 px: layer4 sees 1x1
+    assert training_precision(dataclasses.replace(tiny, cifar_stem=True), cpu) == "bf16"
+    assert training_precision(dataclasses.replace(tiny, precision="bf16"), cpu) == "bf16"

@@ -219,3 +219,25 @@ def test_collapse_metric_healthy_and_collapsed():
     assert collapse_metric(spread).item() == pytest.approx(1.0, abs=0.02)
     collapsed = torch.ones(4096, 256) + 1e-4 * torch.randn(4096, 256)
     assert collapse_metric(collapsed).item() < 0.01
+
+
+def test_predictor_lr_scale_multiplies_only_the_predictors_step():
+    from byol.optim import build_optimizer
+    from byol.train import accumulated_step
+
+    views = torch.randn(2, 8, 3, 4, 4).unbind(0)
+    deltas = {}
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        model = _tiny_byol()
+        before = {k: v.clone() for k, v in model.named_parameters()}
+        optimizer = build_optimizer(model, "lars", 1.0, 1e-6, lr_scales={model.predictor: scale})
+        accumulated_step(model, optimizer, [views], lr=1.0, tau=0.99)
+        deltas[scale] = {k: (v - before[k]).norm() for k, v in model.named_parameters()}
+    assert float(deltas[1.0]["predictor.0.weight"]) > 1e-4  # the predictor did move
+    for name, delta in deltas[10.0].items():
+        expected = 10.0 if name.startswith("predictor.") else 1.0
+        # abs: a bias right before batch norm gets no gradient, only rounding noise
+        assert float(delta) == pytest.approx(
+            expected * float(deltas[1.0][name]), rel=1e-4, abs=1e-5
+        ), name
