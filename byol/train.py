@@ -525,6 +525,9 @@ def _pretrain(
     )
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
+    # The schedules may span more steps than the run takes (schedule_epochs): lr and tau then stop
+    # short of their end values, as a longer run's would at this step.
+    schedule_steps = max(total_steps, int(round(steps_per_epoch * config.schedule_epochs)))
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     step = 0
     saved_step: int | None = None
@@ -596,8 +599,8 @@ def _pretrain(
                 if config.channels_last:
                     micro_batches = map(_channels_last, micro_batches)
                 # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the end.
-                lr = learning_rate(step, total_steps, warmup_steps, peak_lr)
-                tau = target_tau(step, total_steps, config.tau_base, config.tau_schedule)
+                lr = learning_rate(step, schedule_steps, warmup_steps, peak_lr)
+                tau = target_tau(step, schedule_steps, config.tau_base, config.tau_schedule)
                 # Randomness inside a step (MoCo's batch-norm shuffle) drawn from the step number,
                 # so a resumed run repeats it; host-side seeding, no device sync.
                 torch.manual_seed(config.seed * 1_000_003 + step)

@@ -88,6 +88,7 @@ def tiny_config(**changes):
         num_workers=0,
         precision="fp32",
         predictor_warmup_steps=0,  # one process only (DDP cannot skip the encoder's gradients)
+        schedule_epochs=0,  # schedules end with the run, as the paper's do
     )
     return dataclasses.replace(preset("fashion-mnist"), **{**settings, **changes})
 

@@ -55,6 +55,7 @@ def small_config(folder: Path, **changes):
         knn_references=False,
         precision="fp32",
         predictor_warmup_steps=3,  # the preset's 50 would outlast these runs; 3 crosses the switch
+        schedule_epochs=0,  # schedules end with the run, as the paper's do
     )
     return dataclasses.replace(config, **{**settings, **changes})
 
@@ -192,6 +193,19 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(fashion_folder, tmp_path
     assert resumed.returncode == 0, resumed.stderr
     assert "kNN top-1" in resumed.stdout
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3 * (512 // 32)
+
+
+@needs_fashion_mnist
+def test_schedules_can_span_more_epochs_than_the_run(fashion_folder, tmp_path):
+    config = small_config(fashion_folder, epochs=1, schedule_epochs=4, log_every_steps=1)
+    result = pretrain(config, tmp_path, quiet=True)
+    schedule, warmup = 4 * result.steps, round(0.5 * result.steps)
+    records = [r for r in read_metrics(tmp_path) if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, result.steps + 1))
+    for r in records:  # the step that ended at r["step"] used the schedules at r["step"] - 1
+        assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, schedule, warmup, 0.25))
+        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, schedule, config.tau_base))
+    assert records[-1]["lr"] > 0.2 and records[-1]["tau"] < 0.99  # stopped before they decayed
 
 
 @needs_fashion_mnist
