@@ -519,9 +519,7 @@ def _pretrain(
         config.weight_decay,
         config.momentum,
         config.lars_trust_coefficient,
-        {model.predictor: config.predictor_lr_scale}
-        if config.predictor_lr_scale != 1.0 and hasattr(model, "predictor")
-        else None,
+        {model.predictor: config.predictor_lr_scale} if hasattr(model, "predictor") else None,
     )
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
@@ -598,7 +596,8 @@ def _pretrain(
             for micro_batches in steps:
                 if config.channels_last:
                     micro_batches = map(_channels_last, micro_batches)
-                # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the end.
+                # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the
+                # schedule's end (the run's, unless schedule_epochs is longer).
                 lr = learning_rate(step, schedule_steps, warmup_steps, peak_lr)
                 tau = target_tau(step, schedule_steps, config.tau_base, config.tau_schedule)
                 # Randomness inside a step (MoCo's batch-norm shuffle) drawn from the step number,

@@ -64,6 +64,7 @@ def test_the_crafted_pickles_really_run_code(tmp_path: Path) -> None:
     pickle.loads(malicious_raw_pickle(marker))
     assert marker.exists()  # so the refusals below are not vacuous
     marker.unlink()
+    # Deliberately unsafe, on our own crafted bytes in tmp_path: proves the payload would run code.
     torch.load(io.BytesIO(malicious_torch_file(marker)), weights_only=False)
     assert marker.exists()
 
