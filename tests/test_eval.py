@@ -262,3 +262,27 @@ def test_auto_keeps_fp32_training_where_bf16_gradients_break_on_cpu(monkeypatch)
     assert training_precision(tiny, cpu) == "fp32"  # 16 px: layer4 sees 1x1
     assert training_precision(dataclasses.replace(tiny, cifar_stem=True), cpu) == "bf16"
     assert training_precision(dataclasses.replace(tiny, precision="bf16"), cpu) == "bf16"
+
+
+def test_pixel_knn_of_grey_images_scores_as_the_three_channel_pixels_do():
+    from byol.data import DatasetInfo
+    from byol.evaluate import knn_accuracy
+    from byol.images import TensorImageDataset
+    from byol.train import KnnMonitor, _grey, _pixels
+
+    generator = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 256, (300, 1, 8, 8), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 3, (300,), generator=generator)
+    config = dataclasses.replace(preset("fashion-mnist"), image_size=8, knn_k=20)
+    info = DatasetInfo("grey", ["a", "b", "c"], (0.3,) * 3, (0.2,) * 3, True)
+    train = TensorImageDataset(grey[:200].repeat(1, 3, 1, 1), labels[:200])
+    test = TensorImageDataset(grey[200:].repeat(1, 3, 1, 1), labels[200:])
+    monitor = KnnMonitor(config, train, test, info, torch.device("cpu"))
+
+    (bank, bank_labels), (queries, query_labels) = map(
+        _pixels, (monitor.full_bank, monitor.queries)
+    )
+    assert _grey(bank) and bank.shape[1] == 3
+    all_channels = knn_accuracy(bank.flatten(1), bank_labels, queries.flatten(1), query_labels, 20)
+    assert monitor.score_pixels() == pytest.approx(all_channels, abs=1e-6)
+    assert not _grey(torch.rand(4, 3, 8, 8))
