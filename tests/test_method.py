@@ -233,7 +233,7 @@ def test_predictor_lr_scale_multiplies_only_the_predictors_step():
         before = {k: v.clone() for k, v in model.named_parameters()}
         optimizer = build_optimizer(model, "lars", 1.0, 1e-6, lr_scales={model.predictor: scale})
         accumulated_step(model, optimizer, [views], lr=1.0, tau=0.99)
-        deltas[scale] = {k: (v - before[k]).norm() for k, v in model.named_parameters()}
+        deltas[scale] = {k: (v - before[k]).norm().item() for k, v in model.named_parameters()}
     assert float(deltas[1.0]["predictor.0.weight"]) > 1e-4  # the predictor did move
     for name, delta in deltas[10.0].items():
         expected = 10.0 if name.startswith("predictor.") else 1.0
