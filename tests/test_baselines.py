@@ -340,6 +340,11 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         assert 0 <= row["knn_top1"] <= 100 and 0 <= row["linear_top1"] <= 100
         assert row["status"] == ("collapsed" if row["collapse"] < 0.1 else "ok")
         assert (Path(row["run_dir"]) / "summary.json").is_file()
+        # docs/ablations.md's recipe, not the main job's tuning of the same preset
+        saved = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+        assert saved["crop_scale"] == [0.5, 1.0]  # tau_base: some rows ablate it
+        assert (saved["predictor_lr_scale"], saved["schedule_epochs"]) == (1.0, 0)
+        assert saved["predictor_warmup_steps"] == 0
 
     # A second call trains and evaluates nothing: every run and its scores are reused.
     def refuse(*args, **kwargs):
