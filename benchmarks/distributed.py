@@ -27,11 +27,14 @@ import torch
 import torch.multiprocessing as mp
 
 from byol import distributed
-from byol.batch_views import batch_paper_views
-from byol.config import preset
-from byol.optim import build_optimizer
-from byol.schedules import target_tau
-from byol.train import BatchedEpochs, accumulated_step, build_model
+from byol.presets import preset
+from byol.sync_batchnorm import convert_sync_batchnorm
+from byol.training.epochs import BatchedEpochs
+from byol.training.optim import build_optimizer
+from byol.training.run_state import build_model
+from byol.training.schedules import target_tau
+from byol.training.step import accumulated_step
+from byol.views.batched import batch_paper_views
 
 WARMUP = 2
 
@@ -57,7 +60,7 @@ def train(args: argparse.Namespace, sync: bool, out: Path) -> None:
     torch.manual_seed(0)
     model = build_model(config)
     if ranks.world_size > 1 and sync:
-        model = distributed.convert_sync_batchnorm(model, torch.device("cpu"))
+        model = convert_sync_batchnorm(model, torch.device("cpu"))
     model = model.to(dtype)
     trained = distributed.wrap(model, torch.device("cpu"))
     optimizer = build_optimizer(model, "lars", 0.5, 1e-6)

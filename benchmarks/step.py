@@ -19,9 +19,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from byol.config import preset
-from byol.optim import build_optimizer
-from byol.train import build_model, train_step
+from byol.presets import preset
+from byol.training.optim import build_optimizer
+from byol.training.run_state import build_model
+from byol.training.step import train_step
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float = 2.0, n: int = 2048) -> float:

@@ -4,7 +4,8 @@ in one process, same backbone (torchvision ResNet-18), batch, image size and hea
     python benchmarks/throughput.py --image-size 32 --batch-size 256
     python benchmarks/throughput.py --image-size 96 --batch-size 256 --images 4000
 
-Sources are the CIFAR-10 JPEG copy (../shared/datasets) decoded once into memory, resized to the
+Sources are the CIFAR-10 JPEG copy ($BYOL_SHARED_DIR/datasets) decoded once into memory, resized
+to the
 benchmark size (Fashion-MNIST if the copy is absent). Pipelines take turns over several rounds so
 that machine noise hits all of them alike; each round times ``--steps`` steps after a warm-up.
 """
@@ -26,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from peers import ByolPytorchRecipe, LightlyRecipe  # noqa: E402
 
-from byol.batch_views import batch_paper_views  # noqa: E402
-from byol.config import preset  # noqa: E402
 from byol.data import load_datasets  # noqa: E402
-from byol.optim import build_optimizer  # noqa: E402
-from byol.schedules import scaled_learning_rate  # noqa: E402
-from byol.train import BatchedEpochs, build_model, train_step  # noqa: E402
+from byol.presets import preset  # noqa: E402
+from byol.training.epochs import BatchedEpochs  # noqa: E402
+from byol.training.optim import build_optimizer  # noqa: E402
+from byol.training.run_state import build_model  # noqa: E402
+from byol.training.schedules import scaled_learning_rate  # noqa: E402
+from byol.training.step import train_step  # noqa: E402
+from byol.views.batched import batch_paper_views  # noqa: E402
 
 
 def source_images(size: int, count: int) -> tuple[torch.Tensor, str, tuple, tuple]:
@@ -93,9 +96,7 @@ class OurRecipe:
             epoch += 1
 
     def step(self, views) -> torch.Tensor:
-        warmup = self.config.effective_predictor_warmup_steps
-        if warmup and self.steps_done <= warmup:  # as `byol pretrain` does
-            self.model.train_predictor_only(self.steps_done < warmup)
+        self.model.before_step(self.steps_done)  # as `byol pretrain` does
         self.steps_done += 1
         out = train_step(
             self.model, self.optimizer, *views, self.lr, self.tau, self.config.precision

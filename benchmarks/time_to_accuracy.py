@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from peers import LightlyRecipe  # noqa: E402
 from throughput import OurRecipe  # noqa: E402
 
-from byol.augment import EvalTransform  # noqa: E402
-from byol.config import preset  # noqa: E402
 from byol.data import load_datasets, subset  # noqa: E402
-from byol.evaluate import extract_features, knn_accuracy  # noqa: E402
-from byol.train import _with_transform  # noqa: E402
+from byol.evaluation.features import extract_features  # noqa: E402
+from byol.evaluation.knn import knn_accuracy  # noqa: E402
+from byol.presets import preset  # noqa: E402
+from byol.training.monitor import _with_transform  # noqa: E402
+from byol.views.per_image import EvalTransform  # noqa: E402
 
 
 def knn_score(encoder: torch.nn.Module, bank, queries) -> float:

@@ -1,17 +1,36 @@
-"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020) for PyTorch."""
+"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020, arXiv:2006.07733) for PyTorch.
 
-from byol.augment import EvalTransform, TwoViews, ViewSpec, ViewTransform, paper_views
+The package follows the path a batch takes, each folder importing only the ones before it:
+
+    config.py, presets.py, settings.py   what a run is (Config: the paper's numbers), --set parsing
+    runtime.py, backbones.py, checkpoint.py, run_folder.py, distributed.py, errors.py   foundations
+    data/          datasets as uint8 images + labels; label subsets
+    views/         T and T' (per image, batched on the device) from one ViewSpec
+    methods/       BYOL and the baselines, heads, losses, the one EMA (base.py)
+    evaluation/    features, kNN, linear probes, fine-tuning, the `byol eval` protocols
+    training/      the pretraining loop, epochs, step, LARS, schedules, kNN monitor, signals
+    reporting/     HTML report, export, ablation tables
+    experiments/   `byol ablate`: the paper's ablations as runs
+    cli.py         the `byol` command
+"""
+
 from byol.backbones import build_backbone
-from byol.barlow import BarlowTwins
-from byol.batch_views import BatchTwoViews, BatchViewTransform, batch_paper_views
-from byol.byol import BYOL, BYOLOutput
 from byol.checkpoint import load_encoder, save_encoder
-from byol.config import PRESETS, Config, preset
-from byol.losses import barlow_twins_loss, byol_loss, collapse_metric, info_nce, nt_xent
-from byol.moco import MoCo
-from byol.optim import LARS, build_optimizer, parameter_groups
-from byol.schedules import learning_rate, scaled_learning_rate, target_tau
-from byol.simclr import SimCLR
+from byol.config import Config
+from byol.methods import Method, MethodOutput, build_method, ema_update
+from byol.methods.barlow import BarlowTwins
+from byol.methods.byol import BYOL
+from byol.methods.losses import barlow_twins_loss, byol_loss, collapse_metric, info_nce, nt_xent
+from byol.methods.moco import MoCo
+from byol.methods.simclr import SimCLR
+from byol.presets import PRESETS, preset
+from byol.training.optim import LARS, build_optimizer, parameter_groups
+from byol.training.schedules import learning_rate, scaled_learning_rate, target_tau
+from byol.views.batched import BatchTwoViews, BatchViewTransform, batch_paper_views
+from byol.views.per_image import EvalTransform, TwoViews, ViewTransform, paper_views
+from byol.views.spec import ViewSpec
+
+BYOLOutput = MethodOutput  # the name the package gave it first
 
 __version__ = "0.1.0"
 
@@ -23,7 +42,11 @@ __all__ = [
     "barlow_twins_loss",
     "info_nce",
     "nt_xent",
+    "Method",
+    "MethodOutput",
     "BYOLOutput",
+    "build_method",
+    "ema_update",
     "BatchTwoViews",
     "BatchViewTransform",
     "Config",

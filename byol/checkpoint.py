@@ -8,14 +8,12 @@ are read with ``weights_only=True`` so loading one runs no code.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
 import pickle
 import re
 import struct
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,72 +26,12 @@ from torch import nn
 
 from byol.backbones import BACKBONES, torchvision_model
 from byol.errors import CheckpointError
+from byol.run_folder import CHECKPOINT, PREVIOUS_CHECKPOINT, atomic_write
 
 FORMAT_VERSION = 2  # 2: checksum trailer; 1: no trailer (still readable)
-CHECKPOINT_NAME = "checkpoint.pt"
-PREVIOUS_CHECKPOINT_NAME = "checkpoint-previous.pt"
 # Trailer: magic, payload length (little-endian u64), SHA-256 of the payload.
 _MAGIC = b"BYOLSUM1"
 _TRAILER = struct.Struct(f"<{len(_MAGIC)}sQ32s")
-_CHUNK = 1 << 22
-
-
-def _write_error(path: Path, error: OSError) -> CheckpointError:
-    if error.errno == errno.ENOSPC:
-        cause, fix = f"no space left on the device holding {path.parent}", "free some space"
-    else:
-        cause, fix = str(error.strerror or error), "check the folder's permissions and space"
-    return CheckpointError(
-        f"could not write {path.name} ({cause}); the previous file was left intact: {fix}, "
-        "then resume."
-    )
-
-
-def _atomic_write(path: Path, parts: list[Any], previous: Path | None = None) -> None:
-    """Write the bytes-like ``parts`` one after another to ``path`` via a temporary file; with
-    ``previous``, the file it replaces is renamed there first. A failure leaves the files that
-    were there untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            for part in parts:
-                view = memoryview(part)
-                while view:
-                    view = view[os.write(fd, view[:_CHUNK]) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if previous is not None and path.exists():
-            os.replace(path, previous)
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)  # the renames themselves survive a power cut
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        raise _write_error(path, error) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files left by a process killed while writing (one run per folder)."""
-    for name in (CHECKPOINT_NAME, "encoder.safetensors"):
-        for stale in Path(folder).glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = True) -> None:
@@ -104,8 +42,8 @@ def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = Tru
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
     payload = buffer.getbuffer()
     trailer = _TRAILER.pack(_MAGIC, len(payload), hashlib.sha256(payload).digest())
-    previous = path.with_name(PREVIOUS_CHECKPOINT_NAME) if keep_previous else None
-    _atomic_write(path, [payload, trailer], previous)
+    previous = path.with_name(PREVIOUS_CHECKPOINT) if keep_previous else None
+    atomic_write(path, [payload, trailer], previous)
 
 
 def _verified_payload(path: Path, data: bytes) -> memoryview | None:
@@ -177,7 +115,7 @@ def load_latest_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[st
     fallback."""
     run_dir = Path(run_dir)
     problems: list[str] = []
-    for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME):
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
         path = run_dir / name
         if not path.exists():
             continue
@@ -186,7 +124,7 @@ def load_latest_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[st
         except CheckpointError as error:
             problems.append(str(error))
             continue
-        for rejected in (run_dir / n for n in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME)):
+        for rejected in (run_dir / n for n in (CHECKPOINT, PREVIOUS_CHECKPOINT)):
             if rejected == path:
                 break
             if rejected.exists():
@@ -198,7 +136,7 @@ def load_latest_checkpoint(run_dir: Path) -> tuple[dict[str, Any], Path, list[st
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return any((Path(run_dir) / n).exists() for n in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME))
+    return any((Path(run_dir) / n).exists() for n in (CHECKPOINT, PREVIOUS_CHECKPOINT))
 
 
 def load_model_state(module: nn.Module, state: Any, source: Path, what: str = "model") -> None:
@@ -243,7 +181,7 @@ def save_encoder(path: Path, encoder: nn.Module, architecture: str, cifar_stem: 
             else ""
         ),
     }
-    _atomic_write(Path(path), [safetensors_bytes(tensors, metadata=metadata)])
+    atomic_write(Path(path), [safetensors_bytes(tensors, metadata=metadata)])
 
 
 def encoder_metadata(path: Path) -> dict[str, str]:

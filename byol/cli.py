@@ -23,10 +23,11 @@ import json
 import sys
 from pathlib import Path
 
-from byol.config import METHODS, PRESETS, Config, apply_overrides, preset
+from byol.config import METHODS, Config, apply_overrides
 from byol.distributed import env_rank
 from byol.errors import ByolError, RunInterrupted, one_line
-from byol.variants import ABLATIONS
+from byol.experiments.variants import ABLATIONS
+from byol.presets import PRESETS, preset
 
 DEFAULT_PRESET = "fashion-mnist"
 
@@ -59,7 +60,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from byol.checkpoint import has_checkpoint
-    from byol.train import pretrain
+    from byol.training.pretrain import pretrain
 
     config, run_dir, resume = _resolve_config(args)
     if not resume and has_checkpoint(run_dir):
@@ -106,8 +107,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import time
 
-    from byol.protocols import Evaluation
-    from byol.results import RESULTS_JSON, RESULTS_MD, heading, load_results, table
+    from byol.evaluation.protocols import Evaluation
+    from byol.evaluation.results import heading, load_results, table
+    from byol.run_folder import RESULTS_JSON, RESULTS_MD
 
     if args.protocol == "transfer" and not args.dataset:
         raise ByolError("transfer needs the target dataset: add --dataset NAME (or a folder).")
@@ -148,7 +150,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from byol.export import export
+    from byol.reporting.export import export
 
     written = export(
         args.source, args.dataset, args.split, args.queries_per_class, args.set or [], args.out
@@ -159,7 +161,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from byol.report import write_report
+    from byol.reporting.html_report import write_report
 
     path = write_report(args.run_dir, args.out, args.points, args.set or [])
     print(f"written: {path}")
@@ -167,8 +169,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from byol.ablate import run_ablation
-    from byol.ablation_report import PLOT_PNG, RESULTS_JSON, TABLE_MD
+    from byol.experiments.ablate import run_ablation
+    from byol.reporting.ablation_tables import PLOT_PNG, RESULTS_JSON, TABLE_MD
 
     folder = run_ablation(
         args.name, args.preset, args.set or [], Path(args.out) if args.out else None, args.quiet
@@ -202,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
 
+    _add_ablate_and_config(sub)
+    _add_eval_export_report(sub)
+    return parser
+
+
+def _add_ablate_and_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ablate", help="rerun one of the paper's ablations on a preset: a table and a plot"
     )
@@ -226,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_config)
 
+
+def _add_eval_export_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate an encoder: knn, linear, finetune, transfer, all")
     p.add_argument("protocol", choices=["knn", "linear", "finetune", "transfer", "all"])
     p.add_argument("source", metavar="RUN_DIR_OR_ENCODER")
@@ -256,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. device=cpu")
     p.set_defaults(func=_cmd_report)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

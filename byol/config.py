@@ -1,20 +1,22 @@
-"""Run configuration: one dataclass whose defaults are the paper's numbers, and named presets.
+"""Run configuration: one dataclass whose defaults are the paper's numbers (docs/method.md maps
+each field to arXiv:2006.07733); the named presets that change some of them are in
+``byol/presets.py``.
 
-Every field can be overridden with ``--set key=value``; values are parsed against the type of the
-default, and an unknown key or a value of the wrong type is a one-line error listing the choices.
+Every field can be overridden with ``--set key=value`` (``byol/settings.py``): values are parsed
+against the type of the default, and an unknown key or a value of the wrong type is a one-line
+error listing the choices.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from byol import settings
+from byol.backbones import BACKBONES
 from byol.errors import ConfigError
 
 # What `byol pretrain --method` can train, with the names tables and plots give them.
@@ -33,14 +35,14 @@ class Config:
     train_subset: int = 0  # pretrain on this many images only (0 = all)
     strict_images: bool = False  # stop at the first unreadable image file instead of skipping it
 
-    # --- encoder and heads (PAPER.md section 2) ---
+    # --- encoder and heads (arXiv:2006.07733, Section 3.3) ---
     backbone: str = "resnet50"
     cifar_stem: bool = False  # 3x3 stride-1 first convolution, no max-pool
     projector_hidden_dim: int = 4096
     projection_dim: int = 256
     predictor_hidden_dim: int = 4096
 
-    # --- method: BYOL (PAPER.md section 1) or a baseline (section 8), same data, encoder, loop ---
+    # --- method: BYOL (arXiv:2006.07733, Section 3.1) or a baseline, same data, encoder, loop ---
     method: str = "byol"  # byol | simclr | barlow | moco
     use_predictor: bool = True  # false: BYOL without q_theta (an ablation; it collapses)
     # Not in the paper, for short budgets: train q_theta alone for this many first steps, so its
@@ -58,7 +60,7 @@ class Config:
     moco_queue_size: int = 65536  # negatives kept from earlier steps
     moco_temperature: float = 0.2
 
-    # --- views T and T' (PAPER.md Table 6); pairs are (T, T') ---
+    # --- views T and T' (arXiv:2006.07733, Table 6); pairs are (T, T') ---
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
@@ -73,7 +75,7 @@ class Config:
     blur_kernel_fraction: float = 0.1  # 23x23 at 224 px
     solarize_prob: tuple[float, float] = (0.0, 0.2)
 
-    # --- optimisation (PAPER.md section 4) ---
+    # --- optimisation (arXiv:2006.07733, Section 3.3) ---
     optimizer: str = "lars"  # lars | sgd | adamw
     base_lr: float = 0.2  # learning rate = base_lr * batch_size / 256
     batch_size: int = 4096
@@ -90,7 +92,7 @@ class Config:
     accumulation_steps: int = 1  # micro-batches per optimizer step (BN statistics per micro-batch)
 
     # --- several processes under torchrun (docs/distributed.md); batch_size is the global batch ---
-    sync_batchnorm: bool = True  # BN statistics over the global batch (PAPER.md 4); false: per GPU
+    sync_batchnorm: bool = True  # BN statistics over the global batch (Section 3.3); false: per GPU
 
     # --- runtime ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -128,8 +130,6 @@ class Config:
                 raise ConfigError(
                     f"{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}."
                 )
-        from byol.backbones import BACKBONES
-
         if self.backbone not in BACKBONES:
             raise ConfigError(
                 f"backbone={self.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}."
@@ -159,20 +159,8 @@ class Config:
         if not 0.0 <= self.tau_base <= 1.0:
             raise ConfigError(f"tau_base must lie in [0, 1], got {self.tau_base}.")
 
-    @property
-    def effective_predictor_warmup_steps(self) -> int:
-        has_predictor = self.method == "byol" and self.use_predictor
-        return self.predictor_warmup_steps if has_predictor else 0
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def save(self, path: Path) -> None:
-        # Via a temporary file: a process killed mid-write must not leave half a config behind.
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -190,164 +178,15 @@ class Config:
             raise ConfigError(f"{path}: {error}") from None
 
 
-# Each preset lists only what it changes from the paper's defaults above.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Every number of PAPER.md: ResNet-50, 224 px, LARS 0.2 x B/256, batch 4096, 1000 epochs.
-    "imagenet-paper": {},
-    # CIFAR-10, 32 px: CIFAR-stem ResNet-18, batch 512, 800 epochs, tau 0.99, no blur (usual repro).
-    "cifar10": dict(
-        dataset="cifar10",
-        image_size=32,
-        eval_crop_fraction=1.0,
-        backbone="resnet18",
-        cifar_stem=True,
-        blur_prob=(0.0, 0.0),
-        batch_size=512,
-        base_lr=1.0,
-        weight_decay=1e-6,
-        epochs=800,
-        tau_base=0.99,
-        num_workers=4,
-        channels_last=True,
-    ),
-    # STL-10, 96 px, unlabelled+train: ResNet-18, batch 256, 200 epochs, tau 0.99 (usual repro).
-    "stl10": dict(
-        dataset="stl10",
-        image_size=96,
-        eval_crop_fraction=1.0,
-        backbone="resnet18",
-        batch_size=256,
-        base_lr=1.0,
-        weight_decay=1e-6,
-        epochs=200,
-        tau_base=0.99,
-        num_workers=4,
-        channels_last=True,
-    ),
-    "fashion-mnist": {},  # below, with the measurements that shaped it
-}
-
-PRESETS["fashion-mnist"] = dict(
-    # ~10 min on 2 CPU cores: ResNet-18 at the native 28 px, batch 128, 4 passes over 30k images
-    # (936 steps), no random crop (views differ by flip and colour; crops cost kNN in this budget,
-    # and the garments are centred), no blur, LARS 1.0 x B/256, tau_base 0.97 (official 40-epoch
-    # value), the paper's 4096-wide heads, q_theta trained alone for 50 steps then at 30x the lr
-    # (BYOL's slow start), and lr and tau schedules sized for 8 epochs, so the run never idles at
-    # an lr near 0 (+1.8 kNN at 702 steps). Measurements: README, "The CPU preset".
-    dataset="fashion-mnist",
-    image_size=28,
-    eval_crop_fraction=1.0,
-    backbone="resnet18",
-    crop_scale=(1.0, 1.0),
-    blur_prob=(0.0, 0.0),
-    batch_size=128,
-    base_lr=1.0,
-    weight_decay=1e-6,
-    train_subset=30000,
-    epochs=4,
-    warmup_epochs=0.1,
-    tau_base=0.97,
-    predictor_warmup_steps=50,
-    predictor_lr_scale=30.0,
-    schedule_epochs=8,
-    num_workers=1,
-    knn_bank_subset=10000,
-    # Baselines at this scale: Barlow Twins' 8192-wide projector alone would be 138M parameters,
-    # and a 65536-key queue is larger than the 30k images, so MoCo would hold stale copies of the
-    # batch's own images as negatives.
-    barlow_projector_dim=1024,
-    moco_queue_size=4096,
-)
-
-
-_DEFAULTS = Config()  # the field types that --set values are parsed against
-
-
-def preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    config = dataclasses.replace(Config(), **PRESETS[name])
-    return config
-
-
-def _parse_value(key: str, text: str, default: Any) -> Any:
-    kind = type(default)
-    try:
-        if isinstance(default, bool):
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if isinstance(default, tuple):
-            parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-            if len(parts) != len(default):
-                raise ValueError(text)
-            return tuple(_parse_value(key, p, d) for p, d in zip(parts, default, strict=True))
-        if isinstance(default, float):
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError(text)
-            return value
-        return kind(text)
-    except (ValueError, ConfigError):  # ConfigError: a bad element of a tuple
-        shape = (
-            f"{len(default)} comma-separated numbers"
-            if isinstance(default, tuple)
-            else kind.__name__
-        )
-        raise ConfigError(f"{key}={text!r} is not a valid {shape} (default {default!r}).") from None
-
-
-def _check_key(key: str) -> None:
-    names = [f.name for f in dataclasses.fields(Config)]
-    if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown config key {key!r}.{hint} Valid keys: {', '.join(names)}.")
-
-
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply ``key=value`` strings, each parsed against the type of the field's current value."""
-    changes: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}.")
-        key, text = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        _check_key(key)
-        changes[key] = _parse_value(key, text.strip(), getattr(_DEFAULTS, key))
-    return dataclasses.replace(config, **changes)
-
-
-def _typed(key: str, value: Any, default: Any) -> Any:
-    """``value`` from JSON as the type of ``default``; a value of another type is an error."""
-    if isinstance(default, tuple) and isinstance(value, list) and len(value) == len(default):
-        return tuple(_typed(key, v, d) for v, d in zip(value, default, strict=True))
-    if isinstance(default, bool) or isinstance(value, bool):  # bool is an int: check it first
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and math.isfinite(value)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(
-            f"{key}={value!r} is not a valid {type(default).__name__} (default {default!r})."
-        )
-    return value
+    """Apply ``key=value`` strings, each parsed against the type of the field's default."""
+    return settings.apply_overrides(config, overrides)
 
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a Config from a saved dict (lists become tuples); unknown keys and values of the
     wrong type are errors."""
-    defaults = Config()
-    typed = {}
-    for key, value in values.items():
-        _check_key(key)
-        typed[key] = _typed(key, value, getattr(defaults, key))
-    return dataclasses.replace(defaults, **typed)
+    return settings.from_dict(Config, values)
 
 
-__all__ = ["Config", "METHODS", "PRESETS", "preset", "apply_overrides", "from_dict"]
+__all__ = ["Config", "METHODS", "apply_overrides", "from_dict"]

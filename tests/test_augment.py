@@ -1,4 +1,4 @@
-"""Tests for byol.augment: the paper's view pipelines T and T' (PAPER.md section 3, Table 6).
+"""Tests for byol.augment: the paper's view pipelines T and T' (arXiv:2006.07733, Table 6).
 
 Probabilities and ranges are measured over thousands of seeded draws and compared with the table
 within about 4 standard errors; the pixel operations are compared with torchvision's own functional
@@ -17,19 +17,17 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from byol.augment import (
+from byol.config import Config
+from byol.views.per_image import (
     EvalTransform,
     TwoViews,
     ViewParams,
-    ViewSpec,
     ViewTransform,
     as_rgb_tensor,
-    blur_kernel_size,
     paper_views,
     sample_crop,
-    view_specs,
 )
-from byol.config import Config
+from byol.views.spec import ViewSpec, blur_kernel_size, view_specs
 
 N_DRAWS = 4000
 SRC_H, SRC_W = 256, 320  # a non-square source, like most photos

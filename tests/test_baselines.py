@@ -1,4 +1,5 @@
-"""Baselines (PAPER.md section 8) and the ablation variants (section 7): the losses against closed
+"""Baselines (docs/method.md) and the ablation variants (arXiv:2006.07733, Section 5): the losses
+against closed
 forms, MoCo's queue, the tau = 0 target, a real collapse, and `byol ablate` end to end."""
 
 import dataclasses
@@ -15,19 +16,23 @@ from safetensors.torch import load_file
 from torch import nn
 
 from byol import BYOL, target_tau
-from byol.augment import ViewTransform, view_specs
-from byol.barlow import BarlowTwins
 from byol.cli import main
-from byol.config import Config, preset
+from byol.config import Config
 from byol.data import load_datasets
-from byol.losses import barlow_twins_loss, info_nce, nt_xent
-from byol.metrics import read_metrics
-from byol.moco import MoCo
-from byol.optim import build_optimizer
-from byol.protocols import Evaluation
-from byol.simclr import SimCLR
-from byol.train import build_model, pretrain, train_step
-from byol.variants import AUGMENTATIONS, ablation_variants, augmentation_overrides
+from byol.evaluation.protocols import Evaluation
+from byol.experiments.variants import AUGMENTATIONS, ablation_variants, augmentation_overrides
+from byol.methods.barlow import BarlowTwins
+from byol.methods.losses import barlow_twins_loss, info_nce, nt_xent
+from byol.methods.moco import MoCo
+from byol.methods.simclr import SimCLR
+from byol.presets import preset
+from byol.run_folder import read_metrics, save_config
+from byol.training.optim import build_optimizer
+from byol.training.pretrain import pretrain
+from byol.training.run_state import build_model
+from byol.training.step import train_step
+from byol.views.per_image import ViewTransform
+from byol.views.spec import view_specs
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
@@ -374,7 +379,8 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
 
 
 def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
-    from byol.results import RESULTS_MD, update_results
+    from byol.evaluation.results import update_results
+    from byol.run_folder import RESULTS_MD
 
     data = "fashion-mnist"
     update_results(tmp_path, data, data, "byol", {"knn200_top1": 70.0}, pretrained_with="moco")
@@ -384,10 +390,10 @@ def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
 
 
 def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
-    from byol.ablate import _same_config
+    from byol.experiments.ablate import _same_config
 
     byol_run = dataclasses.replace(preset("fashion-mnist"), method="byol")
-    byol_run.save(tmp_path / "config.json")
+    save_config(tmp_path, byol_run)
     assert _same_config(tmp_path, dataclasses.replace(byol_run, moco_queue_size=7, threads=1))
     assert not _same_config(tmp_path, dataclasses.replace(byol_run, tau_base=0.9))
     assert not _same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))

@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from byol.augment import ViewParams, ViewTransform, view_specs
-from byol.batch_views import (
+from byol.data import TensorImageDataset
+from byol.presets import preset
+from byol.views.batched import (
     BatchViewParams,
     BatchViewTransform,
     batch_paper_views,
@@ -21,8 +22,8 @@ from byol.batch_views import (
     sample_params,
     shift_hue,
 )
-from byol.config import preset
-from byol.data import TensorImageDataset
+from byol.views.per_image import ViewParams, ViewTransform
+from byol.views.spec import view_specs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -198,7 +199,7 @@ def test_pixel_statistics_match_over_many_draws():
 
 def test_batched_views_need_data_held_in_memory():
     from byol.errors import ConfigError
-    from byol.train import use_batched_views
+    from byol.training.epochs import use_batched_views
 
     in_memory = TensorImageDataset(smooth_images(4, 8), torch.zeros(4))
     on_disk = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8))

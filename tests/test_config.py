@@ -10,8 +10,10 @@ import sys
 import pytest
 
 from byol.cli import main
-from byol.config import PRESETS, Config, apply_overrides, from_dict, preset
+from byol.config import Config, apply_overrides, from_dict
 from byol.errors import ConfigError
+from byol.presets import PRESETS, preset
+from byol.run_folder import save_config
 
 # --- presets -----------------------------------------------------------------------------------
 
@@ -19,7 +21,7 @@ from byol.errors import ConfigError
 def test_imagenet_paper_preset_is_the_paper():
     c = preset("imagenet-paper")
     expected = dict(
-        # PAPER.md section 2
+        # arXiv:2006.07733, Section 3.3
         backbone="resnet50",
         cifar_stem=False,
         image_size=224,
@@ -207,7 +209,7 @@ def test_validate_accepts_every_optimizer_choice():
 def test_save_load_round_trip(tmp_path):
     config = apply_overrides(preset("cifar10"), ["epochs=7", "blur_prob=0.7,0.3", "hue=0.05"])
     path = tmp_path / "config.json"
-    config.save(path)
+    save_config(path.parent, config)
     assert json.loads(path.read_text())["blur_prob"] == [0.7, 0.3]
     loaded = Config.load(path)
     assert loaded == config

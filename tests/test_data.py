@@ -16,14 +16,8 @@ import torch
 from PIL import Image
 
 from byol import data, images
-from byol.data import (
-    DatasetInfo,
-    ImageFolderDataset,
-    TensorImageDataset,
-    load_datasets,
-    read_idx,
-    subset,
-)
+from byol.data import DatasetInfo, ImageFolderDataset, TensorImageDataset, load_datasets, subset
+from byol.data.idx import read_idx
 from byol.errors import ByolError
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -24,22 +24,18 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from byol import distributed
-from byol.batch_views import batch_paper_views
-from byol.config import preset
 from byol.data import load_datasets
 from byol.errors import ConfigError
-from byol.metrics import read_metrics
-from byol.optim import build_optimizer
-from byol.schedules import learning_rate, target_tau
-from byol.train import (
-    CHECKPOINT_NAME,
-    ENCODER_NAME,
-    BatchedEpochs,
-    EpochBatches,
-    accumulated_step,
-    build_model,
-    pretrain,
-)
+from byol.presets import preset
+from byol.run_folder import CHECKPOINT, ENCODER, read_metrics
+from byol.sync_batchnorm import convert_sync_batchnorm
+from byol.training.epochs import BatchedEpochs, EpochBatches
+from byol.training.optim import build_optimizer
+from byol.training.pretrain import pretrain
+from byol.training.run_state import build_model
+from byol.training.schedules import learning_rate, target_tau
+from byol.training.step import accumulated_step
+from byol.views.batched import batch_paper_views
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
@@ -164,7 +160,7 @@ def train_a_few_steps(
         # so one process and two compute the same keys (MoCo's default 2 groups emulate 2 devices).
         model.bn_splits = 1
     if ranks.world_size > 1 and config.sync_batchnorm:
-        model = distributed.convert_sync_batchnorm(model, torch.device("cpu"))
+        model = convert_sync_batchnorm(model, torch.device("cpu"))
     model = model.to(dtype)
     trained = distributed.wrap(model, torch.device("cpu"))
     optimizer = build_optimizer(model, "lars", 0.5, 1e-6)
@@ -360,13 +356,13 @@ def _pretrain_ranks(rank: int, folder: Path, out: Path) -> None:
         stop_after_step_1 = run_config(folder, max_minutes=1e-9)
         pretrain(stop_after_step_1, mine("cut"), quiet=True)
         if rank == 0:
-            stopped = torch.load(out / "cut" / CHECKPOINT_NAME, weights_only=True)
+            stopped = torch.load(out / "cut" / CHECKPOINT, weights_only=True)
             torch.save({"step": stopped["step"], "world_size": stopped["world_size"]}, out / "s.pt")
         pretrain(run_config(folder), out / "cut", resume=True, quiet=True)
 
 
 def encoder_difference(a: Path, b: Path) -> float:
-    x, y = load_file(str(a / ENCODER_NAME)), load_file(str(b / ENCODER_NAME))
+    x, y = load_file(str(a / ENCODER)), load_file(str(b / ENCODER))
     assert x.keys() == y.keys()
     return max((x[k].float() - y[k].float()).abs().max().item() for k in x)
 
@@ -393,7 +389,7 @@ def test_two_process_pretrain_writes_from_rank_0_only_and_resumes(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "s.pt", "whole"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     files = {"config.json", "metrics.jsonl", "tensorboard", "checkpoint.pt", "summary.json"}
-    assert files | {ENCODER_NAME} <= {p.name for p in whole.iterdir()}
+    assert files | {ENCODER} <= {p.name for p in whole.iterdir()}
     assert torch.load(tmp_path / "s.pt", weights_only=True) == {"step": 1, "world_size": 2}
     assert json.loads((whole / "config.json").read_text())["sync_batchnorm"] is True
     summary = json.loads((cut / "summary.json").read_text())
@@ -423,7 +419,7 @@ def test_torchrun_cli_then_resume_in_one_process(image_folder, one_process_run, 
     )  # fmt: skip
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("run folder:") == 1  # rank 0 alone reports
-    assert torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["world_size"] == 2
+    assert torch.load(run_dir / CHECKPOINT, weights_only=True)["world_size"] == 2
 
     # The same global batch on one process: the run continues where two processes stopped.
     resumed = subprocess.run(
@@ -455,7 +451,7 @@ def test_accumulation_counts_schedules_in_optimizer_steps(image_folder, tmp_path
     # Counting micro-batches would have put tau at 1 halfway; it is still far from 1 there.
     assert records[total // 2 - 1]["tau"] < 1 - 1e-3
     # Every micro-batch ran: each optimizer step ran 2 micro-batches of 2 views through each BN.
-    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["model"]
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)["model"]
     assert state["online_encoder.bn1.num_batches_tracked"] == total * 2 * 2
     assert state["target_encoder.bn1.num_batches_tracked"] == total * 2 * 2
     saved = json.loads((tmp_path / "config.json").read_text())

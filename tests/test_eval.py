@@ -12,11 +12,12 @@ from PIL import Image
 from byol.backbones import build_backbone
 from byol.checkpoint import save_encoder
 from byol.cli import main
-from byol.config import preset
 from byol.data import load_datasets, subset_indices
-from byol.evaluate import knn_evaluate
-from byol.probes import Transformed, finetune, linear_fast, linear_paper
-from byol.protocols import Evaluation
+from byol.evaluation.knn import knn_evaluate
+from byol.evaluation.probes import Transformed, finetune, linear_fast, linear_paper
+from byol.evaluation.protocols import Evaluation
+from byol.presets import preset
+from byol.run_folder import save_config
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
@@ -97,7 +98,7 @@ def run_dir(tmp_path_factory) -> Path:
     run = root / "run"
     run.mkdir()
     config = dataclasses.replace(preset("fashion-mnist"), dataset=str(root / "data"))
-    config.save(run / "config.json")
+    save_config(run, config)
     torch.manual_seed(1)  # not the seed-0 random-init reference
     encoder, _ = build_backbone(config.backbone, config.cifar_stem)
     save_encoder(run / "encoder.safetensors", encoder, config.backbone, config.cifar_stem)
@@ -219,21 +220,21 @@ def test_unknown_setting_names_the_valid_ones(tmp_path, capsys):
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path, monkeypatch):
-    import byol.evaluate as evaluate
+    import byol.runtime as runtime
 
     native = tmp_path / "native"
     native.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512vl\n")
     emulated = tmp_path / "emulated"
     emulated.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw avx512vl\n")
-    assert evaluate.cpu_has_native_bf16(native)
-    assert not evaluate.cpu_has_native_bf16(emulated)
-    assert not evaluate.cpu_has_native_bf16(tmp_path / "absent")  # not Linux: no guess
+    assert runtime.cpu_has_native_bf16(native)
+    assert not runtime.cpu_has_native_bf16(emulated)
+    assert not runtime.cpu_has_native_bf16(tmp_path / "absent")  # not Linux: no guess
 
-    cpu, read_flags = torch.device("cpu"), evaluate.cpu_has_native_bf16
+    cpu, read_flags = torch.device("cpu"), runtime.cpu_has_native_bf16
     for flags_file, expected in ((native, "bf16"), (emulated, "fp32")):
-        monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda f=flags_file: read_flags(f))
-        assert evaluate.resolve_precision(cpu, "auto") == expected
-        assert evaluate.resolve_precision(cpu, "fp32") == "fp32"  # an explicit choice stands
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda f=flags_file: read_flags(f))
+        assert runtime.device_precision(cpu, "auto") == expected
+        assert runtime.device_precision(cpu, "fp32") == "fp32"  # an explicit choice stands
 
 
 def test_last_stage_input_side_matches_the_torchvision_resnet():
@@ -251,24 +252,29 @@ def test_last_stage_input_side_matches_the_torchvision_resnet():
 
 
 def test_auto_keeps_fp32_training_where_bf16_gradients_break_on_cpu(monkeypatch):
-    import byol.evaluate as evaluate
-    from byol.train import training_precision
+    import byol.runtime as runtime
 
-    monkeypatch.setattr(evaluate, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     cpu = torch.device("cpu")
+
+    def resolved(config):  # the one rule training, the kNN monitor and `byol eval` share
+        return runtime.resolve_precision(
+            cpu, config.precision, config.image_size, config.cifar_stem
+        )
+
     fashion = preset("fashion-mnist")
-    assert training_precision(fashion, cpu) == "bf16"  # 28 px: layer4 sees 2x2
+    assert resolved(fashion) == "bf16"  # 28 px: layer4 sees 2x2
     tiny = dataclasses.replace(fashion, image_size=16)
-    assert training_precision(tiny, cpu) == "fp32"  # 16 px: layer4 sees 1x1
-    assert training_precision(dataclasses.replace(tiny, cifar_stem=True), cpu) == "bf16"
-    assert training_precision(dataclasses.replace(tiny, precision="bf16"), cpu) == "bf16"
+    assert resolved(tiny) == "fp32"  # 16 px: layer4 sees 1x1
+    assert resolved(dataclasses.replace(tiny, cifar_stem=True)) == "bf16"
+    assert resolved(dataclasses.replace(tiny, precision="bf16")) == "bf16"
 
 
 def test_pixel_knn_of_grey_images_scores_as_the_three_channel_pixels_do():
     from byol.data import DatasetInfo
-    from byol.evaluate import knn_accuracy
-    from byol.images import TensorImageDataset
-    from byol.train import KnnMonitor, _grey, _pixels
+    from byol.data.images import TensorImageDataset
+    from byol.evaluation.knn import knn_accuracy
+    from byol.training.monitor import KnnMonitor, _grey, _pixels
 
     generator = torch.Generator().manual_seed(0)
     grey = torch.randint(0, 256, (300, 1, 8, 8), generator=generator, dtype=torch.uint8)

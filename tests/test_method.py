@@ -1,4 +1,5 @@
-"""The formulas of PAPER.md sections 1 and 4, each against a closed form or a hand-computed case."""
+"""The formulas of arXiv:2006.07733 Sections 3.1 and 3.3, each against a closed form or a
+hand-computed case."""
 
 import math
 
@@ -8,8 +9,8 @@ from torch import nn
 
 from byol import BYOL, LARS, byol_loss, collapse_metric, learning_rate, parameter_groups, target_tau
 from byol.backbones import BACKBONES, build_backbone, torchvision_model
-from byol.heads import mlp
-from byol.schedules import scaled_learning_rate
+from byol.methods.heads import mlp
+from byol.training.schedules import scaled_learning_rate
 
 
 # --- loss -------------------------------------------------------------------------------------
@@ -222,8 +223,8 @@ def test_collapse_metric_healthy_and_collapsed():
 
 
 def test_predictor_lr_scale_multiplies_only_the_predictors_step():
-    from byol.optim import build_optimizer
-    from byol.train import accumulated_step
+    from byol.training.optim import build_optimizer
+    from byol.training.step import accumulated_step
 
     views = torch.randn(2, 8, 3, 4, 4).unbind(0)
     deltas = {}

@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 
 from byol.cli import main
-from byol.config import preset
-from byol.report import COLLAPSE_WARNING, build_report, collapse_warning, pca_2d, write_report
-from byol.train import pretrain
+from byol.methods.losses import COLLAPSED_BELOW
+from byol.presets import preset
+from byol.reporting.html_report import build_report, collapse_warning, pca_2d, write_report
+from byol.training.pretrain import pretrain
 
 CLASSES = ["red", "green", "blue", "grey"]
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (128, 128, 128)]
@@ -108,7 +109,7 @@ def test_collapse_banner_names_the_step_and_value(tmp_path: Path) -> None:
     page = build_report(tmp_path, points=0)
     banner = re.search(r'<div class="banner" id="collapse-warning">(.*?)</div>', page)
     assert banner and "fell to 0.030 at step 3" in banner.group(1)
-    assert f"below {COLLAPSE_WARNING}" in banner.group(1)
+    assert f"below {COLLAPSED_BELOW}" in banner.group(1)
     assert "has not finished" in page  # no summary.json yet
     records[2]["collapse"] = records[3]["collapse"] = 0.5
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -10,12 +10,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from byol.checkpoint import encoder_metadata, load_encoder
-from byol.config import preset
 from byol.data import load_datasets
-from byol.evaluate import knn_accuracy
-from byol.metrics import read_metrics
-from byol.schedules import learning_rate, target_tau
-from byol.train import CHECKPOINT_NAME, ENCODER_NAME, pretrain
+from byol.evaluation.knn import knn_accuracy
+from byol.presets import preset
+from byol.run_folder import CHECKPOINT, ENCODER, read_metrics
+from byol.training.pretrain import pretrain
+from byol.training.schedules import learning_rate, target_tau
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
@@ -61,7 +61,7 @@ def small_config(folder: Path, **changes):
 
 
 def encoder_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / ENCODER_NAME))
+    return load_file(str(run_dir / ENCODER))
 
 
 @needs_fashion_mnist
@@ -113,17 +113,17 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
 
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["batch_size"] == 64 and saved["dataset"] == str(fashion_folder)
-    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert (tmp_path / CHECKPOINT).is_file()
     assert list((tmp_path / "tensorboard").iterdir())
 
     # The exported encoder loads into the plain torchvision model and gives the same features.
-    assert encoder_metadata(tmp_path / ENCODER_NAME)["architecture"] == "resnet18"
+    assert encoder_metadata(tmp_path / ENCODER)["architecture"] == "resnet18"
     import torchvision
 
     plain = torchvision.models.resnet18()
     missing = plain.load_state_dict(encoder_weights(tmp_path), strict=False).missing_keys
     assert missing == ["fc.weight", "fc.bias"]
-    loaded, metadata = load_encoder(tmp_path / ENCODER_NAME)
+    loaded, metadata = load_encoder(tmp_path / ENCODER)
     plain.fc = torch.nn.Identity()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(fashion_folder, tmp_path
     assert process.returncode == 130, stderr
     assert "SIGTERM" in stderr and f"--resume {run_dir}" in stderr
     assert "Traceback" not in stderr
-    stopped_at = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["step"]
+    stopped_at = torch.load(run_dir / CHECKPOINT, weights_only=True)["step"]
     assert 2 <= stopped_at < 3 * (512 // 32)
 
     resumed = subprocess.run(
@@ -210,7 +210,7 @@ def test_schedules_can_span_more_epochs_than_the_run(fashion_folder, tmp_path):
 
 @needs_fashion_mnist
 def test_predictor_warmup_trains_the_predictor_alone_then_everything(fashion_folder, tmp_path):
-    from byol.train import build_model
+    from byol.training.run_state import build_model
 
     config = small_config(fashion_folder, epochs=1, knn_every_epochs=0, knn_final=False)
     torch.manual_seed(config.seed)  # the weights every run below starts from
@@ -228,5 +228,6 @@ def test_predictor_warmup_trains_the_predictor_alone_then_everything(fashion_fol
     assert any(not torch.equal(trained[name], weight) for name, weight in initial.items())
 
     # The baselines and the predictor ablation have no predictor to warm up: the option is inert.
-    assert dataclasses.replace(config, method="simclr").effective_predictor_warmup_steps == 0
-    assert dataclasses.replace(config, use_predictor=False).effective_predictor_warmup_steps == 0
+    assert not hasattr(build_model(dataclasses.replace(config, method="simclr")), "predictor")
+    no_predictor = build_model(dataclasses.replace(config, use_predictor=False))
+    assert no_predictor.predictor_warmup_steps == 0

@@ -29,10 +29,11 @@ from byol.checkpoint import (
     save_checkpoint,
 )
 from byol.cli import main
-from byol.config import preset
 from byol.errors import CheckpointError
-from byol.optim import build_optimizer
-from byol.train import build_model, pretrain
+from byol.presets import preset
+from byol.training.optim import build_optimizer
+from byol.training.pretrain import pretrain
+from byol.training.run_state import build_model
 
 
 class CreatesFile:

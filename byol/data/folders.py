@@ -1,0 +1,51 @@
+"""A user's folder of images: ``train/`` and ``test/`` (or ``val/``) sub-folders of class folders,
+class folders alone, or a flat unlabelled folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from byol.data.images import ImageFolderDataset, folder_stats, to_memory, unreadable_summary
+from byol.data.info import DatasetInfo
+from byol.errors import DatasetError, DatasetNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def load_folder(
+    path: Path, in_memory: bool, strict: bool = False
+) -> tuple[Dataset, Dataset | None, DatasetInfo]:
+    if not path.exists():
+        raise DatasetNotFoundError(
+            f"Dataset '{path}' is neither a known dataset name nor an "
+            "existing image folder; check the path."
+        )
+    if not path.is_dir():
+        raise DatasetError(f"Dataset path {path} is a file, not a folder of images.")
+    test_dir = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
+    if (path / "train").is_dir():
+        train = ImageFolderDataset(path / "train", strict=strict)
+        test = (
+            ImageFolderDataset(test_dir, classes=train.classes, strict=strict) if test_dir else None
+        )
+    else:
+        train, test = ImageFolderDataset(path, strict=strict), None
+    folders = [ds for ds in (train, test) if ds is not None]
+    splits: list[Dataset] = list(folders)
+    if in_memory:
+        held = []
+        for ds in folders:  # decoding drops unreadable files, so the stats below skip them
+            tensors = to_memory(ds)
+            if tensors is None:
+                log.info("%s: images differ in size or exceed 2 GB; decoding them lazily", path)
+                break
+            held.append(tensors)
+        else:
+            splits = held
+    mean, std, gray = folder_stats(train)
+    unreadable = unreadable_summary(folders)
+    info = DatasetInfo(path.resolve().name, list(train.classes), mean, std, gray, unreadable)
+    return splits[0], splits[1] if test is not None else None, info

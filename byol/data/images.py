@@ -1,0 +1,283 @@
+"""The two dataset shapes of images: a folder of files decoded per item, and uint8 tensors held in
+memory.
+
+An unreadable file in a folder is skipped by default: the first few are logged by path and all
+are listed in ``ImageFolderDataset.unreadable``. With ``strict=True`` the first one stops the run
+with a message naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from byol.data.decode import (
+    GRAY_MODES,
+    IMAGE_EXTENSIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    IN_MEMORY_LIMIT_BYTES,
+    LOGGED_UNREADABLE,
+    STATS_SAMPLE,
+    UnreadableImage,
+    decode_image,
+    failure_reason,
+    find_images,
+    header_size,
+    is_image_file,
+    to_rgb,
+)
+from byol.errors import DatasetError, DatasetNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class TensorImageDataset(Dataset):
+    """Whole dataset held in memory as uint8 (N, 3, H, W) plus int64 labels (-1 = unlabelled)."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+    ) -> None:
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        image = self.images[i]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[i])
+
+
+class ImageFolderDataset(Dataset):
+    """A folder of images: by class (root/<class>/**/img) -> labels, or flat -> label -1.
+
+    Flat means image files lie directly in ``root`` (sub-folders are then searched too and all
+    get label -1). Pass ``classes`` to reuse another split's class order; a class folder not in
+    that list is an error. An unreadable file met by ``__getitem__`` is replaced by the next
+    readable one (the same one every time, so resumed runs see the same images), unless
+    ``strict``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        classes: list[str] | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.transform = transform
+        self.strict = strict
+        self.unreadable: list[tuple[Path, str]] = []  # found so far, in this process
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"Image folder {self.root} does not exist.")
+        entries = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
+        flat = any(p.is_file() and is_image_file(p) for p in entries)
+        self.samples: list[tuple[Path, int]] = []
+        if flat:
+            self.classes: list[str] = []
+            self.samples = [(p, -1) for p in find_images(self.root)]
+        else:
+            per_class = {p.name: find_images(p) for p in entries if p.is_dir()}
+            per_class = {name: files for name, files in per_class.items() if files}
+            self.classes = list(classes) if classes is not None else sorted(per_class)
+            index = {name: i for i, name in enumerate(self.classes)}
+            unknown = sorted(set(per_class) - set(index))
+            if unknown:
+                raise DatasetError(
+                    f"Folder {self.root} has class folders {unknown} that are not among the "
+                    f"training classes {self.classes}."
+                )
+            for name, files in sorted(per_class.items()):
+                self.samples.extend((p, index[name]) for p in files)
+        if not self.samples:
+            raise DatasetError(
+                f"Folder {self.root} holds no images: expected files ending in "
+                f"{', '.join(IMAGE_EXTENSIONS)} (case-insensitive), directly in it or in one "
+                "sub-folder per class."
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(i + offset) % len(self.samples)]
+            try:
+                image = decode_image(path)
+            except UnreadableImage as error:
+                self.note_unreadable(error)
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, label
+        raise self._nothing_readable()
+
+    def note_unreadable(self, error: UnreadableImage, logged: bool = True) -> None:
+        """Record a file that failed to decode; in strict mode, stop with its name instead.
+
+        ``logged=False`` while loading: ``unreadable_summary`` then logs them all in one line.
+        """
+        if self.strict:
+            raise DatasetError(
+                f"{error.path} cannot be read as an image ({error.reason}); remove or replace "
+                "the file, or set strict_images=false to skip unreadable files."
+            ) from None
+        self.unreadable.append((error.path, error.reason))
+        if logged and len(self.unreadable) <= LOGGED_UNREADABLE:
+            log.warning("skipping unreadable image %s (%s)", error.path, error.reason)
+
+    def drop_unreadable(self) -> None:
+        """Remove the files found unreadable so far from ``samples``."""
+        bad = {path for path, _ in self.unreadable}
+        self.samples = [(p, label) for p, label in self.samples if p not in bad]
+        if not self.samples:
+            raise self._nothing_readable()
+
+    def _nothing_readable(self) -> DatasetError:
+        path, reason = self.unreadable[0] if self.unreadable else (self.root, "?")
+        return DatasetError(
+            f"No image in {self.root} can be read ({len(self.unreadable)} unreadable files, the "
+            f"first {path}: {reason}); check that the folder holds image files."
+        )
+
+
+def folder_stats(
+    dataset: ImageFolderDataset,
+) -> tuple[tuple[float, float, float], tuple[float, float, float], bool]:
+    """Mean, std and grayscale-ness from a deterministic sample of up to 1000 readable images."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    gray = True
+    for i in _stats_sample(len(dataset)):
+        path = dataset.samples[int(i)][0]
+        try:
+            with Image.open(path) as img:
+                gray = gray and img.mode in GRAY_MODES
+                # A reduced JPEG decode is much faster and barely changes the statistics.
+                img.draft(img.mode, (256, 256))
+                img.load()
+                arr = np.asarray(to_rgb(img), dtype=np.float64).reshape(-1, 3) / 255.0
+        except Exception as e:  # see _decode
+            dataset.note_unreadable(UnreadableImage(path, failure_reason(e)), logged=False)
+            continue
+        total += arr.sum(0)
+        total_sq += (arr**2).sum(0)
+        count += arr.shape[0]
+    dataset.drop_unreadable()
+    if count == 0:
+        return IMAGENET_MEAN, IMAGENET_STD, False
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    return (
+        tuple(round(float(m), 4) for m in mean),  # type: ignore[return-value]
+        tuple(round(float(max(s, 1e-3)), 4) for s in std),
+        gray,
+    )
+
+
+def _stats_sample(n: int) -> np.ndarray:
+    if n <= STATS_SAMPLE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, STATS_SAMPLE, replace=False))
+
+
+def _fits_in_memory(dataset: ImageFolderDataset) -> bool:
+    """True when all readable images share one size (from headers) and fit under the limit.
+
+    Files whose header does not parse are noted as unreadable on the way.
+    """
+    first = None
+    for path, _ in dataset.samples:
+        try:
+            size = header_size(path)
+        except UnreadableImage as error:
+            dataset.note_unreadable(error, logged=False)
+            continue
+        if first is None:
+            first = size
+            if len(dataset) * 3 * size[0] * size[1] > IN_MEMORY_LIMIT_BYTES:
+                return False
+        elif size != first:
+            return False
+    return True
+
+
+def to_memory(dataset: ImageFolderDataset) -> TensorImageDataset | None:
+    """Decode every readable image of a folder into one uint8 tensor.
+
+    Returns None when the images differ in size or would not fit (the folder then stays lazy).
+    Unreadable files are dropped from ``dataset.samples`` and listed in ``dataset.unreadable``.
+    """
+    fits = _fits_in_memory(dataset)
+    dataset.drop_unreadable()
+    if not fits:
+        return None
+    start = time.monotonic()
+    images: torch.Tensor | None = None
+    kept: list[tuple[Path, int]] = []
+    for path, label in dataset.samples:
+        try:
+            image = decode_image(path)
+        except UnreadableImage as error:  # a header that parses, data that does not (truncated)
+            dataset.note_unreadable(error, logged=False)
+            continue
+        if images is None:
+            images = torch.empty((len(dataset.samples), *image.shape), dtype=torch.uint8)
+        elif image.shape != images.shape[1:]:  # the header lied about the size
+            reason = f"decodes to {tuple(image.shape)}, the others to {tuple(images.shape[1:])}"
+            dataset.note_unreadable(UnreadableImage(path, reason), logged=False)
+            continue
+        images[len(kept)] = image
+        kept.append((path, label))
+    dataset.drop_unreadable()  # raises when nothing was readable
+    assert images is not None
+    if len(kept) < len(images):
+        images = images[: len(kept)].clone()
+    labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
+    elapsed = time.monotonic() - start
+    log.info("decoded %d images from %s in %.1fs", len(kept), dataset.root, elapsed)
+    return TensorImageDataset(images, labels, dataset.transform)
+
+
+def unreadable_summary(datasets: list[ImageFolderDataset]) -> list[str]:
+    """Log one line with the count and the first few unreadable files; return all their paths."""
+    found = [(p, reason) for ds in datasets for p, reason in ds.unreadable]
+    if found:
+        shown = "; ".join(f"{p} ({reason})" for p, reason in found[:LOGGED_UNREADABLE])
+        more = (
+            f" and {len(found) - LOGGED_UNREADABLE} more" if len(found) > LOGGED_UNREADABLE else ""
+        )
+        total = sum(len(ds) for ds in datasets) + len(found)
+        log.warning(
+            "skipped %d unreadable image files of %d: %s%s (set strict_images=true to stop at "
+            "the first one instead)",
+            len(found),
+            total,
+            shown,
+            more,
+        )
+    return [str(p) for p, _ in found]

@@ -1,0 +1,126 @@
+"""The variants of the paper's ablations (arXiv:2006.07733, Section 5) as config overrides, with
+its numbers.
+
+Every variant is a set of Config fields: an augmentation is removed by setting its probability to
+0 (or its range to the identity), never by a special case in augment.py, so any view pipeline
+built from ``view_specs(config)`` (per-image or batched) honours it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from byol.config import Config
+from byol.errors import ConfigError
+
+COLLAPSE = "collapse"  # the paper reports collapse where it gives no number
+
+# What each removal sets; "T'" variants act on the second view pipeline only.
+_NO_FLIP = {"flip_prob": 0.0}
+_NO_BLUR = {"blur_prob": (0.0, 0.0)}
+_NO_JITTER = {"jitter_prob": 0.0}
+_NO_GRAYSCALE = {"grayscale_prob": 0.0}
+_NO_SOLARIZE = {"solarize_prob": (0.0, 0.0)}
+_NO_COLOUR = {**_NO_JITTER, **_NO_GRAYSCALE}
+
+# name -> (row label, overrides, paper BYOL, paper SimCLR); Section 5 (Table 17), linear top-1 %.
+AUGMENTATIONS: dict[str, tuple[str, dict[str, Any], float | None, float | None]] = {
+    "baseline": ("all augmentations", {}, 72.5, 67.9),
+    "no-flip": ("remove flip", _NO_FLIP, 71.9, 67.3),
+    "no-blur": ("remove blur", _NO_BLUR, 71.2, 65.2),
+    "no-colour": ("remove colour (jitter and grayscale)", _NO_COLOUR, 63.4, 45.7),
+    "no-jitter": ("remove colour jitter", _NO_JITTER, 71.8, 63.7),
+    "no-grayscale": ("remove grayscale", _NO_GRAYSCALE, 70.3, 61.9),
+    "crop-only": (
+        "crop only",
+        {**_NO_FLIP, **_NO_COLOUR, **_NO_BLUR, **_NO_SOLARIZE},
+        59.4,
+        40.3,
+    ),
+    "crop-flip": ("crop and flip only", {**_NO_COLOUR, **_NO_BLUR, **_NO_SOLARIZE}, 60.1, 40.2),
+    "crop-colour": ("crop and colour only", {**_NO_FLIP, **_NO_BLUR, **_NO_SOLARIZE}, 70.7, 64.2),
+    "crop-blur": ("crop and blur only", {**_NO_FLIP, **_NO_COLOUR, **_NO_SOLARIZE}, 61.1, 41.7),
+    "no-blur-t2": ("remove blur from T'", {}, None, None),  # overrides depend on the config
+    "no-solarize-t2": ("remove solarisation from T'", {}, None, None),
+}
+
+
+def augmentation_overrides(name: str, config: Config) -> dict[str, Any]:
+    """The Config fields that remove augmentation(s) ``name`` from ``config``'s views."""
+    if name not in AUGMENTATIONS:
+        raise ConfigError(
+            f"unknown augmentation variant {name!r}; choose one of {', '.join(AUGMENTATIONS)}."
+        )
+    if name == "no-blur-t2":  # T keeps its blur probability
+        return {"blur_prob": (config.blur_prob[0], 0.0)}
+    if name == "no-solarize-t2":
+        return {"solarize_prob": (config.solarize_prob[0], 0.0)}
+    return dict(AUGMENTATIONS[name][1])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of an ablation: a method and the config fields it changes."""
+
+    name: str  # the x position in the table and plot, shared by the methods compared there
+    label: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    paper: float | str | None = None  # arXiv:2006.07733 Section 5 (ImageNet linear top-1 %)
+    reference: str = "baseline"  # the ``name`` that the delta column compares against
+
+    @property
+    def key(self) -> str:
+        """The run folder's name."""
+        return f"{self.method}-{self.name}"
+
+
+_STOP_GRADIENT = {"tau_base": 0.0, "tau_schedule": "constant"}  # target = online, every step
+
+BATCH_SIZES = {  # batch -> (paper BYOL, paper SimCLR)
+    256: (71.8, 64.3),
+    128: (69.6, 63.6),
+    64: (59.7, 59.2),
+    32: (None, None),
+}
+
+
+def ablation_variants(ablation: str, config: Config) -> list[Variant]:
+    """The runs of ``ablation`` (batch-size, augmentations, target, predictor) on ``config``."""
+    if ablation == "target":
+        taus = [
+            ("tau-0", "tau = 0 (stop-gradient of online)", _STOP_GRADIENT, 0.3),
+            ("tau-0.9", "tau_base = 0.9", {"tau_base": 0.9}, 68.4),
+            ("tau-0.99", "tau_base = 0.99", {"tau_base": 0.99}, 72.5),
+            ("tau-0.999", "tau_base = 0.999", {"tau_base": 0.999}, 69.8),
+            ("tau-1", "tau = 1 (constant random target)", {"tau_base": 1.0}, 18.8),
+        ]
+        return [Variant(n, lbl, "byol", o, p, "tau-0.99") for n, lbl, o, p in taus]
+    if ablation == "predictor":
+        no_predictor = {"use_predictor": False}
+        rows = [
+            ("baseline", "predictor + moving-average target (BYOL)", {}, 72.5),
+            ("no-predictor", "no predictor", no_predictor, COLLAPSE),
+            ("no-target", "predictor, no target (tau = 0)", _STOP_GRADIENT, 0.3),
+            ("neither", "no predictor, no target", {**no_predictor, **_STOP_GRADIENT}, COLLAPSE),
+        ]
+        return [Variant(n, lbl, "byol", o, p) for n, lbl, o, p in rows]
+    if ablation == "batch-size":
+        return [
+            Variant(f"batch-{b}", f"batch {b}", method, {"batch_size": b}, paper, "batch-256")
+            for b, papers in BATCH_SIZES.items()
+            for method, paper in zip(("byol", "simclr"), papers, strict=True)
+        ]
+    if ablation == "augmentations":
+        variants = []
+        for name, (label, _, byol, simclr) in AUGMENTATIONS.items():
+            overrides = augmentation_overrides(name, config)
+            variants.append(Variant(name, label, "byol", overrides, byol))
+            if not name.endswith("-t2"):  # T vs T' is BYOL's asymmetry: BYOL only
+                variants.append(Variant(name, label, "simclr", overrides, simclr))
+        return variants
+    raise ConfigError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}.")
+
+
+ABLATIONS = ("batch-size", "augmentations", "target", "predictor")

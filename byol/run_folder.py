@@ -1,0 +1,220 @@
+"""The run folder: every file name in it, the one way to write a file there (a temporary file,
+flushed, then renamed: a crash never leaves half a file in place of a good one), the config, the
+metrics log, the summary, and which config changes a resumed run accepts.
+
+    RUN_DIR/config.json            the resolved Config
+    RUN_DIR/metrics.jsonl          one JSON record per logged step and per epoch (+ tensorboard/)
+    RUN_DIR/checkpoint.pt          resumable state, with checkpoint-previous.pt as the fallback
+    RUN_DIR/encoder.safetensors    the online encoder, torchvision key names
+    RUN_DIR/summary.json           the finished run's numbers
+    RUN_DIR/results.json|.md       `byol eval` tables; features/ and subsets/ are its caches
+    RUN_DIR/report.html            `byol report`; export/ is `byol export`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from byol.config import Config, from_dict
+from byol.errors import CheckpointError
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"
+ENCODER = "encoder.safetensors"
+SUMMARY = "summary.json"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+REPORT = "report.html"
+FEATURES = "features"
+SUBSETS = "subsets"
+EXPORT = "export"
+DIVERGED = "diverged.json"  # an ablation run that diverged: a result, kept as such
+ABLATION_EVAL = "ablation_eval.json"
+
+# Fields that change how a run executes, not what it computes: they may differ on --resume.
+RESUMABLE_CHANGES = {
+    "max_minutes",
+    "num_workers",
+    "threads",
+    "device",
+    "log_every_steps",
+    "compile",
+    # The global batch and the schedules stay; only which images share batch-norm statistics
+    # changes, as it does with the process count: a run can move to fewer devices.
+    "accumulation_steps",
+}
+_CHUNK = 1 << 22
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
+os.umask(_UMASK)
+
+
+def _write_error(path: Path, error: OSError) -> CheckpointError:
+    if error.errno == errno.ENOSPC:
+        cause, fix = f"no space left on the device holding {path.parent}", "free some space"
+    else:
+        cause, fix = str(error.strerror or error), "check the folder's permissions and space"
+    return CheckpointError(
+        f"could not write {path.name} ({cause}); the previous file was left intact: {fix}, "
+        "then resume."
+    )
+
+
+def atomic_write(path: Path, parts: list[Any], previous: Path | None = None) -> None:
+    """Write the bytes-like ``parts`` one after another to ``path`` via a temporary file; with
+    ``previous``, the file it replaces is renamed there first. A failure leaves the files that
+    were there untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide run files from a team's readers
+    try:
+        try:
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view[:_CHUNK]) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the renames themselves survive a power cut
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, error) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(Path(path), [text.encode()])
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(Path(path), [data])
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files left by a process killed while writing (one run per folder)."""
+    for stale in Path(folder).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def save_config(run_dir: Path, config: Config) -> None:
+    write_json(Path(run_dir) / CONFIG, config.to_dict())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as a list of records; a line cut short by a killed process is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+            records.append(record)
+    return records
+
+
+class MetricsLog:
+    """Appends records to ``metrics.jsonl`` and mirrors their numbers to TensorBoard."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / METRICS
+        self.enabled = enabled  # False on ranks other than 0: they write nothing
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            # Records written after the checkpoint we resume from will be written again.
+            kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step]
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._file = self.path.open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(Path(run_dir) / TENSORBOARD))
+        except ImportError:  # tensorboard is a dependency; tolerate its absence in minimal envs
+            self._tensorboard = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json of a finished run, None when there is none (yet) or it is unreadable."""
+    path = Path(run_dir) / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -> None:
+    """Refuse a checkpoint of another method, or of a run configured differently."""
+    method = checkpoint.get("method", "byol")
+    if method != config.method:
+        raise CheckpointError(
+            f"{source} was written by a {method} run, not {config.method}; resume it with the "
+            "method that wrote it, or start a new run."
+        )
+    missing = [k for k in ("model", "optimizer", "step", "config") if k not in checkpoint]
+    if missing or not isinstance(checkpoint.get("config"), dict):
+        raise CheckpointError(f"{source} lacks {', '.join(missing) or 'a config'}; start anew.")
+    saved = from_dict(checkpoint["config"])
+    changed = [
+        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
+        for f in dataclasses.fields(Config)
+        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {source.parent}: the config differs from the one it was started with "
+            f"({'; '.join(changed)}); resume without --preset/--set, or start a new run."
+        )

@@ -1,0 +1,76 @@
+"""Where and in what precision a run computes: the device, the precision (resolved once, then
+shared by training, the kNN monitor, the probes and the protocols), and peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import resource
+from pathlib import Path
+
+import torch
+
+from byol.backbones import last_stage_input_side
+from byol.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA device is visible; use --set device=cpu.")
+    return torch.device(name)
+
+
+@functools.cache  # asked once per process; the CPU's flags do not change
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bf16 natively (x86 avx512_bf16 or amx_bf16). Read from the kernel's
+    flags because torch's own check also says yes where bf16 is emulated, and slower than fp32."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    flags = {flag for line in lines for flag in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def device_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 on a CUDA device that has it and on a CPU with native bf16 (1.24x faster
+    on the main job with the same kNN, BENCHMARKS.md); fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def resolve_precision(
+    device: torch.device, precision: str, image_size: int, cifar_stem: bool = False
+) -> str:
+    """The precision a run computes in, "fp32" or "bf16". ``auto`` keeps fp32 on a CPU where
+    layer4's stride-2 convolution sees a 1x1 map (16 px and below with the torchvision stem):
+    oneDNN's bf16 weight gradient of that convolution holds NaN there (BENCHMARKS.md, "bf16
+    pitfall"). An explicit ``bf16`` is obeyed."""
+    resolved = device_precision(device, precision)
+    if (
+        precision == "auto"
+        and resolved == "bf16"
+        and device.type == "cpu"
+        and last_stage_input_side(image_size, cifar_stem) <= 1
+    ):
+        return "fp32"
+    return resolved
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for a resolved ``precision`` of "bf16", nothing for "fp32"."""
+    if device_precision(device, precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_memory_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024

@@ -1,0 +1,165 @@
+"""Epochs of view pairs, made so that a run resumed mid-epoch sees exactly the batches and views an
+uninterrupted run would have seen.
+
+``EpochBatches`` picks image indices and a seed per image; ``ViewPairs`` turns each into two views
+(T and T') in DataLoader workers (any dataset); ``BatchedEpochs`` makes a whole batch's views at
+once on the training device (in-memory datasets). Under torchrun every rank yields its own slices
+of each global batch (``distributed.shard_slices``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from byol import distributed
+from byol.config import Config
+from byol.data import TensorImageDataset
+from byol.errors import ConfigError
+from byol.views.batched import BatchTwoViews
+from byol.views.per_image import TwoViews
+
+ONE_PROCESS = distributed.Ranks()
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image order of an epoch and one view seed per position: functions of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(size, generator=generator)
+    return order, torch.randint(0, 2**62, (size,), generator=generator)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Micro-batches of (image index, view seed) for one epoch, starting at a given global batch.
+
+    The order and the seeds are functions of (seed, epoch) only, so a run resumed mid-epoch sees
+    exactly the batches and views that an uninterrupted run would have seen. Every rank computes
+    the same global batches and yields its own slices of each (``distributed.shard_slices``): the
+    ranks' images and per-image view seeds together are the one-process batch.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start_batch: int = 0,
+        ranks: distributed.Ranks = ONE_PROCESS,
+        accumulation_steps: int = 1,
+    ):
+        self.size, self.batch_size = size, batch_size
+        self.seed, self.epoch, self.start_batch = seed, epoch, start_batch
+        self.slices = distributed.shard_slices(batch_size, ranks, accumulation_steps)
+
+    def __len__(self) -> int:
+        return (self.size // self.batch_size - self.start_batch) * len(self.slices)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order, view_seeds = epoch_order(self.size, self.seed, self.epoch)
+        for b in range(self.start_batch, self.size // self.batch_size):  # drop the last partial
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            seeds = view_seeds[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            for part in self.slices:
+                yield list(zip(batch[part], seeds[part], strict=True))
+
+
+class ViewPairs(Dataset):
+    """Wraps an (image, label) dataset: key (index, seed) -> (view 1, view 2)."""
+
+    def __init__(self, images: Dataset, views: TwoViews) -> None:
+        self.images, self.views = images, views
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key
+        image, _ = self.images[index]
+        return self.views(image, torch.Generator().manual_seed(seed))
+
+
+Pairs = tuple[torch.Tensor, torch.Tensor]
+
+
+def per_image_epoch(
+    view_pairs: ViewPairs,
+    config: Config,
+    device: torch.device,
+    epoch: int,
+    start_batch: int,
+    ranks: distributed.Ranks = ONE_PROCESS,
+) -> Iterator[Iterator[Pairs]]:
+    """An epoch of view pairs made image by image in DataLoader workers (any dataset): for each
+    optimizer step, this rank's micro-batches, made as they are consumed."""
+    sampler = EpochBatches(
+        len(view_pairs),
+        config.batch_size,
+        config.seed,
+        epoch,
+        start_batch,
+        ranks,
+        config.accumulation_steps,
+    )
+    loader = DataLoader(
+        view_pairs,
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.num_workers else None,
+    )
+    micro_batches = (
+        (view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True))
+        for view_1, view_2 in loader
+    )
+    for _ in range(len(sampler) // config.accumulation_steps):
+        yield itertools.islice(micro_batches, config.accumulation_steps)
+
+
+class BatchedEpochs:
+    """Epochs of view pairs made a batch at a time on the training device, from uint8 images
+    held there (in-memory datasets): no workers, no per-image Python, no host-device copies.
+
+    Each rank draws the view parameters of the whole global batch, exactly as one process would
+    (cheap: a few numbers per image), and makes the views of its own slices only; so the ranks'
+    views together are the one-process batch's, bit for bit in the parameters.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        views: BatchTwoViews,
+        config: Config,
+        ranks: distributed.Ranks = ONE_PROCESS,
+    ) -> None:
+        self.images, self.views, self.config = images, views, config
+        self.slices = distributed.shard_slices(config.batch_size, ranks, config.accumulation_steps)
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[Iterator[Pairs]]:
+        """For each optimizer step, this rank's micro-batches, made as they are consumed."""
+        c = self.config
+        order, view_seeds = epoch_order(self.images.shape[0], c.seed, epoch)
+        order = order.to(self.images.device)
+        generator = torch.Generator(self.images.device)
+        height, width = self.images.shape[-2:]
+        for b in range(start_batch, self.images.shape[0] // c.batch_size):
+            generator.manual_seed(int(view_seeds[b]))  # per batch: resume lands on the same views
+            params = self.views.sample(c.batch_size, height, width, generator)
+            yield self._micro_batches(order[b * c.batch_size : (b + 1) * c.batch_size], params)
+
+    def _micro_batches(self, batch: torch.Tensor, params: tuple) -> Iterator[Pairs]:
+        for part in self.slices:
+            yield self.views.apply(self.images[batch[part]], (params[0][part], params[1][part]))
+
+
+def use_batched_views(config: Config, train_set: Dataset) -> bool:
+    in_memory = isinstance(train_set, TensorImageDataset)
+    if config.views == "batched" and not in_memory:
+        raise ConfigError(
+            "views=batched needs a dataset held in memory as a tensor, and this one is read "
+            "from files image by image; use --set views=per-image (or auto)."
+        )
+    return config.views == "batched" or (config.views == "auto" and in_memory)

@@ -1,0 +1,29 @@
+"""Schedules as plain functions of the optimizer step k (arXiv:2006.07733, Sections 3.1 and 3.3)."""
+
+import math
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Linear warm-up from 0 to peak_lr over warmup_steps, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return peak_lr * step / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def target_tau(step: int, total_steps: int, tau_base: float, schedule: str = "cosine") -> float:
+    """tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2: tau_base at k=0, 1 at k=K.
+
+    ``schedule="constant"`` keeps tau_base throughout: the paper's tau=0 ablation (target = the
+    online network, stop-gradient) needs it, since the cosine schedule would lift tau towards 1.
+    """
+    if schedule == "constant":
+        return tau_base
+    progress = min(step / max(total_steps, 1), 1.0)
+    return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
+    """The paper's linear scaling rule: lr = base_lr * batch_size / 256."""
+    return base_lr * batch_size / 256
