@@ -14,14 +14,9 @@ import torch.nn.functional as F
 
 from byol.data import TensorImageDataset
 from byol.presets import preset
-from byol.views.batched import (
-    BatchViewParams,
-    BatchViewTransform,
-    batch_paper_views,
-    blur_matrices,
-    sample_params,
-    shift_hue,
-)
+from byol.views.batched import BatchViewTransform, batch_paper_views
+from byol.views.batched_ops import blur_matrices, shift_hue
+from byol.views.batched_sampling import BatchViewParams, sample_params
 from byol.views.per_image import ViewParams, ViewTransform
 from byol.views.spec import view_specs
 

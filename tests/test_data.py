@@ -15,12 +15,20 @@ import pytest
 import torch
 from PIL import Image
 
-from byol import data, images
-from byol.data import DatasetInfo, ImageFolderDataset, TensorImageDataset, load_datasets, subset
+from byol import data
+from byol.data import (
+    DatasetInfo,
+    ImageFolderDataset,
+    TensorImageDataset,
+    images,
+    load_datasets,
+    subset,
+)
 from byol.data.idx import read_idx
 from byol.errors import ByolError
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The copy beside the repository, when this machine has it; the package itself never looks there.
 CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
@@ -365,7 +373,7 @@ def test_cifar10_jpeg_extracts_once_and_caches_tensors(
     def no_decoding(path: Path) -> None:
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(images, "_decode", no_decoding)
+    monkeypatch.setattr(images, "decode_image", no_decoding)
     tarball.unlink()
     train2, test2, info2 = load_datasets("cifar10-jpeg")
     assert torch.equal(train2.images, train.images) and torch.equal(test2.labels, test.labels)
@@ -402,6 +410,7 @@ def test_cifar10_jpeg_bad_checksum_and_unsafe_members(
 )
 def test_cifar10_jpeg_real_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BYOL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BYOL_SHARED_DIR", str(CIFAR_JPEG.parents[1]))  # where the copy lies
     train, test, info = load_datasets("cifar10-jpeg")
     assert train.images.shape == (50000, 3, 32, 32) and test.images.shape == (10000, 3, 32, 32)
     assert torch.bincount(train.labels).tolist() == [5000] * 10

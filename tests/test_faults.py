@@ -21,14 +21,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from byol.checkpoint import (
-    CHECKPOINT_NAME,
-    PREVIOUS_CHECKPOINT_NAME,
     load_checkpoint,
     load_latest_checkpoint,
     save_checkpoint,
 )
 from byol.cli import main
 from byol.errors import CheckpointError
+from byol.run_folder import CHECKPOINT, PREVIOUS_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4  # 64 images, batch 16
@@ -97,7 +96,7 @@ def small_state(value: float, megabytes: int = 1) -> dict:
 
 
 def test_checksum_catches_a_flipped_byte_and_a_truncated_file(tmp_path: Path) -> None:
-    path = tmp_path / CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT
     save_checkpoint(path, small_state(3.0))
     assert load_checkpoint(path)["step"] == 3
     good = path.read_bytes()
@@ -116,20 +115,20 @@ def test_checksum_catches_a_flipped_byte_and_a_truncated_file(tmp_path: Path) ->
 
 def test_the_replaced_checkpoint_is_kept_and_is_the_fallback(tmp_path: Path) -> None:
     for step in (1.0, 2.0, 3.0):
-        save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(step))
-    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 3
-    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT_NAME)["step"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS_CHECKPOINT_NAME, CHECKPOINT_NAME]
+        save_checkpoint(tmp_path / CHECKPOINT, small_state(step))
+    assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 3
+    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS_CHECKPOINT, CHECKPOINT]
 
-    newest = tmp_path / CHECKPOINT_NAME
+    newest = tmp_path / CHECKPOINT
     newest.write_bytes(newest.read_bytes()[:-100])
     state, source, passed_over = load_latest_checkpoint(tmp_path)
-    assert state["step"] == 2 and source.name == PREVIOUS_CHECKPOINT_NAME
-    assert len(passed_over) == 1 and CHECKPOINT_NAME in passed_over[0]
+    assert state["step"] == 2 and source.name == PREVIOUS_CHECKPOINT
+    assert len(passed_over) == 1 and CHECKPOINT in passed_over[0]
     # The bad file is set aside: the next save must not turn it into the fallback.
-    assert (tmp_path / f"{CHECKPOINT_NAME}.rejected").exists() and not newest.exists()
+    assert (tmp_path / f"{CHECKPOINT}.rejected").exists() and not newest.exists()
 
-    (tmp_path / PREVIOUS_CHECKPOINT_NAME).write_bytes(b"garbage")
+    (tmp_path / PREVIOUS_CHECKPOINT).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         load_latest_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint in"):
@@ -145,7 +144,7 @@ class DiskFull:
 
     def __call__(self, fd: int, data: bytes) -> int:
         name = os.readlink(f"/proc/self/fd/{fd}")
-        if f".{CHECKPOINT_NAME}." in name and name.endswith(".tmp"):
+        if f".{CHECKPOINT}." in name and name.endswith(".tmp"):
             if self.allowed <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self.allowed -= len(data)
@@ -156,17 +155,17 @@ class DiskFull:
 def test_full_disk_mid_write_leaves_both_checkpoints_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(1.0))
-    save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(2.0))
+    save_checkpoint(tmp_path / CHECKPOINT, small_state(1.0))
+    save_checkpoint(tmp_path / CHECKPOINT, small_state(2.0))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     monkeypatch.setattr(os, "write", DiskFull(allowed=4 * 2**20))  # fails inside the 10 MB
     with pytest.raises(CheckpointError) as error:
-        save_checkpoint(tmp_path / CHECKPOINT_NAME, small_state(3.0, megabytes=10))
+        save_checkpoint(tmp_path / CHECKPOINT, small_state(3.0, megabytes=10))
     monkeypatch.undo()
     message = str(error.value)
     assert "no space left on the device" in message and "left intact" in message
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
-    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
+    assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
@@ -182,7 +181,7 @@ def test_full_disk_during_a_run_stops_with_one_line_and_resume_finishes(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("byol: error: could not write"), err
     assert "no space left" in err and f"byol pretrain --resume {run}" in err
-    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 2
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 2
     assert not list(run.glob(".*.tmp"))
     assert main(pretrain_argv(run, settings)) == 0  # space is back: the run finishes
     assert json.loads((run / "summary.json").read_text())["steps"] == STEPS_PER_EPOCH
@@ -203,7 +202,7 @@ def test_diverging_loss_stops_naming_step_and_cause_and_keeps_the_good_checkpoin
     assert "the last good checkpoint (step 2) was kept" in err, err
     assert "lower base_lr or use precision=fp32" in err
     assert sorted(logged_steps(run)) == [1, 2]
-    state = load_checkpoint(run / CHECKPOINT_NAME)
+    state = load_checkpoint(run / CHECKPOINT)
     assert state["step"] == 2
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert not (run / "encoder.safetensors").exists()
@@ -216,18 +215,18 @@ def test_resume_auto_starts_continues_and_refuses_a_changed_config(
     settings = tiny_settings(folder, epochs=1, every=2)
     settings_cut = settings + ["--set", "max_minutes=1e-9"]  # stops cleanly after one step
     assert main(pretrain_argv(run, settings_cut)) == 0
-    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 1
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 1
     capsys.readouterr()
     changed = settings + ["--set", "batch_size=8"]
     assert main(pretrain_argv(run, changed)) == 2
     err = capsys.readouterr().err
     assert "config differs" in err and "batch_size: 16 -> 8" in err
     # A corrupt newest checkpoint: resume falls back to the previous one, saying so.
-    save_checkpoint(run / CHECKPOINT_NAME, load_checkpoint(run / CHECKPOINT_NAME))
-    (run / CHECKPOINT_NAME).write_bytes(b"\0" * 100)
+    save_checkpoint(run / CHECKPOINT, load_checkpoint(run / CHECKPOINT))
+    (run / CHECKPOINT).write_bytes(b"\0" * 100)
     with caplog.at_level("WARNING"):
         assert main(pretrain_argv(run, settings)) == 0
-    assert f"Resuming from {run / PREVIOUS_CHECKPOINT_NAME} instead" in caplog.text
+    assert f"Resuming from {run / PREVIOUS_CHECKPOINT} instead" in caplog.text
     assert sorted(logged_steps(run)) == [1, 2, 3, 4]
 
 
@@ -279,7 +278,7 @@ def run_killed_and_resumed(tmp_path: Path, kills: int, epochs: int, seed: int) -
         # Whatever is on disk passes its checks; no more than one interval of work is lost.
         valid = [
             load_checkpoint(cut / name)["step"]
-            for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME)
+            for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)
             if (cut / name).exists()
         ]
         newest = max(valid, default=0)

@@ -20,7 +20,8 @@ from PIL import Image
 from byol.cli import main
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.presets import preset
-from byol.reporting.html_report import build_report, collapse_warning, pca_2d, write_report
+from byol.reporting.figures import pca_2d
+from byol.reporting.html_report import build_report, collapse_warning, write_report
 from byol.training.pretrain import pretrain
 
 CLASSES = ["red", "green", "blue", "grey"]

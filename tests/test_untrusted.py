@@ -18,19 +18,19 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from byol import data
 from byol.checkpoint import (
     _MAGIC,
     _TRAILER,
-    CHECKPOINT_NAME,
     load_checkpoint,
     load_encoder,
     load_model_state,
     save_checkpoint,
 )
 from byol.cli import main
+from byol.data import cifar10_jpeg
 from byol.errors import CheckpointError
 from byol.presets import preset
+from byol.run_folder import CHECKPOINT
 from byol.training.optim import build_optimizer
 from byol.training.pretrain import pretrain
 from byol.training.run_state import build_model
@@ -73,7 +73,7 @@ def test_the_crafted_pickles_really_run_code(tmp_path: Path) -> None:
 @pytest.mark.parametrize("make", [malicious_raw_pickle, malicious_torch_file])
 def test_a_code_running_checkpoint_is_refused_and_runs_nothing(tmp_path: Path, make) -> None:
     marker = tmp_path / "pwned"
-    path = tmp_path / CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT
     path.write_bytes(make(marker))
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
@@ -90,7 +90,7 @@ def test_resume_from_a_code_running_checkpoint_is_one_line_and_runs_nothing(
     run.mkdir()
     preset("fashion-mnist").save(run / "config.json")
     marker = tmp_path / "pwned"
-    (run / CHECKPOINT_NAME).write_bytes(malicious_torch_file(marker))
+    (run / CHECKPOINT).write_bytes(malicious_torch_file(marker))
     assert main(["pretrain", "--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("byol: error: no usable checkpoint") and "could run code" in err
@@ -141,7 +141,7 @@ def noise_run(tmp_path: Path, config):
 def test_checkpoint_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> None:
     config, run = noise_run(tmp_path, tiny("resnet34"))
     other = dataclasses.replace(config, backbone="resnet18")
-    save_checkpoint(run / CHECKPOINT_NAME, checkpoint_of(other))
+    save_checkpoint(run / CHECKPOINT, checkpoint_of(other))
     with pytest.raises(CheckpointError) as error:
         pretrain(config, run, resume=True, quiet=True)
     assert "backbone: 'resnet18' -> 'resnet34'" in str(error.value)
@@ -151,7 +151,7 @@ def test_weights_that_do_not_match_their_claimed_config_are_refused(tmp_path: Pa
     # The config inside says resnet34 (matching the run), the tensors are a resnet18's.
     config, run = noise_run(tmp_path, tiny("resnet34"))
     weights_of = dataclasses.replace(config, backbone="resnet18")
-    save_checkpoint(run / CHECKPOINT_NAME, checkpoint_of(weights_of, claimed=config))
+    save_checkpoint(run / CHECKPOINT, checkpoint_of(weights_of, claimed=config))
     with pytest.raises(CheckpointError) as error:
         pretrain(config, run, resume=True, quiet=True)
     message = str(error.value)
@@ -169,7 +169,7 @@ def test_head_sizes_mismatch_names_the_tensor_shapes() -> None:
 
 def test_checkpoint_of_another_method_is_refused(tmp_path: Path) -> None:
     config, run = noise_run(tmp_path, tiny())
-    save_checkpoint(run / CHECKPOINT_NAME, checkpoint_of(config, method="simclr"))
+    save_checkpoint(run / CHECKPOINT, checkpoint_of(config, method="simclr"))
     with pytest.raises(CheckpointError, match="written by a simclr run, not byol"):
         pretrain(config, run, resume=True, quiet=True)
 
@@ -245,9 +245,9 @@ def test_archive_members_cannot_write_outside(tmp_path: Path, name, kind, target
     with tarfile.open(tarball) as tar:
         if ends == "refused":
             with pytest.raises(tarfile.FilterError):
-                data._extract_with_data_filter(tar, dest)
+                cifar10_jpeg._extract_with_data_filter(tar, dest)
         else:
-            data._extract_with_data_filter(tar, dest)
+            cifar10_jpeg._extract_with_data_filter(tar, dest)
             assert (dest / str(evil).lstrip("/")).read_bytes() == b"evil"
     outside = [
         p for p in tmp_path.rglob("*") if dest not in p.parents and p not in (dest, dest.parent)
