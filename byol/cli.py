@@ -172,9 +172,15 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from byol.experiments.ablate import run_ablation
     from byol.reporting.ablation_tables import PLOT_PNG, RESULTS_JSON, TABLE_MD
 
-    folder = run_ablation(
-        args.name, args.preset, args.set or [], Path(args.out) if args.out else None, args.quiet
-    )
+    out = Path(args.out) if args.out else None
+    if args.name == "all":
+        from byol.experiments.reproduce import run_all
+
+        path = run_all(args.preset, args.set or [], out, args.quiet, args.jobs)
+        print(path.read_text())
+        print(f"written: {path}")
+        return 0
+    folder = run_ablation(args.name, args.preset, args.set or [], out, args.quiet, args.jobs)
     print((folder / TABLE_MD).read_text())
     for name in (TABLE_MD, PLOT_PNG, RESULTS_JSON):
         print(f"written: {folder / name}")
@@ -213,7 +219,13 @@ def _add_ablate_and_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ablate", help="rerun one of the paper's ablations on a preset: a table and a plot"
     )
-    p.add_argument("name", choices=list(ABLATIONS))
+    p.add_argument("name", choices=[*ABLATIONS, "all"], help="one table, or all of them")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="train this many runs side by side, the threads split between them",
+    )
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
     p.add_argument(
         "--set",

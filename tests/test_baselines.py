@@ -16,11 +16,17 @@ from safetensors.torch import load_file
 from torch import nn
 
 from byol import BYOL, target_tau
+from byol.checkpoint import load_encoder
 from byol.cli import main
-from byol.config import Config
+from byol.config import Config, apply_overrides
 from byol.data import load_datasets
 from byol.evaluation.protocols import Evaluation
-from byol.experiments.variants import AUGMENTATIONS, ablation_variants, augmentation_overrides
+from byol.experiments.variants import (
+    AUGMENTATIONS,
+    CLAIMS,
+    ablation_variants,
+    augmentation_overrides,
+)
 from byol.methods.barlow import BarlowTwins
 from byol.methods.losses import barlow_twins_loss, info_nce, nt_xent
 from byol.methods.moco import MoCo
@@ -263,12 +269,19 @@ def test_crop_only_draws_no_other_operation():
 def test_variants_cover_the_papers_tables():
     config = preset("fashion-mnist")
     target = ablation_variants("target", config)
-    assert [v.overrides.get("tau_base") for v in target] == [0.0, 0.9, 0.99, 0.999, 1.0]
-    assert target[0].overrides["tau_schedule"] == "constant" and target[0].paper == 0.3
+    assert [v.overrides.get("tau_base") for v in target] == [None, 0.0, 0.9, 0.99, 0.999, 1.0]
+    assert target[1].overrides["tau_schedule"] == "constant" and target[1].paper == 0.3
+    assert {v.reference for v in target} == {"baseline"}  # the preset's own tau_base
     batch = ablation_variants("batch-size", config)
     assert {(v.method, v.overrides["batch_size"]) for v in batch} == {
-        (m, b) for m in ("byol", "simclr") for b in (256, 128, 64, 32)
+        (m, b) for m in ("byol", "simclr", "barlow") for b in (256, 128, 64, 32)
     }
+    # Every claim names rows its table has.
+    for ablation, claims in CLAIMS.items():
+        names = {(v.name, v.method) for v in ablation_variants(ablation, config)}
+        for claim in claims:
+            assert (claim.variant, claim.method) in names, claim.text
+            assert not claim.reference or (claim.reference, claim.method) in names, claim.text
     augment = {(v.name, v.method): v for v in ablation_variants("augmentations", config)}
     assert augment["crop-only", "simclr"].paper == 40.3
     # The CPU preset has no blur: removing it leaves the config as it is, so the run is shared.
@@ -337,32 +350,35 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
     assert table in printed
     for label in ("predictor + moving-average target (BYOL)", "no predictor", "random-init"):
         assert label in table
+    assert "raw pixels (reference)" in table and "## Verdicts" in table
+    assert "without the predictor BYOL collapses" in table  # one line per claim
     assert "| collapse" in table and "72.5" in table  # our columns next to the paper's
     assert (folder / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = json.loads((folder / "results.json").read_text())["rows"]
-    assert len(rows) == 4
+    record = json.loads((folder / "results.json").read_text())
+    rows = record["rows"]
+    assert len(rows) == 3 and len(record["references"]["random-init"]) == 1
     for row in rows:
         assert 0 <= row["knn_top1"] <= 100 and 0 <= row["linear_top1"] <= 100
         assert row["status"] == ("collapsed" if row["collapse"] < 0.1 else "ok")
         assert (Path(row["run_dir"]) / "summary.json").is_file()
-        # docs/ablations.md's recipe, not the main job's tuning of the same preset
+        assert row["collapse_curve"] and row["collapse_curve"][-1] == row["collapse"]
+        # the main job's recipe (the budget where BYOL learns), less the --set changes above
         saved = json.loads((Path(row["run_dir"]) / "config.json").read_text())
-        assert saved["crop_scale"] == [0.5, 1.0]  # tau_base: some rows ablate it
-        assert (saved["predictor_lr_scale"], saved["schedule_epochs"]) == (1.0, 0)
-        assert saved["predictor_warmup_steps"] == 0
+        assert saved["crop_scale"] == [1.0, 1.0]
+        assert (saved["predictor_lr_scale"], saved["schedule_epochs"]) == (30.0, 8)
 
     # A second call trains and evaluates nothing: every run and its scores are reused.
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained or evaluated again")
 
-    monkeypatch.setattr("byol.ablate.pretrain", refuse)
-    monkeypatch.setattr("byol.ablate.Evaluation", refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", refuse)
     (folder / "table.md").unlink()
     assert main(args) == 0
     assert (folder / "table.md").read_text() == table
 
     # An interrupted ablation continues: only the missing run is trained (and scored) again.
-    from byol import ablate
+    from byol.experiments import ablate
 
     trained = []
 
@@ -370,8 +386,8 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         trained.append(run_dir)
         return pretrain(config, run_dir, **kwargs)
 
-    monkeypatch.setattr("byol.ablate.pretrain", counting)
-    monkeypatch.setattr("byol.ablate.Evaluation", Evaluation)
+    monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", counting)
+    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", Evaluation)
     shutil.rmtree(folder / "byol-no-predictor")
     ablate.run_ablation("predictor", "fashion-mnist", settings, out, quiet=True)
     assert trained == [folder / "byol-no-predictor"]
@@ -390,13 +406,13 @@ def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
 
 
 def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
-    from byol.experiments.ablate import _same_config
+    from byol.experiments.ablation_runs import same_config
 
     byol_run = dataclasses.replace(preset("fashion-mnist"), method="byol")
     save_config(tmp_path, byol_run)
-    assert _same_config(tmp_path, dataclasses.replace(byol_run, moco_queue_size=7, threads=1))
-    assert not _same_config(tmp_path, dataclasses.replace(byol_run, tau_base=0.9))
-    assert not _same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))
+    assert same_config(tmp_path, dataclasses.replace(byol_run, moco_queue_size=7, threads=1))
+    assert not same_config(tmp_path, dataclasses.replace(byol_run, tau_base=0.9))
+    assert not same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))
 
 
 def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
@@ -416,3 +432,22 @@ def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
     a, b = load_file(whole / "encoder.safetensors"), load_file(resumed / "encoder.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ablate_jobs_trains_runs_side_by_side_with_the_threads_split(small_folder, tmp_path):
+    from byol.experiments.parallel import threads_per_job, train_side_by_side
+
+    base = apply_overrides(preset("fashion-mnist"), [*TINY, f"dataset={small_folder}"])
+    base = dataclasses.replace(base, threads=2, knn_final=False, knn_references=False)
+    assert threads_per_job(base, 2) == 1 and threads_per_job(base, 4) == 1
+    runs = [(dataclasses.replace(base, seed=s), tmp_path / f"seed{s}", tmp_path) for s in (0, 1)]
+    said = []
+    train_side_by_side(runs, 2, said.append)
+    assert len(said) == 2
+    for config, run_dir, _ in runs:
+        saved = json.loads((run_dir / "config.json").read_text())
+        assert saved["threads"] == 1 and saved["seed"] == config.seed
+        assert (run_dir / "summary.json").is_file()
+    first, second = (load_encoder(d / "encoder.safetensors")[0] for _, d, _ in runs)
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)  # two seeds: two runs

@@ -20,6 +20,7 @@ from byol.data import (
     DatasetInfo,
     ImageFolderDataset,
     TensorImageDataset,
+    cifar10_jpeg,
     images,
     load_datasets,
     subset,
@@ -357,7 +358,7 @@ def test_cifar10_jpeg_extracts_once_and_caches_tensors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tarball = tmp_path / "cifar10-jpeg.tar.gz"
-    monkeypatch.setattr(data, "CIFAR10_JPEG_SHA256", fake_cifar_tarball(tarball))
+    monkeypatch.setattr(cifar10_jpeg, "CIFAR10_JPEG_SHA256", fake_cifar_tarball(tarball))
     monkeypatch.setenv("BYOL_DATA_DIR", str(tmp_path / "cache"))
     train, test, info = load_datasets("cifar10-jpeg", data_dir=str(tarball))
     assert isinstance(train, TensorImageDataset)
@@ -395,7 +396,7 @@ def test_cifar10_jpeg_bad_checksum_and_unsafe_members(
         load_datasets("cifar10-jpeg", data_dir=str(tarball))
     evil = tarfile.TarInfo("../escaped.txt")
     evil.size = 1
-    monkeypatch.setattr(data, "CIFAR10_JPEG_SHA256", fake_cifar_tarball(tarball, evil))
+    monkeypatch.setattr(cifar10_jpeg, "CIFAR10_JPEG_SHA256", fake_cifar_tarball(tarball, evil))
     with pytest.raises(ValueError, match="escaped"):
         load_datasets("cifar10-jpeg", data_dir=str(tarball))
     assert not (tmp_path / "escaped.txt").exists()

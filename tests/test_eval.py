@@ -283,7 +283,7 @@ def test_pixel_knn_of_grey_images_scores_as_the_three_channel_pixels_do():
     info = DatasetInfo("grey", ["a", "b", "c"], (0.3,) * 3, (0.2,) * 3, True)
     train = TensorImageDataset(grey[:200].repeat(1, 3, 1, 1), labels[:200])
     test = TensorImageDataset(grey[200:].repeat(1, 3, 1, 1), labels[200:])
-    monitor = KnnMonitor(config, train, test, info, torch.device("cpu"))
+    monitor = KnnMonitor(config, train, test, info, torch.device("cpu"), "fp32")
 
     (bank, bank_labels), (queries, query_labels) = map(
         _pixels, (monitor.full_bank, monitor.queries)

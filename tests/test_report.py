@@ -22,6 +22,7 @@ from byol.methods.losses import COLLAPSED_BELOW
 from byol.presets import preset
 from byol.reporting.figures import pca_2d
 from byol.reporting.html_report import build_report, collapse_warning, write_report
+from byol.run_folder import save_config
 from byol.training.pretrain import pretrain
 
 CLASSES = ["red", "green", "blue", "grey"]
@@ -100,7 +101,7 @@ def test_report_page_holds_everything_and_nothing_external(finished_run: Path) -
 
 
 def test_collapse_banner_names_the_step_and_value(tmp_path: Path) -> None:
-    preset("fashion-mnist").save(tmp_path / "config.json")
+    save_config(tmp_path, preset("fashion-mnist"))
     records = [
         {"step": s, "loss": 1.0, "lr": 0.1, "tau": 0.99, "collapse": c}
         for s, c in ((1, 0.9), (2, 0.4), (3, 0.03), (4, 0.05))

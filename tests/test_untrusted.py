@@ -30,7 +30,7 @@ from byol.cli import main
 from byol.data import cifar10_jpeg
 from byol.errors import CheckpointError
 from byol.presets import preset
-from byol.run_folder import CHECKPOINT
+from byol.run_folder import CHECKPOINT, save_config
 from byol.training.optim import build_optimizer
 from byol.training.pretrain import pretrain
 from byol.training.run_state import build_model
@@ -88,7 +88,7 @@ def test_resume_from_a_code_running_checkpoint_is_one_line_and_runs_nothing(
 ) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    preset("fashion-mnist").save(run / "config.json")
+    save_config(run, preset("fashion-mnist"))
     marker = tmp_path / "pwned"
     (run / CHECKPOINT).write_bytes(malicious_torch_file(marker))
     assert main(["pretrain", "--resume", str(run)]) == 2

@@ -13,25 +13,25 @@ interrupted ablation continues where it stopped, and ablations share their commo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from byol import run_folder, settings
 from byol.config import Config, apply_overrides
-from byol.data import subset, subset_indices
-from byol.errors import ByolError, RunInterrupted, TrainingDiverged
-from byol.evaluation import probes
+from byol.errors import ConfigError, RunInterrupted
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
-from byol.evaluation.features import extract_features
-from byol.evaluation.knn import knn_evaluate
-from byol.evaluation.protocols import Evaluation
+from byol.experiments.ablation_runs import (
+    comparable,
+    evaluate_run,
+    finished,
+    shared_run,
+    train_run,
+)
 from byol.experiments.budgets import (
     ABLATION_BUDGETS,
     BUDGETS,
@@ -39,121 +39,12 @@ from byol.experiments.budgets import (
     EVAL_TRAIN_IMAGES,
     RUN_DEFAULTS,
 )
-from byol.experiments.variants import Variant, ablation_variants
+from byol.experiments.parallel import train_side_by_side
+from byol.experiments.variants import CLAIMS, Variant, ablation_variants
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.presets import preset
-from byol.run_folder import CHECKPOINT, RESUMABLE_CHANGES
-from byol.training.pretrain import pretrain
 
-EVAL_JSON = run_folder.ABLATION_EVAL
 EVAL_METHOD = "byol"  # Evaluation.encoder's name for a run's trained encoder, whatever its method
-
-
-# Fields that only one method reads: another method's run does not depend on them.
-METHOD_FIELDS = {
-    "simclr": ("simclr_temperature",),
-    "barlow": ("barlow_lambda", "barlow_projector_dim"),
-    "moco": ("moco_queue_size", "moco_temperature"),
-}
-
-
-def _comparable(config: Config) -> dict[str, Any]:
-    """The fields that decide what a run computes (not how it runs, nor other methods' knobs)."""
-    ignored = {f for m, fs in METHOD_FIELDS.items() if m != config.method for f in fs}
-    ignored |= RESUMABLE_CHANGES
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
-
-
-def _same_config(run_dir: Path, config: Config) -> bool:
-    saved = run_dir / run_folder.CONFIG
-    return saved.is_file() and _comparable(Config.load(saved)) == _comparable(config)
-
-
-def _finished(run_dir: Path) -> bool:
-    """Trained to the end (a run stopped early by max_minutes is resumed instead), or diverged."""
-    if (run_dir / run_folder.DIVERGED).is_file():
-        return True
-    summary = run_dir / run_folder.SUMMARY
-    return summary.is_file() and not json.loads(summary.read_text())["stopped_early"]
-
-
-def _config_mismatch(run_dir: Path, config: Config) -> ByolError:
-    saved = Config.load(run_dir / run_folder.CONFIG).to_dict()
-    wanted = config.to_dict()
-    changed = [
-        f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in _comparable(config) if saved[k] != wanted[k]
-    ]
-    return ByolError(
-        f"{run_dir} holds a run with another config ({'; '.join(changed)}); choose another "
-        "--out, or delete that folder to rerun it."
-    )
-
-
-def _shared_run(root: Path, config: Config) -> Path | None:
-    """A finished run anywhere under ``root`` whose config equals ``config``."""
-    for saved in sorted(root.glob("*/*/config.json")):
-        if _finished(saved.parent) and _same_config(saved.parent, config):
-            return saved.parent
-    return None
-
-
-def _train(config: Config, run_dir: Path, root: Path, quiet: bool) -> Path:
-    """The folder holding a finished run of ``config``: reused, resumed or trained here."""
-    if (run_dir / run_folder.CONFIG).is_file() and not _same_config(run_dir, config):
-        raise _config_mismatch(run_dir, config)  # never overwrite another experiment's run
-    if _finished(run_dir):
-        return run_dir
-    shared = _shared_run(root, config)
-    if shared is not None:
-        return shared
-    resume = (run_dir / CHECKPOINT).is_file()
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)  # an attempt that stopped before its first checkpoint
-    try:
-        pretrain(config, run_dir, resume=resume, quiet=quiet)
-    except TrainingDiverged as error:  # a result of the ablation, not a reason to stop it
-        run_folder.write_json(run_dir / run_folder.DIVERGED, {"error": str(error)})
-    return run_dir
-
-
-def _evaluate(
-    run_dir: Path, overrides: list[str], train_images: int, method: str
-) -> dict[str, float]:
-    """kNN and linear top-1 of ``run_dir``'s encoder (``method`` "byol") or of its random init
-    ("random-init"), by the protocols of ``byol eval`` (weighted kNN, the fast linear probe),
-    with a class-balanced subset of ``train_images`` labelled training images (0 = all) as kNN
-    bank and probe training set. Kept in the run's ablation_eval.json (not results.json, whose
-    numbers use every training image) and reused while the settings stay the same."""
-    path = run_dir / EVAL_JSON
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    eval_settings, _ = split_overrides(overrides)
-    key = json.dumps([method, train_images, dataclasses.asdict(eval_settings)], sort_keys=True)
-    if key in stored:
-        return stored[key]
-    evaluation = Evaluation(run_dir, None, overrides)  # the run's config, data and encoder
-    s, c, device = evaluation.settings, evaluation.config, evaluation.device
-    train = evaluation.train
-    if 0 < train_images < len(train):
-        train = subset(train, train_images, s.seed)
-    encoder = evaluation.encoder(method).to(device)
-
-    def features(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        view = probes.Transformed(dataset, evaluation.eval_transform)
-        return extract_features(encoder, view, device, c.eval_batch_size, evaluation.precision)
-
-    (train_x, train_y), (test_x, test_y) = features(train), features(evaluation.test)
-    k = s.knn_ks[-1]
-    knn = knn_evaluate(train_x, train_y, test_x, test_y, (k,), s.knn_temperature)
-    # The validation split that picks the probe's lr, as `byol eval linear` draws it.
-    n_val = max(evaluation.num_classes, int(round(s.val_fraction * len(train_y))))
-    val = subset_indices(train_y.numpy(), len(train_y), n_val, s.seed + 1)
-    linear = probes.linear_fast(
-        train_x, train_y, test_x, test_y, val, tuple(s.linear_lrs), s.linear_epochs,
-        s.linear_batch_size, s.seed,
-    )  # fmt: skip
-    stored[key] = {"knn_top1": knn[f"knn{k}_top1"], "linear_top1": linear.top1}
-    run_folder.write_json(path, stored)
-    return stored[key]
 
 
 @dataclass
@@ -163,6 +54,8 @@ class AblationSettings:
     # kNN bank and linear-probe training set: this many labelled training images (0 = all;
     # -1 = the preset's EVAL_TRAIN_IMAGES).
     eval_train_images: int = -1
+    # Every row is trained this many times, with seeds seed, seed + 1, ...: mean and spread.
+    seeds: int = 1
 
 
 def run_ablation(
@@ -171,80 +64,136 @@ def run_ablation(
     overrides: list[str] | None = None,
     out: Path | None = None,
     quiet: bool = False,
+    jobs: int = 1,
 ) -> Path:
-    """Run (or reuse) every variant of ``ablation``; write table.md, plot.png and results.json
-    into ``out/ablation`` and return that folder."""
+    """Run (or reuse) every variant of ``ablation`` with every seed, ``jobs`` runs at a time;
+    write table.md, plot.png and results.json into ``out/ablation`` and return that folder."""
     from byol.reporting.ablation_tables import write_report
 
+    started = time.perf_counter()
     overrides = list(overrides or [])
     # A key of both (seed) goes to both: `--set seed=1` repeats the whole experiment.
     config_overrides, eval_overrides, own = settings.split_by_owner(
         overrides, Config, EvalSettings, AblationSettings
     )
-    train_images = settings.apply_overrides(AblationSettings(), own).eval_train_images
+    own_settings = settings.apply_overrides(AblationSettings(), own, "ablation setting")
+    train_images = own_settings.eval_train_images
     if train_images < 0:
         train_images = EVAL_TRAIN_IMAGES.get(preset_name, 0)
     budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
     base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
     base = apply_overrides(base, config_overrides)
     base.validate()
+    if own_settings.seeds < 1 or jobs < 1:
+        raise ConfigError(f"seeds and --jobs must be at least 1, got {own_settings.seeds}, {jobs}.")
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     folder.mkdir(parents=True, exist_ok=True)
     runtime = [f"{k}={getattr(base, k)}" for k in ("threads", "device")]
     eval_overrides = EVAL_DEFAULTS + eval_overrides + runtime
 
-    variants = ablation_variants(ablation, base)
+    plan = _plan(ablation, base, own_settings.seeds, folder)
+    if jobs > 1:
+        say = functools.partial(_say, quiet=quiet)
+        say(f"training {len(plan)} runs, {jobs} at a time")
+        pending = _unfinished(plan, root)
+        train_side_by_side([(c, d, root) for _, c, d in pending], jobs, say)
     rows: list[dict[str, Any]] = []
-    for number, variant in enumerate(variants, 1):
-        started = time.perf_counter()
-        _say(f"[{number}/{len(variants)}] {variant.method} {variant.label}", quiet)
-        row = _run_variant(variant, base, folder, root, eval_overrides, train_images, quiet)
-        row["shared_with"] = _shared_label(Path(row["run_dir"]), folder / variant.key, root, rows)
+    for number, (variant, config, run_dir) in enumerate(plan, 1):
+        step_started = time.perf_counter()
+        _say(f"[{number}/{len(plan)}] {variant.method} {variant.label} seed {config.seed}", quiet)
+        row = _run_variant(variant, config, run_dir, root, eval_overrides, train_images, quiet)
+        row["shared_with"] = _shared_label(Path(row["run_dir"]), run_dir, root, rows)
         rows.append(row)
-        _say(f"    {_brief(row)} ({time.perf_counter() - started:.0f} s)", quiet)
+        _say(f"    {_brief(row)} ({time.perf_counter() - step_started:.0f} s)", quiet)
 
-    reference_run = next((Path(r["run_dir"]) for r in rows if r["status"] != "diverged"), None)
-    random_init = None
-    if reference_run is not None:
-        _say("random-init encoder (reference)", quiet)
-        random_init = _evaluate(reference_run, eval_overrides, train_images, "random-init")
+    references = _references(rows, eval_overrides, train_images, quiet)
     eval_settings, _ = split_overrides(eval_overrides)
     write_report(
-        folder, ablation, preset_name, base, eval_settings, train_images, rows, random_init,
-        overrides,
+        folder, ablation, preset_name, base, eval_settings, train_images, rows, references,
+        overrides, time.perf_counter() - started, CLAIMS.get(ablation, []), jobs,
     )  # fmt: skip
     return folder
 
 
+def _plan(
+    ablation: str, base: Config, seeds: int, folder: Path
+) -> list[tuple[Variant, Config, Path]]:
+    """(variant, its config, its run folder) for every seed, seed-major: a table cut short by a
+    stop has every row at its first seeds."""
+    plan = []
+    for index in range(seeds):
+        seeded = dataclasses.replace(base, seed=base.seed + index)
+        for variant in ablation_variants(ablation, seeded):
+            config = dataclasses.replace(seeded, method=variant.method, **variant.overrides)
+            config.validate()
+            name = variant.key if seeds == 1 else f"{variant.key}-seed{config.seed}"
+            plan.append((variant, config, folder / name))
+    return plan
+
+
+def _unfinished(plan: list[tuple[Variant, Config, Path]], root: Path) -> list:
+    """The planned runs still to train, each config once (rows may share a run)."""
+    pending, seen = [], set()
+    for variant, config, run_dir in plan:
+        key = json.dumps(comparable(config), sort_keys=True, default=list)
+        if key in seen or finished(run_dir) or shared_run(root, config) is not None:
+            continue
+        seen.add(key)
+        pending.append((variant, config, run_dir))
+    return pending
+
+
+def _references(
+    rows: list[dict[str, Any]], eval_overrides: list[str], train_images: int, quiet: bool
+) -> dict[str, list[dict[str, float]]]:
+    """Random init (one per seed: each seed starts from other weights) and raw pixels (once)."""
+    first_per_seed: dict[int, Path] = {}
+    for row in rows:
+        if row["status"] != "diverged":
+            first_per_seed.setdefault(row["seed"], Path(row["run_dir"]))
+    references: dict[str, list[dict[str, float]]] = {"random-init": [], "pixels": []}
+    for seed, run_dir in sorted(first_per_seed.items()):
+        _say(f"random-init encoder, seed {seed} (reference)", quiet)
+        references["random-init"].append(
+            evaluate_run(run_dir, eval_overrides, train_images, "random-init")
+        )
+    if first_per_seed:
+        _say("raw pixels (reference)", quiet)
+        run_dir = next(iter(first_per_seed.values()))
+        references["pixels"].append(evaluate_run(run_dir, eval_overrides, train_images, "pixels"))
+    return references
+
+
 def _run_variant(
     variant: Variant,
-    base: Config,
-    folder: Path,
+    config: Config,
+    run_dir: Path,
     root: Path,
     eval_overrides: list[str],
     train_images: int,
     quiet: bool,
 ) -> dict[str, Any]:
-    """Train (or reuse) one variant's run and score it: a row of the table."""
-    config = dataclasses.replace(base, method=variant.method, **variant.overrides)
-    config.validate()
+    """Train (or reuse) one run and score it: a row of the table."""
     try:
-        run_dir = _train(config, folder / variant.key, root, quiet)
+        run_dir = train_run(config, run_dir, root, quiet)
     except RunInterrupted as error:
         raise RunInterrupted(
             f"{error.args[0].split(';')[0]}; rerun the same `byol ablate` command to continue."
         ) from None
     row: dict[str, Any] = dict(
-        name=variant.name, label=variant.label, method=variant.method,
+        name=variant.name, label=variant.label, method=variant.method, seed=config.seed,
         paper=variant.paper, reference=variant.reference, run_dir=str(run_dir),
     )  # fmt: skip
     if (run_dir / run_folder.DIVERGED).is_file():
         row["status"] = "diverged"
         return row
     summary = run_folder.read_summary(run_dir) or {}
-    row.update(_evaluate(run_dir, eval_overrides, train_images, EVAL_METHOD))
+    row.update(evaluate_run(run_dir, eval_overrides, train_images, EVAL_METHOD))
     row["collapse"] = summary.get("collapse")
+    row["collapse_curve"] = [
+        r["collapse"] for r in run_folder.read_metrics(run_dir) if "loss" in r and "collapse" in r
+    ]
     row["train_s"] = summary.get("wall_time_s")
     collapsed = row["collapse"] is not None and row["collapse"] < COLLAPSED_BELOW
     row["status"] = "collapsed" if collapsed else "ok"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import shlex
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from byol.config import METHODS, Config
 from byol.evaluation.eval_settings import EvalSettings
+from byol.methods.losses import COLLAPSED_BELOW
+from byol.reporting.verdicts import Claim, Stat, aggregate, judge
 from byol.run_folder import write_bytes, write_text
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"
@@ -19,19 +22,6 @@ def _number(value: Any, sign: bool = False) -> str:
     if isinstance(value, (int, float)):
         return f"{value:+.1f}" if sign else f"{value:.1f}"
     return value or "–"
-
-
-def _delta(rows: list[dict[str, Any]], row: dict[str, Any], key: str) -> float | None:
-    """``row[key]`` minus the same method's value on the reference variant."""
-    reference = next(
-        (r for r in rows if r["name"] == row["reference"] and r["method"] == row["method"]), None
-    )
-    if reference is None or reference is row:
-        return None
-    mine, theirs = row.get(key), reference.get(key)
-    if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)):
-        return mine - theirs
-    return None
 
 
 def _setup(config: Config, settings: EvalSettings, train_images: int) -> str:
@@ -57,87 +47,120 @@ def markdown(
     settings: EvalSettings,
     train_images: int,
     rows: list[dict[str, Any]],
-    random_init: dict[str, float] | None,
+    references: dict[str, list[dict[str, float]]],
     command: str,
+    claims: list[Claim],
 ) -> str:
+    stats = aggregate(rows)
+    random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
+    seeds = sorted({r["seed"] for r in rows if "seed" in r})
     lines = [
         f"# Ablation `{ablation}` on the `{preset_name}` preset\n",
         _setup(config, settings, train_images),
-        f"Command: `{command}`\n",
-        "| variant | method | kNN | linear | Δ linear | collapse | status | paper | paper Δ |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+        f"Command: `{command}`; {len(seeds)} seed(s) per row ({', '.join(map(str, seeds))}); "
+        f"training time {_train_minutes(rows):.0f} min, summed over the runs (runs side by "
+        "side with --jobs share it).\n",
+        "| variant | method | kNN | linear | collapse | runs | paper |",
+        "|---|---|---:|---:|---:|---|---:|",
     ]
-    for row in rows:
-        status = row["status"]
-        if row.get("shared_with"):
-            status += f" (shared: {row['shared_with']})"
+    for (name, method), group in stats.items():
+        row = next(r for r in rows if r["name"] == name and r["method"] == method)
+        runs = [r for r in rows if r["name"] == name and r["method"] == method]
+        statuses = ", ".join(
+            f"{n} {s}" for s, n in Counter(r["status"] for r in runs).most_common()
+        )
+        shared = {r["shared_with"] for r in runs if r.get("shared_with")}
+        if shared:
+            statuses += f" (shared: {', '.join(sorted(shared))})"
         cells = [
-            row["label"],
-            METHODS[row["method"]],
-            _number(row.get("knn_top1")),
-            _number(row.get("linear_top1")),
-            _number(_delta(rows, row, "linear_top1"), sign=True),
-            f"{row['collapse']:.3f}" if isinstance(row.get("collapse"), float) else "–",
-            status,
+            row["label"], METHODS[method], _stat(group.get("knn_top1")),
+            _stat(group.get("linear_top1")), _stat(group.get("collapse"), 3), statuses,
             _number(row["paper"]),
-            _number(_delta(rows, row, "paper"), sign=True),
-        ]
+        ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    if random_init is not None:
-        knn, linear = _number(random_init["knn_top1"]), _number(random_init["linear_top1"])
-        lines.append(f"| random-init encoder (no pretraining) | – | {knn} | {linear} | | | | | |")
+    for name, label in (("random-init", "random-init encoder"), ("pixels", "raw pixels")):
+        values = references.get(name) or []
+        if values:
+            knn = _stat(Stat.of([v["knn_top1"] for v in values]))
+            linear = _stat(Stat.of([v["linear_top1"] for v in values]))
+            lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(values)} | |")
+    lines += ["", "## Verdicts (judged on kNN top-1: a difference counts beyond its spread)", ""]
+    lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
+    for verdict in (judge(c, stats, random_init) for c in claims):
+        claim = verdict.claim
+        lines.append(f"| {claim.text} | {claim.paper} | {verdict.effect} | {verdict.verdict} |")
     lines += [
         "",
-        "Δ: difference to the same method's row "
-        f"`{rows[0]['reference'] if rows else ''}` (percentage points). shared: the run of an "
-        "identical config, made for another row or ablation, is reused. collapse: standard "
-        "deviation of the l2-normalised projections over the last logged batch, times "
-        "sqrt(dim); about 1 when spread over every dimension, sqrt(k/d) when spread evenly over "
-        "only k of d dimensions, 0 for a constant. Below 0.1 (under 1% of the dimensions in use) "
-        "a run is reported as collapsed; its kNN and linear numbers are still given.",
+        "Cells are mean ± standard deviation over seeds. Spread of a difference: the sum of the "
+        "standard deviations of what it is made of. collapse: standard deviation of the "
+        "l2-normalised projections over the last logged batch, times sqrt(dim); about 1 when "
+        "spread over every dimension, 0 for a constant. Below 0.1 a run is reported as "
+        "collapsed; its kNN and linear numbers are still given. shared: the run of an identical "
+        "config, made for another row or ablation, is reused.",
         "",
     ]
     return "\n".join(lines)
 
 
-def plot(path: Path, ablation: str, rows: list[dict[str, Any]], random_init: dict | None) -> None:
-    """Left: our linear top-1 (bars, hatched when collapsed) and kNN (dots); right: the paper."""
-    import matplotlib
+def _train_minutes(rows: list[dict[str, Any]]) -> float:
+    """The runs' own wall times (summary.json), each run once: the same on every reuse."""
+    seconds = {r["run_dir"]: r.get("train_s") or 0.0 for r in rows}
+    return sum(seconds.values()) / 60
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _stat(stat: Stat | None, digits: int = 1) -> str:
+    if stat is None:
+        return "–"
+    if stat.n == 1:
+        return f"{stat.mean:.{digits}f}"
+    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+
+
+def plot(
+    path: Path, ablation: str, rows: list[dict[str, Any]], references: dict[str, list[dict]]
+) -> None:
+    """Left: our kNN top-1, mean over seeds with the standard deviation as error bar, hatched
+    when collapsed, and the references as lines; middle: the collapse metric over training;
+    right: the paper's numbers."""
+    plt = _pyplot()
+    stats = aggregate(rows)
     names = list(dict.fromkeys(r["name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / len(methods)
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(names) * 2), 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(max(12, 1.1 * len(names) * 3), 4.5))
     for m, method in enumerate(methods):
-        colour = f"C{m}"
-        for r in rows:
-            if r["method"] != method:
-                continue
-            x = names.index(r["name"]) - 0.4 + width * (m + 0.5)
-            if isinstance(r.get("linear_top1"), float):
-                hatch = "//" if r["status"] == "collapsed" else None
-                label = METHODS[method] if r is _first(rows, method) else None
-                axes[0].bar(x, r["linear_top1"], width, color=colour, hatch=hatch, label=label)
-                axes[0].plot(x, r["knn_top1"], "o", color="black", markersize=4)
-            if isinstance(r["paper"], (int, float)):
-                axes[1].bar(x, r["paper"], width, color=colour)
-            if r["paper"] is not None:
-                text = _number(r["paper"])
-                axes[1].text(x, 2 + (r["paper"] if text != "collapse" else 0), text,
-                             rotation=90, ha="center", va="bottom", fontsize=8)  # fmt: skip
-    if random_init is not None:
-        axes[0].axhline(random_init["linear_top1"], color="grey", ls="--", label="random init")
-    axes[0].plot([], [], "o", color="black", markersize=4, label="kNN")
-    axes[0].set_title("ours: linear (bars), kNN (dots), hatched = collapsed", fontsize=10)
-    axes[1].set_title("paper: ImageNet linear top-1, 300 epochs", fontsize=10)
-    axes[0].set_ylabel("test top-1 (%)")
-    for ax in axes:
+        for name in names:
+            group = stats.get((name, method), {})
+            x = names.index(name) - 0.4 + width * (m + 0.5)
+            knn = group.get("knn_top1")
+            if knn is not None:
+                collapsed = "collapse" in group and group["collapse"].mean < COLLAPSED_BELOW
+                label = METHODS[method] if name == names[0] else None
+                axes[0].bar(x, knn.mean, width, yerr=knn.std, color=f"C{m}", capsize=3,
+                            hatch="//" if collapsed else None, label=label)  # fmt: skip
+            paper = next(r["paper"] for r in rows if (r["name"], r["method"]) == (name, method))
+            if isinstance(paper, (int, float)):
+                axes[2].bar(x, paper, width, color=f"C{m}")
+    for name, label, style in (("random-init", "random init", "--"), ("pixels", "pixels", ":")):
+        values = [v["knn_top1"] for v in references.get(name) or []]
+        if values:
+            axes[0].axhline(sum(values) / len(values), color="grey", ls=style, label=label)
+    for (name, method), _ in stats.items():
+        mine = [r for r in rows if (r["name"], r["method"]) == (name, method)]
+        curves = [r["collapse_curve"] for r in mine if r.get("collapse_curve")]
+        if curves:
+            length = min(len(c) for c in curves)
+            mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+            axes[1].plot(mean, label=f"{name} ({method})")
+    axes[1].axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
+    axes[0].set_title("ours: kNN top-1, mean ± std over seeds", fontsize=10)
+    axes[1].set_title("collapse metric over training (logged steps)", fontsize=10)
+    axes[2].set_title("paper: ImageNet linear top-1, 300 epochs", fontsize=10)
+    for ax in (axes[0], axes[2]):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_ylim(0, 100)
     axes[0].legend(fontsize=8, loc="lower left")
+    axes[1].legend(fontsize=7)
     fig.suptitle(f"byol ablate {ablation}")
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -146,10 +169,13 @@ def plot(path: Path, ablation: str, rows: list[dict[str, Any]], random_init: dic
     write_bytes(path, buffer.getvalue())
 
 
-def _first(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
-    return next(
-        r for r in rows if r["method"] == method and isinstance(r.get("linear_top1"), float)
-    )
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def write_report(
@@ -160,21 +186,27 @@ def write_report(
     settings: EvalSettings,
     train_images: int,
     rows: list[dict[str, Any]],
-    random_init: dict[str, float] | None,
+    references: dict[str, list[dict[str, float]]],
     overrides: list[str],
-) -> None:
+    wall_s: float,
+    claims: list[Claim],
+    jobs: int = 1,
+) -> str:
+    """table.md, plot.png and results.json in ``folder``; returns the table's text."""
     command = shlex.join(
         ["byol", "ablate", ablation, "--preset", preset_name]
+        + (["--jobs", str(jobs)] if jobs > 1 else [])
         + [part for item in overrides for part in ("--set", item)]
     )
     text = markdown(
-        ablation, preset_name, config, settings, train_images, rows, random_init, command
+        ablation, preset_name, config, settings, train_images, rows, references, command, claims
     )
     write_text(folder / TABLE_MD, text)
-    plot(folder / PLOT_PNG, ablation, rows, random_init)
+    plot(folder / PLOT_PNG, ablation, rows, references)
     record = dict(
         ablation=ablation, preset=preset_name, command=command, config=config.to_dict(),
         eval_settings=vars(settings), eval_train_images=train_images, rows=rows,
-        random_init=random_init,
+        references=references, wall_s=wall_s,
     )  # fmt: skip
     write_text(folder / RESULTS_JSON, json.dumps(record, indent=2, default=list) + "\n")
+    return text

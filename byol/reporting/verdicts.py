@@ -1,0 +1,137 @@
+"""Each of the paper's claims judged against what an ablation measured, with seeds.
+
+A difference counts only when it exceeds its spread: the sum of the standard deviations (over
+seeds) of the numbers it is made of. With one seed there is no spread, and no verdict but "not
+shown". Every claim is judged on kNN top-1, the protocol every ablation row has.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from byol.methods.losses import COLLAPSED_BELOW
+
+HOLDS, NOT_SHOWN, CONTRADICTED = "holds", "not shown", "contradicted"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and standard deviation over seeds (std 0 and n 1 for a single run)."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat | None:
+        values = [v for v in values if isinstance(v, (int, float))]
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), std, len(values))
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One sentence of the paper and how to test it on an ablation's rows.
+
+    kind "collapses": ``variant`` learns nothing beyond random init, or its collapse metric falls
+    under ``COLLAPSED_BELOW``. kind "worse": ``variant`` scores below ``reference``. kind
+    "drops_less": from ``reference`` to ``variant``, ``method`` loses less than ``other``.
+    """
+
+    text: str
+    kind: str
+    variant: str
+    reference: str = ""
+    method: str = "byol"
+    other: str = ""
+    paper: str = ""  # the paper's numbers behind the claim
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: Claim
+    verdict: str
+    effect: str  # the measured effect with its spread, in words
+
+
+def judge(claim: Claim, stats: dict[tuple[str, str], dict[str, Stat]], random_init: Stat | None):
+    """The verdict of ``claim`` from ``stats[(variant, method)]["knn_top1" | "collapse"]``."""
+    knn = {key: row.get("knn_top1") for key, row in stats.items()}
+    mine = knn.get((claim.variant, claim.method))
+    if mine is None:
+        return Verdict(claim, NOT_SHOWN, "not measured")
+    if claim.kind == "collapses":
+        return _collapses(claim, mine, stats[(claim.variant, claim.method)].get("collapse"),
+                          random_init)  # fmt: skip
+    if claim.kind == "worse":
+        reference = knn.get((claim.reference, claim.method))
+        if reference is None:
+            return Verdict(claim, NOT_SHOWN, "reference not measured")
+        return _compare(claim, reference.mean - mine.mean, reference.std + mine.std,
+                        min(reference.n, mine.n), "below the reference by")  # fmt: skip
+    if claim.kind == "drops_less":
+        parts = [knn.get(key) for key in (
+            (claim.reference, claim.method), (claim.variant, claim.method),
+            (claim.reference, claim.other), (claim.variant, claim.other),
+        )]  # fmt: skip
+        if any(p is None for p in parts):
+            return Verdict(claim, NOT_SHOWN, "not every row measured")
+        ref_a, var_a, ref_b, var_b = parts
+        drop_a, drop_b = ref_a.mean - var_a.mean, ref_b.mean - var_b.mean
+        spread = sum(p.std for p in parts)
+        n = min(p.n for p in parts)
+        verdict = _compare(claim, drop_b - drop_a, spread, n, "smaller drop by")
+        effect = f"drops {drop_a:+.2f} ({claim.method}) vs {drop_b:+.2f} ({claim.other}); "
+        return Verdict(claim, verdict.verdict, effect + verdict.effect)
+    raise ValueError(f"unknown claim kind {claim.kind!r}")
+
+
+def _compare(claim: Claim, difference: float, spread: float, n: int, words: str) -> Verdict:
+    """``difference`` > 0 is the claim's direction."""
+    effect = f"{words} {difference:+.2f} (spread {spread:.2f}, {n} seed{'s' if n > 1 else ''})"
+    if n < 2:
+        return Verdict(claim, NOT_SHOWN, effect + "; one seed gives no spread")
+    if difference > spread:
+        return Verdict(claim, HOLDS, effect)
+    if -difference > spread:
+        return Verdict(claim, CONTRADICTED, effect)
+    return Verdict(claim, NOT_SHOWN, effect + "; within the spread")
+
+
+def _collapses(claim: Claim, mine: Stat, collapse: Stat | None, random_init: Stat | None):
+    if collapse is not None and collapse.mean < COLLAPSED_BELOW:
+        return Verdict(claim, HOLDS, f"collapse metric {collapse} (< {COLLAPSED_BELOW})")
+    metric = f"collapse metric {collapse}" if collapse is not None else "no collapse metric"
+    if random_init is None:
+        return Verdict(claim, NOT_SHOWN, f"{metric}; no random-init reference")
+    above = mine.mean - random_init.mean
+    spread = mine.std + random_init.std
+    n = min(mine.n, random_init.n)
+    effect = f"{metric}; kNN {above:+.2f} over random init (spread {spread:.2f}, {n} seeds)"
+    if n < 2:
+        return Verdict(claim, NOT_SHOWN, effect + "; one seed gives no spread")
+    if above <= spread:  # learned nothing the random encoder did not already give
+        return Verdict(claim, HOLDS, effect)
+    return Verdict(claim, CONTRADICTED, effect)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Stat]]:
+    """Rows of single runs -> {(variant, method): {metric: Stat over seeds}}."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("status") != "diverged":
+            grouped.setdefault((row["name"], row["method"]), []).append(row)
+    out = {}
+    for key, runs in grouped.items():
+        stats = {
+            m: Stat.of([r.get(m) for r in runs]) for m in ("knn_top1", "linear_top1", "collapse")
+        }
+        out[key] = {m: s for m, s in stats.items() if s is not None}
+    return out
