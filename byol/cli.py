@@ -1,18 +1,10 @@
-"""The `byol` command.
+"""The `byol` command: pretrain, eval, export, report, ablate, presets, config.
 
-byol pretrain                       # the CPU default: Fashion-MNIST, about 10 minutes
-byol pretrain --preset cifar10 --set epochs=100 --set device=cuda
-byol pretrain --resume runs/fashion-mnist   # continue a stopped run where it stopped
+byol pretrain                       # the CPU default: Fashion-MNIST, about 11 minutes
 byol pretrain --resume auto --run-dir runs/x   # continue runs/x if it has a checkpoint, else start
-byol pretrain --method simclr       # a baseline (simclr | barlow | moco), same data and loop
-byol ablate target                  # the paper's ablation, at the preset's scale: table + plot
-torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
-byol presets                        # list presets;  byol config --preset stl10: show one
 byol eval all runs/fashion-mnist    # kNN, linear, 1% / 10% labels; BYOL vs references
-byol eval knn runs/fashion-mnist --random-init
-byol eval transfer runs/cifar10 --dataset fashion-mnist --set transfer_fractions=0.1
-byol export runs/fashion-mnist      # embeddings .npy + a picture of nearest neighbours
-byol report runs/fashion-mnist      # one self-contained HTML page: curves, tables, embeddings
+byol ablate all --set seeds=3 --jobs 2          # every ablation table and its verdicts
+torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
 """
 
 from __future__ import annotations

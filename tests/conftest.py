@@ -1,19 +1,24 @@
-"""Suite-wide: what one run of the suite wrote to disk, printed at the end (it must stay small)."""
+"""Suite-wide: what one run of the suite wrote, printed at the end (it must stay small)."""
 
 import resource
 from pathlib import Path
 
 
-def _written_bytes() -> int:
-    """Bytes this process passed to write(), plus the block output of its finished children."""
-    own = 0
+def _written() -> tuple[float, float]:
+    """(GB passed to write() by this process, GB of block output of it and its children)."""
+    wchar = 0
     io = Path("/proc/self/io")
     if io.is_file():
         fields = dict(line.split(": ") for line in io.read_text().splitlines())
-        own = int(fields["wchar"])
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
-    return own + children
+        wchar = int(fields["wchar"])
+    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    blocks = sum(resource.getrusage(w).ru_oublock for w in who)
+    return wchar / 1e9, blocks * 512 / 1e9
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
-    terminalreporter.write_line(f"disk written by this run: {_written_bytes() / 1e9:.2f} GB")
+    calls, disk = _written()
+    terminalreporter.write_line(
+        f"written by this run: {calls:.2f} GB through write() in the test process (files, pipes, "
+        f"sockets), {disk:.2f} GB to disk by it and its children"
+    )

@@ -97,7 +97,9 @@ def run_dir(tmp_path_factory) -> Path:
             Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
     run = root / "run"
     run.mkdir()
-    config = dataclasses.replace(preset("fashion-mnist"), dataset=str(root / "data"))
+    config = dataclasses.replace(
+        preset("fashion-mnist"), dataset=str(root / "data"), backbone="resnet18-narrow"
+    )
     save_config(run, config)
     torch.manual_seed(1)  # not the seed-0 random-init reference
     encoder, _ = build_backbone(config.backbone, config.cifar_stem)
@@ -171,7 +173,7 @@ def test_export_writes_embeddings_and_a_picture(run_dir):
     assert main([*argv, "--set", "device=cpu"]) == 0
     embeddings = np.load(next(out.glob("*-test-embeddings.npy")))
     labels = np.load(next(out.glob("*-test-labels.npy")))
-    assert embeddings.shape == (100, 512) and labels.shape == (100,)
+    assert embeddings.shape == (100, 64) and labels.shape == (100,)  # the narrow ResNet: 64-d
     sources = json.loads(next(out.glob("*-test-sources.json")).read_text())
     assert sources["source"][0].endswith(".png")
     with Image.open(next(out.glob("*-neighbours.png"))) as picture:

@@ -46,6 +46,7 @@ def noise_folder(root: Path, count: int = 64, size: int = 16) -> Path:
 def tiny_settings(folder: Path, epochs: int = 3, every: int = 2) -> list[str]:
     items = [
         f"dataset={folder}",
+        "backbone=resnet18-narrow",  # 1/8-width ResNet-18: behaviour, not accuracy
         "image_size=16",
         "batch_size=16",
         f"epochs={epochs}",
@@ -174,8 +175,11 @@ def test_full_disk_during_a_run_stops_with_one_line_and_resume_finishes(
 ) -> None:
     folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
     settings = tiny_settings(folder, epochs=1, every=1)
-    # Room for two checkpoints (128 MiB each once the optimizer has momentum), not three.
-    monkeypatch.setattr(os, "write", DiskFull(allowed=300 * 2**20))
+    # Room for two checkpoints (as large as one written after a first step), not three.
+    probe = tmp_path / "probe"
+    assert main(pretrain_argv(probe, [*settings, "--set", "max_minutes=1e-9"])) == 0
+    checkpoint_bytes = (probe / CHECKPOINT).stat().st_size
+    monkeypatch.setattr(os, "write", DiskFull(allowed=int(2.5 * checkpoint_bytes)))
     assert main(pretrain_argv(run, settings)) == 2
     monkeypatch.undo()
     err = capsys.readouterr().err.strip()

@@ -30,7 +30,7 @@ from byol.data.images import (
     TensorImageDataset,
     decode_image,
 )
-from byol.data.info import DatasetInfo, default_data_dir
+from byol.data.info import KNOWN_DATASETS, DatasetInfo, default_data_dir
 from byol.data.subsets import labelled, subset, subset_indices
 from byol.data.torchvision_sets import load_cifar, load_stl10
 from byol.errors import DatasetError, DatasetNotFoundError
@@ -44,14 +44,6 @@ _KNOWN_STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, fl
     "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
-KNOWN_DATASETS = (
-    "fashion-mnist",
-    "cifar10",
-    "cifar100",
-    "stl10",
-    "cifar10-jpeg",
-    "imagenet",
-)
 
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
@@ -109,6 +101,7 @@ def load_datasets(
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "KNOWN_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DatasetError",

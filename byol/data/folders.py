@@ -9,7 +9,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from byol.data.images import ImageFolderDataset, folder_stats, to_memory, unreadable_summary
-from byol.data.info import DatasetInfo
+from byol.data.info import KNOWN_DATASETS, DatasetInfo
 from byol.errors import DatasetError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def load_folder(
 ) -> tuple[Dataset, Dataset | None, DatasetInfo]:
     if not path.exists():
         raise DatasetNotFoundError(
-            f"Dataset '{path}' is neither a known dataset name nor an "
+            f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
             "existing image folder; check the path."
         )
     if not path.is_dir():
