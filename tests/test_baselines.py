@@ -379,6 +379,18 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
     assert main(args) == 0
     assert (folder / "table.md").read_text() == table
 
+    # `byol ablate all` gathers the tables (here the one finished above, every run reused).
+    from byol.experiments import reproduce
+
+    monkeypatch.setattr(reproduce, "ABLATIONS", ("predictor",))
+    assert main(["ablate", "all", "--quiet", "--out", str(out), *args[5:]]) == 0
+    report = (out / "report.md").read_text()
+    assert "byol ablate all" in report and "Machine:" in report and "Date:" in report
+    assert (
+        "## `byol ablate predictor`" in report and "without the predictor BYOL collapses" in report
+    )
+    assert "(predictor/plot.png)" in report
+
     # An interrupted ablation continues: only the missing run is trained (and scored) again.
     from byol.experiments import ablate
 
