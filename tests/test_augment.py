@@ -360,7 +360,7 @@ def test_two_views_are_different_draws_and_reproducible():
 
 
 def test_two_views_applies_first_then_second_pipeline():
-    plain = ViewSpec(
+    plain = ViewSpec.paper(
         crop_scale=(1.0, 1.0),
         flip_prob=0.0,
         jitter_prob=0.0,

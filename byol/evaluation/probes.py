@@ -35,7 +35,7 @@ def crop_flip_transform(
     crop_scale: tuple[float, float] = (0.08, 1.0),
 ) -> ViewTransform:
     """The paper's training augmentation for supervised heads: random resized crop + flip only."""
-    spec = ViewSpec(
+    spec = ViewSpec.paper(
         crop_scale=crop_scale,
         jitter_prob=0.0,
         grayscale_prob=0.0,

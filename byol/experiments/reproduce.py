@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import datetime
 import platform
-import shlex
 from pathlib import Path
 
 from byol.experiments.ablate import run_ablation
 from byol.experiments.variants import ABLATIONS
-from byol.reporting.ablation_tables import PLOT_PNG, TABLE_MD
+from byol.reporting.ablation_tables import PLOT_PNG, TABLE_MD, ablate_command
 from byol.run_folder import write_text
 
 REPORT_MD = "report.md"
@@ -41,11 +40,7 @@ def run_all(
     """Run every ablation, then write ``out/report.md``; return its path."""
     root = Path(out or f"runs/ablations/{preset_name}")
     overrides = list(overrides or [])
-    command = shlex.join(
-        ["byol", "ablate", "all", "--preset", preset_name]
-        + (["--jobs", str(jobs)] if jobs > 1 else [])
-        + [part for item in overrides for part in ("--set", item)]
-    )
+    command = ablate_command("all", preset_name, overrides, jobs)
     sections = []
     for ablation in ABLATIONS:
         folder = run_ablation(ablation, preset_name, overrides, root, quiet, jobs)

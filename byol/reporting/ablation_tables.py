@@ -178,6 +178,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def ablate_command(name: str, preset_name: str, overrides: list[str], jobs: int = 1) -> str:
+    """The `byol ablate` command line that reproduces a table (or, with name "all", all)."""
+    return shlex.join(
+        ["byol", "ablate", name, "--preset", preset_name]
+        + (["--jobs", str(jobs)] if jobs > 1 else [])
+        + [part for item in overrides for part in ("--set", item)]
+    )
+
+
 def write_report(
     folder: Path,
     ablation: str,
@@ -193,11 +202,7 @@ def write_report(
     jobs: int = 1,
 ) -> str:
     """table.md, plot.png and results.json in ``folder``; returns the table's text."""
-    command = shlex.join(
-        ["byol", "ablate", ablation, "--preset", preset_name]
-        + (["--jobs", str(jobs)] if jobs > 1 else [])
-        + [part for item in overrides for part in ("--set", item)]
-    )
+    command = ablate_command(ablation, preset_name, overrides, jobs)
     text = markdown(
         ablation, preset_name, config, settings, train_images, rows, references, command, claims
     )

@@ -12,21 +12,27 @@ from byol.config import Config
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One view pipeline. Each field is the Config field of the same name."""
+    """One view pipeline. Each field is the Config field of the same name (for T and T' alike, or
+    one element of Config's (T, T') pair); the values come from a Config, never from here."""
 
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_prob: float = 0.5
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
-    blur_prob: float = 1.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel_fraction: float = 0.1
-    solarize_prob: float = 0.0
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    flip_prob: float
+    jitter_prob: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    grayscale_prob: float
+    blur_prob: float
+    blur_sigma: tuple[float, float]
+    blur_kernel_fraction: float
+    solarize_prob: float
+
+    @classmethod
+    def paper(cls, **changes: object) -> ViewSpec:
+        """T of the paper's defaults (Config()), with ``changes``."""
+        return dataclasses.replace(view_specs(Config())[0], **changes)
 
 
 # Config holds these as (T, T'); every other ViewSpec field is shared by both views.
