@@ -118,46 +118,8 @@ class Config:
     eval_crop_fraction: float = 0.875  # eval view: resize to size/fraction, centre-crop size
 
     def validate(self) -> None:
-        choices = {
-            "optimizer": ("lars", "sgd", "adamw"),
-            "precision": ("auto", "fp32", "bf16"),
-            "views": ("auto", "batched", "per-image"),
-            "method": METHODS,
-            "tau_schedule": ("cosine", "constant"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(
-                    f"{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}."
-                )
-        if self.backbone not in BACKBONES:
-            raise ConfigError(
-                f"backbone={self.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}."
-            )
-        for key in (
-            "batch_size",
-            "epochs",
-            "image_size",
-            "projection_dim",
-            "accumulation_steps",
-            "simclr_temperature",
-            "barlow_projector_dim",
-            "moco_queue_size",
-            "moco_temperature",
-            "predictor_lr_scale",
-        ):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}.")
-        if self.batch_size == 1:
-            raise ConfigError("batch_size must be at least 2: batch norm needs two images.")
-        if self.predictor_warmup_steps < 0:
-            raise ConfigError(
-                f"predictor_warmup_steps must be >= 0, got {self.predictor_warmup_steps}."
-            )
-        if self.schedule_epochs < 0:
-            raise ConfigError(f"schedule_epochs must be >= 0, got {self.schedule_epochs}.")
-        if not 0.0 <= self.tau_base <= 1.0:
-            raise ConfigError(f"tau_base must lie in [0, 1], got {self.tau_base}.")
+        """Every field against its rule (RULES below): one ConfigError naming the first bad one."""
+        settings.check_rules(self, RULES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,6 +138,71 @@ class Config:
             return from_dict(values)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
+
+
+R = settings.Rule
+PROBABILITY = R(low=0.0, high=1.0)
+POSITIVE, COUNT, AT_LEAST_ONE = R(above=0.0), R(low=0), R(low=1)
+# What each field accepts beyond its type; tests/test_config.py checks that every field has a rule
+# (or is a bool, which the parser already restricts) and sweeps each with a value out of range.
+RULES: dict[str, settings.Rule] = {
+    "dataset": R(nonempty=True),
+    "image_size": R(low=8),  # below 8 px a ResNet's stride-32 trunk sees less than a pixel
+    "train_subset": COUNT,
+    "backbone": R(choices=tuple(BACKBONES)),
+    "projector_hidden_dim": AT_LEAST_ONE,
+    "projection_dim": AT_LEAST_ONE,
+    "predictor_hidden_dim": AT_LEAST_ONE,
+    "method": R(choices=tuple(METHODS)),
+    "predictor_warmup_steps": COUNT,
+    "predictor_lr_scale": POSITIVE,
+    "simclr_temperature": POSITIVE,
+    "barlow_lambda": R(low=0.0),
+    "barlow_projector_dim": AT_LEAST_ONE,
+    "moco_queue_size": AT_LEAST_ONE,
+    "moco_temperature": POSITIVE,
+    "crop_scale": R(above=0.0, high=1.0, ordered=True),
+    "crop_ratio": R(above=0.0, ordered=True),
+    "flip_prob": PROBABILITY,
+    "jitter_prob": PROBABILITY,
+    "brightness": R(low=0.0),
+    "contrast": R(low=0.0),
+    "saturation": R(low=0.0),
+    "hue": R(low=0.0, high=0.5),
+    "grayscale_prob": PROBABILITY,
+    "blur_prob": PROBABILITY,
+    "blur_sigma": R(above=0.0, ordered=True),
+    "blur_kernel_fraction": R(above=0.0, high=1.0),
+    "solarize_prob": PROBABILITY,
+    "optimizer": R(choices=("lars", "sgd", "adamw")),
+    "base_lr": POSITIVE,
+    "batch_size": R(low=2),  # batch norm needs two images
+    "weight_decay": R(low=0.0),
+    "momentum": R(low=0.0, high=0.999),
+    "lars_trust_coefficient": POSITIVE,
+    "epochs": AT_LEAST_ONE,
+    "warmup_epochs": R(low=0.0),
+    "schedule_epochs": R(low=0.0),
+    "tau_base": PROBABILITY,
+    "tau_schedule": R(choices=("cosine", "constant")),
+    "accumulation_steps": AT_LEAST_ONE,
+    "device": R(pattern=r"auto|cpu|cuda|cuda:[0-9]+|mps"),
+    "precision": R(choices=("auto", "fp32", "bf16")),
+    "views": R(choices=("auto", "batched", "per-image")),
+    "num_workers": COUNT,
+    "threads": COUNT,
+    "seed": R(low=0, high=2**32 - 1),
+    "log_every_steps": AT_LEAST_ONE,
+    "checkpoint_every_steps": COUNT,
+    "max_minutes": R(low=0.0),
+    "knn_k": AT_LEAST_ONE,
+    "knn_temperature": POSITIVE,
+    "knn_every_epochs": COUNT,
+    "knn_bank_subset": COUNT,
+    "eval_batch_size": AT_LEAST_ONE,
+    "eval_crop_fraction": R(above=0.0, high=1.0),
+    "data_dir": R(),  # any path, "" for the usual place: checked where it is read
+}
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

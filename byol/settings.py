@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from byol.errors import ConfigError
@@ -138,3 +140,62 @@ def from_dict(settings_class: type, values: dict[str, Any], what: str = "config 
         check_key(key, names, what)
         typed[key] = typed_value(key, value, getattr(defaults, key))
     return dataclasses.replace(defaults, **typed)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What values a setting accepts, beyond its type: bounds (``low``/``high`` inclusive,
+    ``above`` exclusive), a set of ``choices``, a ``pattern``, or a (low, high) pair that must be
+    ``ordered``. Bounds apply to each element of a tuple."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    choices: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    ordered: bool = False
+    nonempty: bool = False
+
+    def valid(self) -> str:
+        """What is valid, in words."""
+        if self.choices is not None:
+            return f"one of {', '.join(map(str, self.choices))}"
+        if self.pattern is not None:
+            return f"of the form {self.pattern.replace('|', ' or ')}"
+        if self.nonempty:
+            return "a name or a path, not empty"
+        parts = []
+        if self.above is not None:
+            parts.append(f"> {self.above:g}")
+        if self.low is not None:
+            parts.append(f">= {self.low:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        words = " and ".join(parts) or "any value"
+        return f"{words}, low <= high" if self.ordered else words
+
+    def accepts(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if self.pattern is not None:
+            return re.fullmatch(self.pattern, str(value)) is not None
+        if self.nonempty:
+            return bool(str(value).strip())
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if self.low is not None and v < self.low:
+                return False
+            if self.high is not None and v > self.high:
+                return False
+            if self.above is not None and v <= self.above:
+                return False
+        return not (self.ordered and len(values) == 2 and values[0] > values[1])
+
+
+def check_rules(settings: Any, rules: dict[str, Rule]) -> None:
+    """A ConfigError naming the first field whose value its rule refuses, the value and what is
+    valid."""
+    for key, rule in rules.items():
+        value = getattr(settings, key)
+        if not rule.accepts(value):
+            raise ConfigError(f"{key}={value!r} is out of range: valid is {rule.valid()}.")

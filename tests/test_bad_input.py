@@ -283,8 +283,8 @@ CLI_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "wrong_type": (lambda tmp: ["batch_size=big"], ["batch_size='big'", "int"]),
     "tuple_wrong_length": (lambda tmp: ["blur_prob=0.5"], ["blur_prob", "2 comma-separated"]),
     "not_key_value": (lambda tmp: ["epochs"], ["key=value"]),
-    "batch_of_one": (lambda tmp: ["batch_size=1"], ["batch_size", "at least 2"]),
-    "negative_epochs": (lambda tmp: ["epochs=-3"], ["epochs", "positive"]),
+    "batch_of_one": (lambda tmp: ["batch_size=1"], ["batch_size=1", ">= 2"]),
+    "negative_epochs": (lambda tmp: ["epochs=-3"], ["epochs=-3", ">= 1"]),
     "unknown_backbone": (lambda tmp: ["backbone=vgg16"], ["backbone", "resnet18"]),
 }
 

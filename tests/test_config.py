@@ -186,9 +186,9 @@ def test_override_without_equals_sign():
         ("optimizer=adam", ["optimizer", "'adam'", "lars", "sgd", "adamw"]),
         ("precision=fp16", ["precision", "fp32", "bf16"]),
         ("backbone=vgg", ["backbone", "'vgg'", "resnet50", "resnet18"]),
-        ("batch_size=0", ["batch_size", "positive"]),
-        ("epochs=-1", ["epochs", "positive"]),
-        ("tau_base=1.5", ["tau_base", "[0, 1]"]),
+        ("batch_size=0", ["batch_size=0", ">= 2"]),
+        ("epochs=-1", ["epochs=-1", ">= 1"]),
+        ("tau_base=1.5", ["tau_base=1.5", ">= 0", "<= 1"]),
     ],
 )
 def test_validate_rejects_bad_values_with_the_choices(item, words):
@@ -283,3 +283,88 @@ def test_python_m_byol_presets_lists_the_presets():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == list(PRESETS)
     assert "imagenet-paper" in result.stdout.split()
+
+
+# --- every setting checked by range, in one place ------------------------------------------------
+def out_of_range(rule, default) -> list[str]:
+    """Values of the right type that ``rule`` refuses, as --set text."""
+    bad = []
+    if rule.choices is not None:
+        bad.append("nonsense")
+    if rule.pattern is not None:
+        bad.append("tpu")
+    if rule.nonempty:
+        bad.append("")
+    for bound, step in ((rule.low, -1), (rule.high, 1)):
+        if bound is not None:
+            bad.append(bound + step)
+    if rule.above is not None:
+        bad.append(rule.above)
+    if isinstance(default, tuple):
+        width = len(default)
+        texts = [",".join([str(v)] * width) for v in bad if not isinstance(v, str)]
+        if rule.ordered:
+            low, high = sorted(default)
+            texts.append(f"{high},{low}" if low != high else f"{high + 0.1},{low}")
+        return texts
+    return [str(v) for v in bad]
+
+
+def sweep(settings_class, rules) -> list[tuple[str, str]]:
+    defaults = settings_class()
+    cases = []
+    for field in dataclasses.fields(settings_class):
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            cases.append((field.name, "maybe"))  # the parser's own check
+        elif field.name in rules:
+            cases += [(field.name, text) for text in out_of_range(rules[field.name], default)]
+    return cases
+
+
+def test_every_setting_has_a_rule():
+    from byol.config import RULES
+    from byol.evaluation.eval_settings import RULES as EVAL_RULES
+    from byol.evaluation.eval_settings import EvalSettings
+    from byol.experiments.ablate import ABLATION_RULES, AblationSettings
+
+    for settings_class, rules in ((Config, RULES), (EvalSettings, EVAL_RULES),
+                                  (AblationSettings, ABLATION_RULES)):  # fmt: skip
+        for field in dataclasses.fields(settings_class):
+            default = getattr(settings_class(), field.name)
+            assert isinstance(default, bool) or field.name in rules, field.name
+        for preset_name in PRESETS:  # and the presets themselves are valid
+            preset(preset_name).validate()
+
+
+def one_line_refusal(code: int, err: str, key: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("byol: error: "), err
+    assert key in lines[0] and "Traceback" not in err
+
+
+def test_out_of_range_settings_end_in_one_line_before_anything_starts(tmp_path, capsys):
+    from byol.config import RULES
+    from byol.evaluation.eval_settings import RULES as EVAL_RULES
+    from byol.evaluation.eval_settings import EvalSettings
+    from byol.experiments.ablate import ABLATION_RULES, AblationSettings
+
+    cases = sweep(Config, RULES)
+    assert len(cases) > 60
+    for key, text in cases:
+        run = tmp_path / f"run-{key}"
+        code = main(["pretrain", "--quiet", "--run-dir", str(run), "--set", f"{key}={text}"])
+        one_line_refusal(code, capsys.readouterr().err, key)
+        assert not run.exists(), (key, text)  # no run started
+    encoder_folder = tmp_path / "encoder"
+    encoder_folder.mkdir()
+    (encoder_folder / "encoder.safetensors").write_bytes(b"")
+    for key, text in sweep(EvalSettings, EVAL_RULES):
+        code = main(["eval", "knn", str(encoder_folder), "--set", f"{key}={text}"])
+        one_line_refusal(code, capsys.readouterr().err, key)
+    for key, text in sweep(AblationSettings, ABLATION_RULES):
+        out = tmp_path / f"ablation-{key}"
+        code = main(["ablate", "predictor", "--out", str(out), "--set", f"{key}={text}"])
+        one_line_refusal(code, capsys.readouterr().err, key)
+        assert not out.exists(), (key, text)

@@ -44,8 +44,7 @@ def split_overrides(overrides: list[str]) -> tuple[EvalSettings, list[str]]:
     mine = [item for item in overrides if settings.split_item(item)[0] in names]
     rest = [item for item in overrides if settings.split_item(item)[0] not in names]
     result = settings.apply_overrides(EvalSettings(), mine, "evaluation setting")
-    if result.linear_mode not in ("fast", "paper"):
-        raise ConfigError(f"linear_mode={result.linear_mode!r} is not one of fast, paper.")
+    settings.check_rules(result, RULES)
     for fractions, epochs in (
         (result.label_fractions, result.finetune_epochs),
         (result.transfer_fractions, result.transfer_epochs),
@@ -57,3 +56,26 @@ def split_overrides(overrides: list[str]) -> tuple[EvalSettings, list[str]]:
                 "finetune_epochs=30,15."
             )
     return result, rest
+
+
+R = settings.Rule
+FRACTION = R(above=0.0, high=1.0)
+# What each evaluation setting accepts beyond its type (tests/test_config.py sweeps them).
+RULES: dict[str, settings.Rule] = {
+    "seed": R(low=0, high=2**32 - 1),
+    "knn_ks": R(low=1),
+    "knn_temperature": R(above=0.0),
+    "linear_mode": R(choices=("fast", "paper")),
+    "linear_lrs": R(above=0.0),
+    "linear_epochs": R(low=1),
+    "linear_batch_size": R(low=1),
+    "val_fraction": R(above=0.0, high=0.5),
+    "label_fractions": FRACTION,
+    "finetune_epochs": R(low=1),
+    "finetune_lr": R(above=0.0),
+    "finetune_batch_size": R(low=2),
+    "finetune_weight_decay": R(low=0.0),
+    "train_crop_scale": R(above=0.0, high=1.0, ordered=True),
+    "transfer_fractions": FRACTION,
+    "transfer_epochs": R(low=1),
+}

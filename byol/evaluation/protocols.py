@@ -59,6 +59,7 @@ class Evaluation:
         config, saved = self._saved_config(dataset)
         self.pretrained_on = config.dataset if saved else "an unknown dataset"
         self.config = apply_overrides(config, config_overrides)
+        self.config.validate()
         self.dataset = dataset or config.dataset
         if self.config.threads:
             torch.set_num_threads(self.config.threads)

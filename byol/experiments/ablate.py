@@ -58,6 +58,12 @@ class AblationSettings:
     seeds: int = 1
 
 
+ABLATION_RULES = {
+    "eval_train_images": settings.Rule(low=-1),
+    "seeds": settings.Rule(low=1, high=100),
+}
+
+
 def run_ablation(
     ablation: str,
     preset_name: str,
@@ -77,6 +83,7 @@ def run_ablation(
         overrides, Config, EvalSettings, AblationSettings
     )
     own_settings = settings.apply_overrides(AblationSettings(), own, "ablation setting")
+    settings.check_rules(own_settings, ABLATION_RULES)
     train_images = own_settings.eval_train_images
     if train_images < 0:
         train_images = EVAL_TRAIN_IMAGES.get(preset_name, 0)
@@ -84,8 +91,8 @@ def run_ablation(
     base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
     base = apply_overrides(base, config_overrides)
     base.validate()
-    if own_settings.seeds < 1 or jobs < 1:
-        raise ConfigError(f"seeds and --jobs must be at least 1, got {own_settings.seeds}, {jobs}.")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     folder.mkdir(parents=True, exist_ok=True)
