@@ -1,8 +1,6 @@
 """The `byol` command: pretrain, eval, export, report, ablate, presets, config.
 
 byol pretrain                       # the CPU default: Fashion-MNIST, about 11 minutes
-byol pretrain --resume auto --run-dir runs/x   # continue runs/x if it has a checkpoint, else start
-byol eval all runs/fashion-mnist    # kNN, linear, 1% / 10% labels; BYOL vs references
 byol ablate all --set seeds=3 --jobs 2          # every ablation table and its verdicts
 torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
 """
@@ -52,7 +50,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from byol.checkpoint import has_checkpoint
-    from byol.training.pretrain import pretrain
+    from byol.training.loop import pretrain
 
     config, run_dir, resume = _resolve_config(args)
     if not resume and has_checkpoint(run_dir):
@@ -63,6 +61,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
+    if result.already_finished:
+        print(f"{run_dir} had already finished ({result.steps} steps): nothing to resume.")
     print(
         f"\nrun folder: {result.run_dir}  ({result.steps} steps, {result.wall_time_s:.0f} s, "
         f"{result.images_per_second:.0f} img/s, peak memory {result.peak_memory_mb:.0f} MB)"
@@ -272,6 +272,13 @@ def _add_eval_export_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _os_error(error: OSError) -> str:
+    where = error.filename or "while writing"
+    if error.errno == errno.ENOSPC:  # checkpoints say it themselves; this is for other outputs
+        return f"no space left on the device ({where}); free some space, then resume with --resume."
+    return f"{error.strerror or error} ({where}); check the path and its permissions."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "pretrain" and env_rank() != 0:
@@ -285,15 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     except ByolError as error:
         print(f"byol: error: {one_line(error)}", file=sys.stderr)
         return 2
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        # Checkpoints report a full disk themselves; this catches the logs and other outputs.
-        print(
-            f"byol: error: no space left on the device ({error.filename or 'while writing'}); "
-            "free some space, then resume with --resume.",
-            file=sys.stderr,
-        )
+    except OSError as error:  # a path the user gave: missing, a file, read-only, full disk
+        print(f"byol: error: {_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("byol: interrupted.", file=sys.stderr)

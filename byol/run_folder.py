@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from byol.config import Config, from_dict
-from byol.errors import CheckpointError
+from byol.errors import ByolError, CheckpointError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -37,7 +37,8 @@ REPORT = "report.html"
 FEATURES = "features"
 SUBSETS = "subsets"
 EXPORT = "export"
-DIVERGED = "diverged.json"  # an ablation run that diverged: a result, kept as such
+LOCK = ".lock"  # held by the one process writing this run
+DIVERGED = "diverged.json"  # the run diverged; resuming it may change RECOVERY_CHANGES
 ABLATION_EVAL = "ablation_eval.json"
 
 # Fields that change how a run executes, not what it computes: they may differ on --resume.
@@ -52,6 +53,9 @@ RESUMABLE_CHANGES = {
     # changes, as it does with the process count: a run can move to fewer devices.
     "accumulation_steps",
 }
+# What a diverged run (diverged.json present) may change on --resume, beyond RESUMABLE_CHANGES:
+# a lower learning rate or another precision, from its last good checkpoint on.
+RECOVERY_CHANGES = {"base_lr", "precision"}
 _CHUNK = 1 << 22
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
 os.umask(_UMASK)
@@ -208,13 +212,51 @@ def check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) ->
     if missing or not isinstance(checkpoint.get("config"), dict):
         raise CheckpointError(f"{source} lacks {', '.join(missing) or 'a config'}; start anew.")
     saved = from_dict(checkpoint["config"])
+    free = RESUMABLE_CHANGES | (RECOVERY_CHANGES if (source.parent / DIVERGED).exists() else set())
     changed = [
         f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
         for f in dataclasses.fields(Config)
-        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
+        if f.name not in free and getattr(saved, f.name) != getattr(config, f.name)
     ]
     if changed:
         raise CheckpointError(
             f"cannot resume {source.parent}: the config differs from the one it was started with "
             f"({'; '.join(changed)}); resume without --preset/--set, or start a new run."
         )
+
+
+class RunLock:
+    """An advisory lock on a run folder, held for the life of a run: a second process that would
+    write the same run is refused, naming the holder. The operating system releases it when its
+    holder exits, killed or not, so a lock left by a dead process is simply taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self._file: Any = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ByolError(
+                f"{self.path.parent} is in use by process {holder} (another byol run writing it); "
+                "wait for it to finish, or choose another --run-dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # releases the lock; the file stays, harmless
+            self._file = None

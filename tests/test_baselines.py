@@ -33,8 +33,8 @@ from byol.methods.moco import MoCo
 from byol.methods.simclr import SimCLR
 from byol.presets import preset
 from byol.run_folder import read_metrics, save_config
+from byol.training.loop import pretrain
 from byol.training.optim import build_optimizer
-from byol.training.pretrain import pretrain
 from byol.training.run_state import build_model
 from byol.training.step import train_step
 from byol.views.per_image import ViewTransform

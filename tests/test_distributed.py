@@ -30,8 +30,8 @@ from byol.presets import preset
 from byol.run_folder import CHECKPOINT, ENCODER, read_metrics
 from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs, EpochBatches
+from byol.training.loop import pretrain
 from byol.training.optim import build_optimizer
-from byol.training.pretrain import pretrain
 from byol.training.run_state import build_model
 from byol.training.schedules import learning_rate, target_tau
 from byol.training.step import accumulated_step

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from byol import distributed
 from byol.checkpoint import (
     load_checkpoint,
     load_latest_checkpoint,
@@ -204,7 +205,8 @@ def test_diverging_loss_stops_naming_step_and_cause_and_keeps_the_good_checkpoin
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "the loss became nan at step 3 (lr 6.25e+10, precision fp32)" in err, err
     assert "the last good checkpoint (step 2) was kept" in err, err
-    assert "lower base_lr or use precision=fp32" in err
+    assert f"--resume {run} --set base_lr=" in err and "precision=fp32" in err
+    assert json.loads((run / "diverged.json").read_text())["last_good_step"] == 2
     assert sorted(logged_steps(run)) == [1, 2]
     state = load_checkpoint(run / CHECKPOINT)
     assert state["step"] == 2
@@ -320,3 +322,125 @@ def test_sigkill_many_times_over_a_longer_run(tmp_path: Path) -> None:
     result = run_killed_and_resumed(tmp_path, kills=8, epochs=5, seed=11)
     assert len(result["kills"]) >= 6
     _check_same_run(result)
+
+
+# --------------------------------------------------------------------------- one run per folder
+
+
+HOLD_LOCK = """
+import sys, time
+from byol.run_folder import RunLock
+with RunLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(pretrain_argv(run, tiny_settings(folder, epochs=1))) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"in use by process {holder.pid}" in err, err
+        assert not (run / CHECKPOINT).exists() and not (run / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed holding the lock: the file is still there, the lock is not; the run goes ahead.
+    assert (run / ".lock").read_text().strip() == str(holder.pid)
+    assert main(pretrain_argv(run, tiny_settings(folder, epochs=1))) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == STEPS_PER_EPOCH
+
+
+def test_resuming_a_finished_run_is_a_no_op_that_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
+    assert main(pretrain_argv(run, tiny_settings(folder, epochs=1))) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["pretrain", "--quiet", "--resume", str(run)]) == 0
+    assert "had already finished (4 steps): nothing to resume" in capsys.readouterr().out
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before  # summary, metrics and checkpoints untouched
+
+
+def test_a_batch_norm_statistic_gone_inf_is_caught_before_the_checkpoint(tmp_path: Path) -> None:
+    from byol.config import apply_overrides
+    from byol.errors import TrainingDiverged
+    from byol.presets import preset
+    from byol.training.run_state import set_up
+
+    folder = noise_folder(tmp_path / "images")
+    items = [i for i in tiny_settings(folder, epochs=1) if i != "--set"]
+    config = apply_overrides(preset("fashion-mnist"), items)
+    run = set_up(config, tmp_path / "run", False, distributed.Ranks(), torch.device("cpu"))
+    try:
+        run.step = 1
+        run.method.online_encoder.bn1.running_var[0] = float("inf")  # weights still finite
+        with pytest.raises(TrainingDiverged, match="batch-norm statistics became inf or NaN"):
+            run.save_checkpoint(lr=0.1)
+        assert not (tmp_path / "run" / CHECKPOINT).exists()
+    finally:
+        run.release()
+
+
+@pytest.mark.parametrize("case", ["run_dir_is_a_file", "path_through_a_file", "read_only"])
+def test_operating_system_errors_on_the_run_folder_end_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, case: str
+) -> None:
+    folder = noise_folder(tmp_path / "images")
+    (tmp_path / "file").write_text("not a folder")
+    run = {
+        "run_dir_is_a_file": tmp_path / "file",
+        "path_through_a_file": tmp_path / "file" / "run",
+        "read_only": tmp_path / "locked" / "run",
+    }[case]
+    if case == "read_only":
+        (tmp_path / "locked").mkdir(mode=0o500)
+        if os.access(tmp_path / "locked", os.W_OK):
+            pytest.skip("running as a user that writes to read-only folders (root)")
+    assert main(pretrain_argv(run, tiny_settings(folder, epochs=1))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("byol: error: "), err
+    assert "Traceback" not in err and "check the path" in err, err
+
+
+def test_a_diverged_run_resumes_with_a_lower_learning_rate_and_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import byol.training.loop as loop
+
+    folder, run = noise_folder(tmp_path / "images"), tmp_path / "run"
+    settings = tiny_settings(folder, epochs=2, every=1)
+    real_step = loop.accumulated_step
+
+    def nan_at_step_3(trained, optimizer, micro_batches, lr, tau, precision, steps):  # noqa: ANN001
+        output = real_step(trained, optimizer, micro_batches, lr, tau, precision, steps)
+        if len(loop_steps) == 2:  # the third step's loss: as a too-large lr would leave it
+            output = output._replace(loss=output.loss * float("nan"))
+        loop_steps.append(lr)
+        return output
+
+    loop_steps: list[float] = []
+    monkeypatch.setattr(loop, "accumulated_step", nan_at_step_3)
+    assert main(pretrain_argv(run, settings)) == 2
+    monkeypatch.undo()
+    assert "became nan at step 3" in capsys.readouterr().err
+    assert (run / "diverged.json").is_file() and load_checkpoint(run / CHECKPOINT)["step"] == 2
+    # Without the divergence mark a changed lr is refused; with it, the resume takes it.
+    lower = ["--set", "base_lr=0.5"]
+    assert main(["pretrain", "--quiet", "--resume", str(run), *lower]) == 0, capsys.readouterr()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 * STEPS_PER_EPOCH and not (run / "diverged.json").exists()
+    assert json.loads((run / "config.json").read_text())["base_lr"] == 0.5
+    assert sorted(logged_steps(run)) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    capsys.readouterr()
+    assert main(["pretrain", "--quiet", "--resume", str(run), "--set", "base_lr=0.1"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out  # finished: nothing is changed

@@ -23,7 +23,7 @@ from byol.presets import preset
 from byol.reporting.figures import pca_2d
 from byol.reporting.html_report import build_report, collapse_warning, write_report
 from byol.run_folder import save_config
-from byol.training.pretrain import pretrain
+from byol.training.loop import pretrain
 
 CLASSES = ["red", "green", "blue", "grey"]
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (128, 128, 128)]

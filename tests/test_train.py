@@ -15,7 +15,7 @@ from byol.data import load_datasets
 from byol.evaluation.knn import knn_accuracy
 from byol.presets import preset
 from byol.run_folder import CHECKPOINT, ENCODER, read_metrics
-from byol.training.pretrain import pretrain
+from byol.training.loop import pretrain
 from byol.training.schedules import learning_rate, target_tau
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

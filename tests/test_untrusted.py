@@ -31,8 +31,8 @@ from byol.data import cifar10_jpeg
 from byol.errors import CheckpointError
 from byol.presets import preset
 from byol.run_folder import CHECKPOINT, save_config
+from byol.training.loop import pretrain
 from byol.training.optim import build_optimizer
-from byol.training.pretrain import pretrain
 from byol.training.run_state import build_model
 
 

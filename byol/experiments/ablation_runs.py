@@ -21,7 +21,7 @@ from byol.evaluation.features import extract_features
 from byol.evaluation.knn import knn_evaluate
 from byol.evaluation.protocols import Evaluation
 from byol.run_folder import CHECKPOINT, RESUMABLE_CHANGES
-from byol.training.pretrain import pretrain
+from byol.training.loop import pretrain
 
 EVAL_JSON = run_folder.ABLATION_EVAL
 

@@ -63,6 +63,12 @@ class RunState:
     saved_step: int | None = None
     log: MetricsLog | None = None
     epoch_collapse: list[float] = field(default_factory=list)
+    lock: run_folder.RunLock | None = None  # rank 0's hold on the run folder
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
+            self.lock = None
 
     def epoch_batches(self) -> Iterator[Iterator[Pairs]]:
         """This epoch's steps from the current one on, each an iterator of micro-batches."""
@@ -96,8 +102,9 @@ class RunState:
         )
         return TrainingDiverged(
             f"{what} at step {self.step} (lr {lr:.3g}, precision {self.precision}); {kept}. The "
-            "likely cause is a learning rate too high or too low a precision: lower base_lr or "
-            "use precision=fp32, then --resume."
+            "likely cause is a learning rate too high or too low a precision: resume it with "
+            f"`byol pretrain --resume {self.run_dir} --set base_lr=...` (lower) or "
+            "--set precision=fp32."
         )
 
     def check_finite(self, loss: float, lr: float) -> None:
@@ -108,8 +115,10 @@ class RunState:
     def save_checkpoint(self, lr: float) -> None:
         # Every rank checks (same weights everywhere), so all stop together. The loss checked
         # before came before this step's update, which may itself have overflowed.
-        if not all(bool(torch.isfinite(p).all()) for p in self.method.parameters()):
-            raise self.diverged("the weights became inf or NaN", lr)
+        # Buffers too: an inf batch-norm running variance makes a resumed run diverge again.
+        tensors = [*self.method.parameters(), *self.method.buffers()]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+            raise self.diverged("the weights or batch-norm statistics became inf or NaN", lr)
         if self.ranks.is_main:
             state = {
                 "model": self.method.state_dict(),
@@ -156,9 +165,12 @@ def set_up(
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
     method, trained = _place(method, config, ranks, device)
+    lock = None
     if ranks.is_main:  # the other ranks write no files
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = run_folder.RunLock(run_dir).__enter__()  # before touching another's files
         run_folder.remove_stale_temporaries(run_dir)  # left by a process killed while writing
+        (run_dir / run_folder.DIVERGED).unlink(missing_ok=True)  # resumed: written again if so
         run_folder.save_config(run_dir, config)
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
@@ -183,6 +195,7 @@ def set_up(
         _restore(run, checkpoint, source)
     # Drops records a killed run wrote after its checkpoint; rank 0 alone writes.
     run.log = MetricsLog(run_dir, resume_step=run.step, enabled=ranks.is_main)
+    run.lock = lock
     return run
 
 

@@ -12,6 +12,7 @@ holds the process-group plumbing and docs/distributed.md the launch commands.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -22,6 +23,7 @@ import torch
 
 from byol import distributed, run_folder
 from byol.config import Config
+from byol.errors import TrainingDiverged
 from byol.methods.losses import collapse_metric
 from byol.runtime import peak_memory_mb, resolve_device
 from byol.training.run_state import RunState, build_model, set_up
@@ -44,6 +46,7 @@ class PretrainResult:
     peak_memory_mb: float
     images_per_second: float
     stopped_early: bool
+    already_finished: bool = False  # resumed after it had finished: nothing was done
 
 
 def pretrain(
@@ -56,9 +59,33 @@ def pretrain(
     """
     started = time.perf_counter()
     with distributed.process_group(resolve_device(config.device)) as (ranks, device):
+        if resume and (done := _finished(Path(run_dir), ranks)) is not None:
+            return done
         run = set_up(config, Path(run_dir), resume, ranks, device)
-        loop = _train(run, started, quiet)
-        return _finish(run, started, *loop)
+        try:
+            loop = _train(run, started, quiet)
+            return _finish(run, started, *loop)
+        except TrainingDiverged as error:  # marks the folder: its resume may lower the lr
+            if ranks.is_main:
+                marker = {"error": str(error), "last_good_step": run.saved_step}
+                run_folder.write_json(run.run_dir / run_folder.DIVERGED, marker)
+            raise
+        finally:
+            run.release()
+
+
+def _finished(run_dir: Path, ranks: distributed.Ranks) -> PretrainResult | None:
+    """A run that already finished: resuming it changes nothing (its summary stays as written)."""
+    summary = run_folder.read_summary(run_dir)
+    if summary is None or summary.get("stopped_early") is not False:
+        return None
+    fields = {f.name for f in dataclasses.fields(PretrainResult)} - {"already_finished"}
+    try:
+        result = PretrainResult(**{k: summary[k] for k in fields}, already_finished=True)
+    except (KeyError, TypeError):  # a summary of another version: resume as usual
+        return None
+    result.run_dir = run_dir
+    return result
 
 
 def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, float, bool]:
@@ -176,6 +203,7 @@ def _finish(
     )
     if ranks.is_main:
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
+        del summary["already_finished"]
         summary["world_size"] = ranks.world_size
         summary["precision"] = run.precision  # what training ran in, with auto resolved
         summary["unreadable_images"] = run.info.unreadable
