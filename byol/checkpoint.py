@@ -152,6 +152,21 @@ def load_model_state(module: nn.Module, state: Any, source: Path, what: str = "m
         for k in own
         if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
     ]
+    kinds = [
+        f"{k} is {type(state[k]).__name__}"
+        if not isinstance(state[k], torch.Tensor)
+        else f"{k} is {state[k].dtype}, expected {own[k].dtype}"
+        for k in own
+        if k in state
+        and (
+            not isinstance(state[k], torch.Tensor)
+            or state[k].dtype.is_floating_point != own[k].dtype.is_floating_point
+        )
+    ]
+    if kinds:
+        raise CheckpointError(
+            f"{source} holds {what} values of the wrong kind ({'; '.join(kinds[:3])})."
+        )
     if missing or unexpected or shapes:
         details = []
         if shapes:

@@ -211,6 +211,12 @@ def check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) ->
     missing = [k for k in ("model", "optimizer", "step", "config") if k not in checkpoint]
     if missing or not isinstance(checkpoint.get("config"), dict):
         raise CheckpointError(f"{source} lacks {', '.join(missing) or 'a config'}; start anew.")
+    step = checkpoint["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(
+            f"{source} holds step={step!r}, not a count of steps (altered after it was written); "
+            "resume from checkpoint-previous.pt or start a new run."
+        )
     saved = from_dict(checkpoint["config"])
     free = RESUMABLE_CHANGES | (RECOVERY_CHANGES if (source.parent / DIVERGED).exists() else set())
     changed = [

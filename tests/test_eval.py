@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from byol.backbones import build_backbone
-from byol.checkpoint import save_encoder
+from byol.checkpoint import load_encoder, save_encoder
 from byol.cli import main
 from byol.data import load_datasets, subset_indices
 from byol.evaluation.knn import knn_evaluate
@@ -294,3 +295,46 @@ def test_pixel_knn_of_grey_images_scores_as_the_three_channel_pixels_do():
     all_channels = knn_accuracy(bank.flatten(1), bank_labels, queries.flatten(1), query_labels, 20)
     assert monitor.score_pixels() == pytest.approx(all_channels, abs=1e-6)
     assert not _grey(torch.rand(4, 3, 8, 8))
+
+
+def test_eval_set_dataset_evaluates_that_dataset(run_dir, tmp_path, capsys):
+    target = str(colour_folder(tmp_path / "colours"))
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["eval", "knn", str(copy), "--set", f"dataset={target}", "--set", "knn_ks=5"]) == 0
+    results = json.loads((copy / "results.json").read_text())
+    assert target in results["datasets"]  # not the pretraining dataset
+    assert f"transfer to {target}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["results_not_json", "results_a_list", "subset_truncated"])
+def test_corrupt_results_and_label_subsets_end_in_one_line(run_dir, tmp_path, capsys, damage):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("results.*"))
+    args = ["eval", "finetune", str(copy), "--set", "finetune_epochs=1,1"]
+    if damage == "subset_truncated":
+        assert main(["eval", "knn", str(copy), "--set", "knn_ks=5"]) == 0
+        folder = copy / "subsets"
+        folder.mkdir(exist_ok=True)
+        (folder / "data-1pct-seed0.npy").write_bytes(b"\x93NUMPY")  # cut short
+        (folder / "data-1pct-seed0.json").write_text('{"train_size": 300}')
+    else:
+        text = "{not json" if damage == "results_not_json" else "[1, 2]"
+        (copy / "results.json").write_text(text)
+        args = ["eval", "knn", str(copy), "--set", "knn_ks=5"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "delete" in err, err
+
+
+def test_an_encoder_with_nan_weights_is_not_scored(run_dir, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("results.*", "features"))
+    encoder, _ = load_encoder(copy / "encoder.safetensors")
+    with torch.no_grad():
+        encoder.conv1.weight[0, 0, 0, 0] = float("nan")
+    save_encoder(copy / "encoder.safetensors", encoder, "resnet18-narrow", False)
+    assert main(["eval", "knn", str(copy), "--set", "knn_ks=5"]) == 2
+    assert "inf or NaN weights" in capsys.readouterr().err
+    assert not (copy / "results.json").exists()

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import io
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -253,3 +254,66 @@ def test_archive_members_cannot_write_outside(tmp_path: Path, name, kind, target
         p for p in tmp_path.rglob("*") if dest not in p.parents and p not in (dest, dest.parent)
     ]
     assert outside == [tarball], outside  # nothing was written beside the archive
+
+
+# --- checkpoints with a valid checksum but contents that were altered -----------------------------
+def _first(state: dict, suffix: str) -> str:
+    return next(k for k in state["model"] if k.endswith(suffix))
+
+
+def _momentum_reshaped(state: dict) -> None:
+    buffers = state["optimizer"]["state"]
+    first = next(iter(buffers))
+    buffers[first]["momentum_buffer"] = torch.zeros(1)
+
+
+CRAFTED = {
+    "step_is_text": lambda s: s.update(step="5"),
+    "step_is_a_list": lambda s: s.update(step=[1]),
+    "step_negative": lambda s: s.update(step=-3),
+    "step_beyond_the_run": lambda s: s.update(step=10**12),
+    "optimizer_state_none": lambda s: s.update(optimizer=None),
+    "momentum_of_another_shape": _momentum_reshaped,
+    "counter_as_float": lambda s: s["model"].update(
+        {_first(s, "num_batches_tracked"): torch.tensor(1.5)}
+    ),
+    "weight_as_a_list": lambda s: s["model"].update({_first(s, "conv1.weight"): [0.0]}),
+}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> Path:
+    """A run stopped after its first step (so --resume loads its checkpoint)."""
+    root = tmp_path_factory.mktemp("stopped")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(32):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{i:02d}.png")
+    items = [f"dataset={images}", "backbone=resnet18-narrow", "image_size=16", "batch_size=8",
+             "epochs=1", "projector_hidden_dim=32", "predictor_hidden_dim=32",
+             "projection_dim=16", "num_workers=0", "threads=1", "precision=fp32",
+             "knn_references=false", "predictor_warmup_steps=0", "max_minutes=1e-9"]  # fmt: skip
+    argv = ["pretrain", "--quiet", "--run-dir", str(root / "run")]
+    assert main(argv + [a for item in items for a in ("--set", item)]) == 0
+    return root / "run"
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_checkpoint_with_altered_contents_is_refused_in_one_line(
+    stopped_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    (run / "checkpoint-previous.pt").unlink(missing_ok=True)  # no fallback: the altered file only
+    state = load_checkpoint(run / CHECKPOINT)
+    state.pop("format")
+    CRAFTED[case](state)
+    save_checkpoint(run / CHECKPOINT, state, keep_previous=False)  # a valid checksum
+    summary = (run / "summary.json").read_bytes()
+    assert main(["pretrain", "--quiet", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("byol: error: "), err
+    assert "Traceback" not in err and str(run) in err, err
+    assert (run / "summary.json").read_bytes() == summary  # nothing trained, nothing written

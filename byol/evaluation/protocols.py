@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from byol import run_folder
+from byol import run_folder, settings
 from byol.backbones import build_backbone
 from byol.checkpoint import encoder_metadata, load_encoder
 from byol.config import Config, apply_overrides
@@ -60,14 +60,19 @@ class Evaluation:
         self.pretrained_on = config.dataset if saved else "an unknown dataset"
         self.config = apply_overrides(config, config_overrides)
         self.config.validate()
-        self.dataset = dataset or config.dataset
+        # --dataset, else --set dataset=..., else the dataset the encoder was pretrained on
+        self.dataset = dataset or self.config.dataset
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.device = resolve_device(self.config.device)
         c = self.config
         # Resolved once, by the rule training uses, for every protocol below.
         self.precision = resolve_precision(self.device, c.precision, c.image_size, c.cifar_stem)
-        data_dir = self.config.data_dir if self.dataset == config.dataset else None
+        # The run's data_dir belongs to its own dataset; another dataset is found in its usual
+        # place unless --set data_dir names one.
+        set_keys = {settings.split_item(item)[0] for item in config_overrides}
+        same = self.dataset == config.dataset or "data_dir" in set_keys
+        data_dir = self.config.data_dir if same else None
         train, test, self.info = load_datasets(
             self.dataset, data_dir or None, self.config.download, in_memory=True
         )
@@ -110,7 +115,14 @@ class Evaluation:
     # --- encoders and features ---
     def encoder(self, method: str) -> nn.Module:
         if method == "byol":
-            return load_encoder(self.encoder_path)[0]
+            encoder = load_encoder(self.encoder_path)[0]
+            state = encoder.state_dict().values()
+            if not all(bool(torch.isfinite(t).all()) for t in state if t.is_floating_point()):
+                raise CheckpointError(
+                    f"{self.encoder_path} holds inf or NaN weights (a run that diverged); "
+                    "evaluate an encoder of a run that finished."
+                )
+            return encoder
         torch.manual_seed(self.config.seed)  # the weights the pretraining run started from
         return build_backbone(self.config.backbone, self.config.cifar_stem)[0]
 
@@ -150,13 +162,7 @@ class Evaluation:
         stem = f"{safe_name(self.dataset)}-{tag}-seed{seed}"
         labels = self.train_labels()
         if (folder / f"{stem}.npy").is_file():
-            meta = json.loads((folder / f"{stem}.json").read_text())
-            if meta["train_size"] != len(labels):
-                raise ByolError(
-                    f"{folder / stem}.npy was made for a training set of {meta['train_size']} "
-                    f"images, this one has {len(labels)}; delete the file or use another seed."
-                )
-            return np.load(folder / f"{stem}.npy")
+            return self._saved_indices(folder / stem, len(labels))
         n = max(self.num_classes, int(round(fraction * len(labels))))
         idx = subset_indices(labels, len(labels), n, seed)
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,6 +174,26 @@ class Evaluation:
         meta.update(class_counts=counts, indices=idx.tolist())
         run_folder.write_text(folder / f"{stem}.json", json.dumps(meta) + "\n")
         return idx
+
+    @staticmethod
+    def _saved_indices(stem: Path, train_size: int) -> np.ndarray:
+        """A label subset written before, checked: the same training set, valid indices."""
+        fix = f"delete {stem}.npy and {stem.name}.json to draw the subset again"
+        try:
+            meta = json.loads(stem.with_suffix(".json").read_text())
+            indices = np.load(stem.with_suffix(".npy"), allow_pickle=False)
+            made_for = int(meta["train_size"])
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
+            raise ByolError(f"{stem}.npy or its .json is unreadable ({error}); {fix}.") from None
+        if made_for != train_size:
+            raise ByolError(
+                f"{stem}.npy was made for a training set of {made_for} images, this one has "
+                f"{train_size}; {fix}, or use another seed."
+            )
+        valid = indices.ndim == 1 and indices.dtype.kind in "iu" and len(indices) > 0
+        if not valid or indices.min() < 0 or indices.max() >= train_size:
+            raise ByolError(f"{stem}.npy holds no valid image indices; {fix}.")
+        return indices
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
         return update_results(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from byol.config import METHODS as PRETRAINED_WITH  # the pretrained encoder's row is its method
+from byol.errors import ByolError
 from byol.run_folder import RESULTS_JSON, RESULTS_MD, write_text
 
 METHODS = {
@@ -35,9 +36,17 @@ def fraction_tag(fraction: float) -> str:
 
 def load_results(out_dir: Path) -> dict[str, Any]:
     path = Path(out_dir) / RESULTS_JSON
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"datasets": {}}
+    if not path.is_file():
+        return {"datasets": {}}
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ByolError(
+            f"{path} is not readable JSON ({error}); delete it and run `byol eval` again."
+        ) from None
+    if not isinstance(results, dict) or not isinstance(results.get("datasets"), dict):
+        raise ByolError(f"{path} is not a byol results file; delete it and run `byol eval` again.")
+    return results
 
 
 def update_results(

@@ -246,6 +246,20 @@ def _restore(run: RunState, checkpoint: dict[str, Any], source: Path) -> None:
     load_model_state(run.method, checkpoint["model"], source)
     try:
         run.optimizer.load_state_dict(checkpoint["optimizer"])
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{source} holds another optimizer's state ({error}).") from None
-    run.step = run.saved_step = int(checkpoint["step"])
+    step = checkpoint["step"]
+    if step > run.total_steps:
+        raise CheckpointError(
+            f"{source} is at step {step}, beyond this run's {run.total_steps} steps; resume from "
+            "checkpoint-previous.pt or start a new run."
+        )
+    for group in run.optimizer.param_groups:  # load_state_dict checks no shapes
+        for parameter in group["params"]:
+            for name, value in run.optimizer.state.get(parameter, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != parameter.shape:
+                    raise CheckpointError(
+                        f"{source} holds an optimizer {name} of shape {tuple(value.shape)} for "
+                        f"a parameter of shape {tuple(parameter.shape)}; start a new run."
+                    )
+    run.step = run.saved_step = step
