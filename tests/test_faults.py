@@ -442,5 +442,8 @@ def test_a_diverged_run_resumes_with_a_lower_learning_rate_and_finishes(
     assert json.loads((run / "config.json").read_text())["base_lr"] == 0.5
     assert sorted(logged_steps(run)) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
     capsys.readouterr()
-    assert main(["pretrain", "--quiet", "--resume", str(run), "--set", "base_lr=0.1"]) == 0
+    assert main(["pretrain", "--quiet", "--resume", str(run)]) == 0
     assert "nothing to resume" in capsys.readouterr().out  # finished: nothing is changed
+    # Recovered, the mark is gone: a changed lr is refused again.
+    assert main(["pretrain", "--quiet", "--resume", str(run), "--set", "base_lr=0.1"]) == 2
+    assert "base_lr: 0.5 -> 0.1" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from byol.config import Config
 from byol.errors import TrainingDiverged
 from byol.methods.losses import collapse_metric
 from byol.runtime import peak_memory_mb, resolve_device
-from byol.training.run_state import RunState, build_model, set_up
+from byol.training.run_state import AlreadyFinished, RunState, build_model, set_up
 from byol.training.schedules import learning_rate, target_tau
 from byol.training.signals import StopRequests
 from byol.training.step import accumulated_step
@@ -59,9 +59,10 @@ def pretrain(
     """
     started = time.perf_counter()
     with distributed.process_group(resolve_device(config.device)) as (ranks, device):
-        if resume and (done := _finished(Path(run_dir), ranks)) is not None:
-            return done
-        run = set_up(config, Path(run_dir), resume, ranks, device)
+        try:
+            run = set_up(config, Path(run_dir), resume, ranks, device)
+        except AlreadyFinished as finished:
+            return _finished_result(Path(run_dir), finished.summary)
         try:
             loop = _train(run, started, quiet)
             return _finish(run, started, *loop)
@@ -74,18 +75,11 @@ def pretrain(
             run.release()
 
 
-def _finished(run_dir: Path, ranks: distributed.Ranks) -> PretrainResult | None:
-    """A run that already finished: resuming it changes nothing (its summary stays as written)."""
-    summary = run_folder.read_summary(run_dir)
-    if summary is None or summary.get("stopped_early") is not False:
-        return None
-    fields = {f.name for f in dataclasses.fields(PretrainResult)} - {"already_finished"}
-    try:
-        result = PretrainResult(**{k: summary[k] for k in fields}, already_finished=True)
-    except (KeyError, TypeError):  # a summary of another version: resume as usual
-        return None
-    result.run_dir = run_dir
-    return result
+def _finished_result(run_dir: Path, summary: dict) -> PretrainResult:
+    """A run resumed after it had finished: its summary, unchanged; nothing was trained."""
+    fields = {f.name for f in dataclasses.fields(PretrainResult)} - {"run_dir", "already_finished"}
+    values = {k: summary.get(k) for k in fields}
+    return PretrainResult(run_dir=run_dir, **values, already_finished=True)
 
 
 def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, float, bool]:

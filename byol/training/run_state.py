@@ -34,6 +34,14 @@ from byol.views.per_image import paper_views
 logger = logging.getLogger(__name__)
 
 
+class AlreadyFinished(Exception):  # noqa: N818 - a state, not an error
+    """--resume of a run that had finished: nothing to do."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("the run had already finished")
+        self.summary = summary
+
+
 def build_model(config: Config) -> Method:
     """``config.method`` (BYOL or a baseline) on a fresh encoder."""
     encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
@@ -155,6 +163,10 @@ def set_up(
         for problem in passed_over:
             logger.warning("byol: %s Resuming from %s instead.", problem, source)
         run_folder.check_resumable(checkpoint, config, source)
+        summary = run_folder.read_summary(run_dir)
+        if summary and summary.get("stopped_early") is False:
+            if summary.get("steps") == checkpoint["step"]:  # its newest checkpoint is its last
+                raise AlreadyFinished(summary)
     config.validate()
     distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
