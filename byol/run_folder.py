@@ -115,7 +115,8 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(Path(path), [text.encode()])
+    # A file name that is not UTF-8 reaches Python as lone surrogates: written as escapes.
+    atomic_write(Path(path), [text.encode("utf-8", "backslashreplace")])
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -337,3 +338,39 @@ def test_bad_config_file_on_resume(case: str, tmp_path: Path, capsys) -> None:
     (tmp_path / "config.json").write_text(text)
     code, err = run_cli(["pretrain", "--resume", str(tmp_path)], capsys)
     assert_one_line_error(code, err, [str(tmp_path / "config.json"), *words])
+
+
+# --- operating-system hazards inside an image folder ---------------------------------------------
+def test_a_symlink_loop_is_followed_once_and_a_fifo_is_not_read(tmp_path: Path) -> None:
+    from byol.data import ImageFolderDataset
+
+    cls = tmp_path / "folder" / "cls"
+    cls.mkdir(parents=True)
+    for i in range(3):
+        noise(seed=i).save(cls / f"{i}.png")
+    (cls / "loop").symlink_to(tmp_path / "folder")  # a link back to a parent
+    os.mkfifo(cls / "pipe.png")  # opening it to read would wait forever
+    dataset = ImageFolderDataset(tmp_path / "folder")
+    assert sorted(p.name for p, _ in dataset.samples) == ["0.png", "1.png", "2.png"]
+    assert all(dataset[i][0].shape[0] == 3 for i in range(len(dataset)))
+
+
+def test_exif_orientation_is_applied_as_a_viewer_would(tmp_path: Path) -> None:
+    from byol.data.decode import ORIENTATION, decode_image, header_size
+
+    image = Image.new("RGB", (4, 2), (255, 0, 0))
+    image.putpixel((0, 0), (0, 0, 255))  # top-left blue
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # stored on its side: turn 90 degrees clockwise to view
+    image.save(tmp_path / "turned.jpg", exif=exif, quality=100, subsampling=0)  # 4:4:4
+    decoded = decode_image(tmp_path / "turned.jpg")
+    assert tuple(decoded.shape) == (3, 4, 2) and header_size(tmp_path / "turned.jpg") == (2, 4)
+    assert decoded[2, 0, -1] > 200 and decoded[0, 0, -1] < 60  # blue moved to the top right
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_an_escape(tmp_path: Path) -> None:
+    from byol.run_folder import write_text
+
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: a lone surrogate in Python
+    write_text(tmp_path / "report.html", f"<p>unreadable: {name}</p>")
+    assert (tmp_path / "report.html").read_text() == "<p>unreadable: caf\\udce9.png</p>"

@@ -8,14 +8,17 @@ web page saved as .jpg, a decompression bomb. Each raises ``UnreadableImage`` na
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from byol.errors import DatasetError
+
+ORIENTATION = 0x0112  # the EXIF tag
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -54,12 +57,28 @@ def is_image_file(path: Path) -> bool:
 
 
 def find_images(folder: Path) -> list[Path]:
-    found = []
+    """The image files under ``folder``. Linked folders are followed, each real folder once (a
+    link to a parent would loop); only regular files count (a FIFO named .png would block the
+    reader forever), and broken links stay in, to be reported as unreadable."""
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         # Hidden folders (.git, .ipynb_checkpoints, ...) never hold dataset images.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if is_image_file(Path(f)))
+        paths = (Path(dirpath) / f for f in filenames if is_image_file(Path(f)))
+        found.extend(p for p in paths if _regular_or_broken(p))
     return sorted(found)
+
+
+def _regular_or_broken(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # a broken link: kept, and reported as unreadable when decoded
+        return True
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -87,7 +106,7 @@ def _decode(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = to_rgb(img)
+            rgb = to_rgb(ImageOps.exif_transpose(img))  # as a camera's viewer shows it
     # PIL's format plugins raise many types on malformed input (OSError, SyntaxError,
     # struct.error, IndexError, DecompressionBombError...): any of them means "unreadable".
     except Exception as e:
@@ -99,7 +118,10 @@ def header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header alone; raises UnreadableImage."""
     try:
         with Image.open(path) as img:
-            return img.size
+            width, height = img.size
+            # EXIF orientations 5-8 turn the picture a quarter: the decoded size is swapped.
+            turned = img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            return (height, width) if turned else (width, height)
     except Exception as e:  # see _decode
         raise UnreadableImage(path, failure_reason(e)) from e
 
