@@ -99,6 +99,10 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
     step_records = [r for r in records if "loss" in r]
     for key in ("step", "epoch", "loss", "lr", "tau", "collapse"):
         assert all(key in r for r in step_records)
+    # Where the time went: the share spent waiting for views, in every record and the summary.
+    assert all(0.0 < r["data_share"] < 1.0 for r in step_records)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0.0 < summary["data_wait_s"] < summary["wall_time_s"]
     total = result.steps
     for r in step_records:  # the tau used by the step that ended at r["step"]
         assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, total, config.tau_base))

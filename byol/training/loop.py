@@ -114,10 +114,12 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
                 every = c.checkpoint_every_steps
                 checkpoint_due = epoch_done or stop_now or (every and step % every == 0)
                 if step % c.log_every_steps == 0 or step == run.total_steps or checkpoint_due:
-                    rate = (
-                        (step - first_step) * c.batch_size / (time.perf_counter() - train_started)
+                    elapsed = time.perf_counter() - train_started
+                    speed = (
+                        (step - first_step) * c.batch_size / elapsed,
+                        run.data_wait_s / elapsed,
                     )
-                    collapse = _log_step(run, output, lr, tau, rate, progress)
+                    collapse = _log_step(run, output, lr, tau, speed, progress)
                 if epoch_done:
                     _end_epoch(run, progress)
                 if checkpoint_due:
@@ -134,15 +136,21 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
     return collapse, (run.step - first_step) * c.batch_size / max(train_time, 1e-9), stopped_early
 
 
-def _log_step(run: RunState, output, lr: float, tau: float, rate: float, progress) -> float:  # noqa: ANN001
-    """The only host-device sync of a step: global-batch loss and collapse metric, logged."""
+def _log_step(run: RunState, output, lr: float, tau: float, speed: tuple, progress) -> float:  # noqa: ANN001
+    """The only host-device sync of a step: global-batch loss and collapse metric, logged with
+    the speed: (images per second, share of the time spent waiting for data)."""
+    rate, data_share = speed
     loss = distributed.mean_over_ranks(output.loss).item()
     run.check_finite(loss, lr)
     collapse = collapse_metric(distributed.gather(output.online_projection)).item()
     run.epoch_collapse.append(collapse)
     record = dict(step=run.step, epoch=run.step / run.steps_per_epoch, loss=loss, lr=lr)
-    run.log.write(dict(record, tau=tau, collapse=collapse, images_per_second=rate))
-    progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}")
+    run.log.write(
+        dict(record, tau=tau, collapse=collapse, images_per_second=rate, data_share=data_share)
+    )
+    progress.set_postfix(
+        loss=f"{loss:.3f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}", data=f"{data_share:.0%}"
+    )
     return collapse
 
 
@@ -200,6 +208,7 @@ def _finish(
         del summary["already_finished"]
         summary["world_size"] = ranks.world_size
         summary["precision"] = run.precision  # what training ran in, with auto resolved
+        summary["data_wait_s"] = run.data_wait_s  # of the training time: views and images
         summary["unreadable_images"] = run.info.unreadable
         run_folder.write_json(run.run_dir / run_folder.SUMMARY, summary)
     return result

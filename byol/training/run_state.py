@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class RunState:
     log: MetricsLog | None = None
     epoch_collapse: list[float] = field(default_factory=list)
     lock: run_folder.RunLock | None = None  # rank 0's hold on the run folder
+    data_wait_s: float = 0.0  # time the loop waited for views and images
 
     def release(self) -> None:
         if self.lock is not None:
@@ -87,9 +89,23 @@ class RunState:
             steps = per_image_epoch(
                 self.views, self.config, self.device, epoch, start_batch, self.ranks
             )
-        if not self.config.channels_last:
-            return steps
-        return (map(_channels_last, micro_batches) for micro_batches in steps)
+        if self.config.channels_last:
+            steps = (map(_channels_last, micro_batches) for micro_batches in steps)
+        return (self._timed(micro_batches) for micro_batches in self._timed(steps))
+
+    def _timed(self, items: Iterator) -> Iterator:
+        """``items``, adding the time spent waiting for each (views made, images loaded) to
+        ``data_wait_s``: the share of a step that data costs, shown in the progress bar."""
+        items = iter(items)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.data_wait_s += time.perf_counter() - start
+            yield item
 
     def progress_bar(self, quiet: bool) -> tqdm:
         return tqdm(
