@@ -1,7 +1,6 @@
 """The `byol` command: pretrain, eval, export, report, ablate, presets, config.
 
-byol pretrain                       # the CPU default: Fashion-MNIST, about 11 minutes
-byol ablate all --set seeds=3 --jobs 2          # every ablation table and its verdicts
+byol pretrain                       # the CPU default: Fashion-MNIST
 torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
 """
 
@@ -27,10 +26,11 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     saved config; ``--resume auto`` continues the run in --run-dir when it has a checkpoint and
     starts it otherwise, so one command both starts and restarts a job."""
     from byol.checkpoint import has_checkpoint
+    from byol.run_folder import CONFIG
 
     if args.resume is not None and args.resume != "auto":
         run_dir = Path(args.resume)
-        saved = run_dir / "config.json"
+        saved = run_dir / CONFIG
         if not saved.is_file():
             raise ByolError(f"{run_dir} has no config.json; is it a byol run folder?")
         config, resume = Config.load(saved), True

@@ -9,6 +9,7 @@ the tarball); an earlier extraction in the cache is reused.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset
 from byol.data.images import ImageFolderDataset, TensorImageDataset, to_memory, unreadable_summary
 from byol.data.info import _cache_root
 from byol.errors import DatasetError, DatasetNotFoundError
+from byol.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def load_cifar10_jpeg(
         return train, test, train.classes
     if use_cache:
         for ds, p in zip(mem, cached, strict=True):
-            tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-            torch.save({"images": ds.images, "labels": ds.labels, "classes": train.classes}, tmp)
-            os.replace(tmp, p)
+            buffer = io.BytesIO()
+            torch.save({"images": ds.images, "labels": ds.labels, "classes": train.classes}, buffer)
+            atomic_write(p, [buffer.getbuffer()])
     return mem[0], mem[1], train.classes
