@@ -353,6 +353,7 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
     for label in ("predictor + moving-average target (BYOL)", "no predictor", "random-init"):
         assert label in table
     assert "raw pixels (reference)" in table and "## Verdicts" in table
+    assert "Outside the paper's settings" in table and "image_size=16" in table
     assert "without the predictor BYOL collapses" in table  # one line per claim
     assert "| collapse" in table and "72.5" in table  # our columns next to the paper's
     assert (folder / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

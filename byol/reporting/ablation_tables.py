@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shlex
@@ -37,7 +38,28 @@ def _setup(config: Config, settings: EvalSettings, train_images: int) -> str:
         f"{settings.val_fraction:.0%} validation split), both trained on {bank} (class-balanced)."
         "\n"
         "**Paper:** ImageNet, ResNet-50, 300 epochs, linear top-1 (arXiv:2006.07733, Section 5).\n"
+        f"**Outside the paper's settings** (every row, unless it changes them): "
+        f"{_departures(config)}.\n"
     )
+
+
+# How a run executes and how it is scored, not what it trains: left out of the departures.
+_NOT_TRAINING = {"device", "precision", "channels_last", "views", "compile", "num_workers",
+                 "threads", "log_every_steps", "checkpoint_every_steps", "max_minutes",
+                 "strict_images", "download", "data_dir", "eval_batch_size"}  # fmt: skip
+
+
+def _departures(config: Config) -> str:
+    """The fields in which ``config`` departs from the paper's defaults (``Config()``)."""
+    paper = Config()
+    changed = [
+        f"{f.name}={getattr(config, f.name)}"
+        for f in dataclasses.fields(Config)
+        if getattr(config, f.name) != getattr(paper, f.name)
+        and f.name not in _NOT_TRAINING
+        and not f.name.startswith("knn_")
+    ]
+    return ", ".join(changed) or "none"
 
 
 def markdown(
