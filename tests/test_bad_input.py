@@ -271,6 +271,13 @@ def _unknown_test_class(tmp: Path) -> Path:
     return tmp / "split"
 
 
+def _unlabelled_test_split(tmp: Path) -> Path:
+    good_folder(tmp / "split" / "train")
+    (tmp / "split" / "test").mkdir(parents=True)
+    noise().save(tmp / "split" / "test" / "t.png")  # flat: no class folder
+    return tmp / "split"
+
+
 CLI_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "empty_folder": (_folder_case(_empty), ["holds no images", ".jpg"]),
     "folder_without_images": (_folder_case(_only_text), ["holds no images"]),
@@ -280,6 +287,7 @@ CLI_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "single_image": (_folder_case(_single_image), ["1 images", "batch_size"]),
     "strict_stops_at_bad_file": (_strict_with_a_bad_file, ["cut.png", "strict_images=false"]),
     "test_split_unknown_class": (_folder_case(_unknown_test_class), ["zebra"]),
+    "test_split_unlabelled": (_folder_case(_unlabelled_test_split), ["without class", "sort"]),
     "unknown_key": (lambda tmp: ["learning_rate=0.1"], ["unknown config key", "base_lr"]),
     "wrong_type": (lambda tmp: ["batch_size=big"], ["batch_size='big'", "int"]),
     "tuple_wrong_length": (lambda tmp: ["blur_prob=0.5"], ["blur_prob", "2 comma-separated"]),

@@ -31,6 +31,14 @@ def load_folder(
         test = (
             ImageFolderDataset(test_dir, classes=train.classes, strict=strict) if test_dir else None
         )
+        if test is not None and train.classes and not test.classes:
+            # Unlabelled test images would score every encoder at 0% (no label ever matches).
+            raise DatasetError(
+                f"{test_dir} holds images without class folders while {path / 'train'} has "
+                f"{len(train.classes)}, so its images cannot score an encoder; sort them into the "
+                f"same class folders, or move {test_dir.name}/ out of {path} to train without "
+                "test scores."
+            )
     else:
         train, test = ImageFolderDataset(path, strict=strict), None
     folders = [ds for ds in (train, test) if ds is not None]
