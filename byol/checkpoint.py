@@ -67,7 +67,9 @@ def _refusal_detail(error: Exception) -> str:
     """What torch's weights-only unpickler objected to, without its advice to load the file
     unsafely."""
     text = str(error)
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    # torch's wording has changed across versions ("Unsupported global: GLOBAL x.y", then
+    # "unsupported GLOBAL x.y whose module x is blocked"): match both.
+    found = re.search(r"unsupported global:? GLOBAL (\S+)", text, re.IGNORECASE)
     if found:
         return f" (it names {found.group(1)})"
     if "Unsupported operand" in text:
