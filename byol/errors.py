@@ -39,4 +39,6 @@ def one_line(error: BaseException) -> str:
     if "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    return text
+    # A file name may hold a line break (legal on POSIX): written escaped, the message stays one
+    # line, and the name stays recognisable.
+    return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -271,6 +271,12 @@ def _unknown_test_class(tmp: Path) -> Path:
     return tmp / "split"
 
 
+def _strict_with_a_bad_file_named_across_lines(tmp: Path) -> list[str]:
+    root = good_folder(tmp / "images")
+    (root / "b" / "cut\nhere.png").write_bytes(truncated("PNG", 4))
+    return [f"dataset={root}", "strict_images=true"]
+
+
 def _unlabelled_test_split(tmp: Path) -> Path:
     good_folder(tmp / "split" / "train")
     (tmp / "split" / "test").mkdir(parents=True)
@@ -286,6 +292,9 @@ CLI_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "path_is_a_file": (_folder_case(_a_file), ["is a file, not a folder"]),
     "single_image": (_folder_case(_single_image), ["1 images", "batch_size"]),
     "strict_stops_at_bad_file": (_strict_with_a_bad_file, ["cut.png", "strict_images=false"]),
+    "strict_stops_at_bad_file_with_newline": (
+        _strict_with_a_bad_file_named_across_lines, ["cut\\nhere.png"]
+    ),
     "test_split_unknown_class": (_folder_case(_unknown_test_class), ["zebra"]),
     "test_split_unlabelled": (_folder_case(_unlabelled_test_split), ["without class", "sort"]),
     "unknown_key": (lambda tmp: ["learning_rate=0.1"], ["unknown config key", "base_lr"]),
