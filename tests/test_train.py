@@ -224,6 +224,35 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(fashion_folder, tmp_path
 
 
 @needs_fashion_mnist
+def test_a_second_signal_stops_at_once_and_names_the_checkpoint_to_resume_from(
+    fashion_folder, tmp_path, monkeypatch
+):
+    """A second Ctrl-C arrives as KeyboardInterrupt in the middle of a step: the run stops with
+    the step of its last checkpoint and the resume command, and resuming finishes the run."""
+    import byol.training.loop as loop
+    from byol.errors import RunInterrupted
+
+    real_step, calls = loop.accumulated_step, []
+
+    def interrupted_on_the_fifth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulated_step", interrupted_on_the_fifth)
+    config = small_config(fashion_folder, epochs=1, checkpoint_every_steps=2)
+    with pytest.raises(RunInterrupted) as stopped:
+        pretrain(config, tmp_path, quiet=True)
+    message = str(stopped.value)
+    assert "after the last checkpoint (step 4)" in message
+    assert f"--resume {tmp_path}" in message and "\n" not in message
+    monkeypatch.setattr(loop, "accumulated_step", real_step)
+    result = pretrain(config, tmp_path, resume=True, quiet=True)
+    assert result.steps == 512 // 64
+
+
+@needs_fashion_mnist
 def test_schedules_can_span_more_epochs_than_the_run(fashion_folder, tmp_path):
     config = small_config(fashion_folder, epochs=1, schedule_epochs=4, log_every_steps=1)
     result = pretrain(config, tmp_path, quiet=True)

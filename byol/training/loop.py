@@ -66,6 +66,8 @@ def pretrain(
         try:
             loop = _train(run, started, quiet)
             return _finish(run, started, *loop)
+        except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM) while the first is handled
+            raise _stopped_at_once(run) from None
         except TrainingDiverged as error:  # marks the folder: its resume may lower the lr
             if ranks.is_main:
                 marker = {"error": str(error), "last_good_step": run.saved_step}
@@ -166,6 +168,19 @@ def _end_epoch(run: RunState, progress) -> None:  # noqa: ANN001
         progress.write(f"epoch {record['epoch']}: kNN top-1 {record['knn_top1']:.2f}%")
     run.log.write(record)
     distributed.barrier()  # the other ranks wait for rank 0's kNN
+
+
+def _stopped_at_once(run: RunState) -> Exception:
+    from byol.checkpoint import has_checkpoint
+    from byol.errors import RunInterrupted
+
+    if not has_checkpoint(run.run_dir):
+        return RunInterrupted("interrupted at once, before the first checkpoint: start again.")
+    return RunInterrupted(
+        f"interrupted at once (a second signal): the steps after the last checkpoint (step "
+        f"{run.saved_step}) are lost; continue from it with `byol pretrain --resume "
+        f"{run.run_dir}`."
+    )
 
 
 def _raise_interrupted(run: RunState, received: int | None) -> None:
