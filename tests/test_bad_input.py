@@ -293,7 +293,8 @@ CLI_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "single_image": (_folder_case(_single_image), ["1 images", "batch_size"]),
     "strict_stops_at_bad_file": (_strict_with_a_bad_file, ["cut.png", "strict_images=false"]),
     "strict_stops_at_bad_file_with_newline": (
-        _strict_with_a_bad_file_named_across_lines, ["cut\\nhere.png"]
+        _strict_with_a_bad_file_named_across_lines,
+        ["cut\\nhere.png"],
     ),
     "test_split_unknown_class": (_folder_case(_unknown_test_class), ["zebra"]),
     "test_split_unlabelled": (_folder_case(_unlabelled_test_split), ["without class", "sort"]),
