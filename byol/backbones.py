@@ -11,7 +11,9 @@ from torchvision.models.resnet import BasicBlock
 class NarrowResNet(models.ResNet):
     """ResNet-18's layout (BasicBlock, 2-2-2-2) at 1/8 of its width: 8 to 64 channels, 0.17M
     parameters, a 64-d representation. For smoke tests and CI runs of the whole pipeline in
-    seconds, never for results. torchvision ships no width option, so the stages are built here
+    seconds, and for ablations on a CPU (the `fashion-mnist` budget of `byol ablate`), where it
+    learns far beyond its random init in minutes; never for headline results. torchvision ships
+    no width option, so the stages are built here
     with torchvision's own blocks and initialisation; the state dict has torchvision's key names.
     """
 
