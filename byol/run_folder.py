@@ -267,3 +267,22 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # releases the lock; the file stays, harmless
             self._file = None
+
+
+def writer_of(run_dir: Path) -> str | None:
+    """The process id of the byol run writing ``run_dir`` now, or None: readers (eval, report) use
+    it to say that what they see is a snapshot of a run in progress."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    try:
+        handle = open(path)  # noqa: SIM115 - closed below in every case
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

@@ -358,6 +358,33 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken
     assert json.loads((run / "summary.json").read_text())["steps"] == STEPS_PER_EPOCH
 
 
+def test_eval_and_report_of_a_run_in_progress_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A run being trained (its lock held) has no encoder yet: eval says the run is training and
+    by which process; the report is marked a snapshot at the last logged step."""
+    from byol.presets import preset
+    from byol.reporting.html_report import build_report
+    from byol.run_folder import METRICS, RunLock, save_config, writer_of
+
+    run = tmp_path / "run"
+    save_config(run, preset("fashion-mnist"))
+    (run / METRICS).write_text(json.dumps({"step": 10, "loss": 1.5}) + "\n" + '{"step": 2')
+    assert writer_of(run) is None
+    with RunLock(run):
+        assert writer_of(run) == str(os.getpid())
+        assert main(["eval", "knn", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"byol: error: {run} is still training (process {os.getpid()}); its "
+            "encoder.safetensors is written when the run finishes: evaluate it then."
+        )
+        report = build_report(run)
+        assert f"training now (process {os.getpid()})" in report and "up to step 10" in report
+    assert writer_of(run) is None
+    assert "has not finished" in build_report(run)
+
+
 def test_resuming_a_finished_run_is_a_no_op_that_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

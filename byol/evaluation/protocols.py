@@ -52,6 +52,12 @@ class Evaluation:
                 "folder that `byol pretrain` wrote."
             )
         if not self.encoder_path.is_file():
+            writer = run_folder.writer_of(self.out_dir)
+            if writer:
+                raise ByolError(
+                    f"{path} is still training (process {writer}); its {run_folder.ENCODER} is "
+                    "written when the run finishes: evaluate it then."
+                )
             raise CheckpointError(
                 f"{path} holds no {run_folder.ENCODER}; run `byol pretrain` first."
             )

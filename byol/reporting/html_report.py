@@ -200,7 +200,14 @@ def _status_notes(run_dir: Path, records: list[dict[str, Any]], summary: dict[st
     warning = collapse_warning(records)
     if warning:
         out.append(f'<div class="banner" id="collapse-warning">{html.escape(warning)}</div>')
-    if not summary:
+    writer = None if summary else run_folder.writer_of(run_dir)
+    if writer:
+        last = records[-1]["step"] if records else 0
+        out.append(
+            f'<p class="note">This run is training now (process {html.escape(writer)}): the '
+            f"curves are a snapshot up to step {last}; write the report again for more.</p>"
+        )
+    elif not summary:
         out.append(
             '<p class="note">This run has not finished (no summary.json): the curves show '
             "what it logged so far; continue it with <code>byol pretrain --resume "
