@@ -365,10 +365,11 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         assert row["status"] == ("collapsed" if row["collapse"] < 0.1 else "ok")
         assert (Path(row["run_dir"]) / "summary.json").is_file()
         assert row["collapse_curve"] and row["collapse_curve"][-1] == row["collapse"]
-        # the main job's recipe (the budget where BYOL learns), less the --set changes above
+        # the budget: the main job's recipe with its schedules sized for the budget's 4 epochs,
+        # less the --set changes above
         saved = json.loads((Path(row["run_dir"]) / "config.json").read_text())
         assert saved["crop_scale"] == [1.0, 1.0]
-        assert (saved["predictor_lr_scale"], saved["schedule_epochs"]) == (30.0, 8)
+        assert (saved["predictor_lr_scale"], saved["schedule_epochs"]) == (30.0, 4)
 
     # A second call trains and evaluates nothing: every run and its scores are reused.
     def refuse(*args, **kwargs):
@@ -391,6 +392,13 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         "## `byol ablate predictor`" in report and "without the predictor BYOL collapses" in report
     )
     assert "(predictor/plot.png)" in report
+    # ... and as one HTML page with the plot inside; `byol report` writes the same for a table.
+    page = (out / "ablations.html").read_text()
+    assert "<table>" in page and "without the predictor BYOL collapses" in page
+    assert 'src="data:image/png;base64,' in page and "plot.png" not in page.split("<body>")[1]
+    assert main(["report", str(folder)]) == 0
+    single = (folder / "ablations.html").read_text()
+    assert "<table>" in single and 'src="data:image/png;base64,' in single
 
     # An interrupted ablation continues: only the missing run is trained (and scored) again.
     from byol.experiments import ablate

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from byol.experiments.ablate import run_ablation
 from byol.experiments.variants import ABLATIONS
-from byol.reporting.ablation_tables import PLOT_PNG, TABLE_MD, ablate_command
+from byol.reporting.ablation_html import ABLATIONS_HTML, build_ablation_report
+from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, TABLE_MD, ablate_command
 from byol.run_folder import write_text
-
-REPORT_MD = "report.md"
 
 
 def machine() -> str:
@@ -57,4 +56,5 @@ def run_all(
         lines.append(f"![{ablation}]({folder.name}/{PLOT_PNG})\n")
     path = root / REPORT_MD
     write_text(path, "\n".join(lines))
+    write_text(root / ABLATIONS_HTML, build_ablation_report(root))  # the same, as one page
     return path

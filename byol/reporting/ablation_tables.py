@@ -17,6 +17,7 @@ from byol.reporting.verdicts import Claim, Stat, aggregate, judge
 from byol.run_folder import write_bytes, write_text
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"
+REPORT_MD = "report.md"  # `byol ablate all`: every table's verdicts and plots
 
 
 def _number(value: Any, sign: bool = False) -> str:

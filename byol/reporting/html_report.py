@@ -244,10 +244,20 @@ def write_report(
     points: int = 2000,
     overrides: list[str] | None = None,
 ) -> Path:
-    """Write the report (default RUN_DIR/report.html) and return its path."""
+    """Write the report (default RUN_DIR/report.html; for `byol ablate` output,
+    FOLDER/ablations.html) and return its path."""
+    from byol.reporting.ablation_html import (
+        ABLATIONS_HTML,
+        build_ablation_report,
+        is_ablation_folder,
+    )
+
     run_dir = Path(run_dir)
-    text = build_report(run_dir, points, overrides)
-    path = Path(out) if out else run_dir / REPORT
+    if not (run_dir / run_folder.CONFIG).is_file() and is_ablation_folder(run_dir):
+        text, default = build_ablation_report(run_dir), run_dir / ABLATIONS_HTML
+    else:
+        text, default = build_report(run_dir, points, overrides), run_dir / REPORT
+    path = Path(out) if out else default
     path.parent.mkdir(parents=True, exist_ok=True)
     run_folder.write_text(path, text)
     return path
