@@ -14,23 +14,62 @@ The package follows the path a batch takes, each folder importing only the ones 
     cli.py         the `byol` command
 """
 
-from byol.backbones import build_backbone
-from byol.checkpoint import load_encoder, save_encoder
-from byol.config import Config
-from byol.methods import Method, MethodOutput, build_method, ema_update
-from byol.methods.barlow import BarlowTwins
-from byol.methods.byol import BYOL
-from byol.methods.losses import barlow_twins_loss, byol_loss, collapse_metric, info_nce, nt_xent
-from byol.methods.moco import MoCo
-from byol.methods.simclr import SimCLR
-from byol.presets import PRESETS, preset
-from byol.training.optim import LARS, build_optimizer, parameter_groups
-from byol.training.schedules import learning_rate, scaled_learning_rate, target_tau
-from byol.views.batched import BatchTwoViews, BatchViewTransform, batch_paper_views
-from byol.views.per_image import EvalTransform, TwoViews, ViewTransform, paper_views
-from byol.views.spec import ViewSpec
+import importlib
+from typing import Any
 
-BYOLOutput = MethodOutput  # the name the package gave it first
+# Public names -> the module that defines them, imported on first use (PEP 562): `import byol`
+# (and so the `byol` command's start, where a Ctrl-C must still end in one line) does not import
+# torch until a name is used.
+_EXPORTS = {
+    "build_backbone": "byol.backbones",
+    "load_encoder": "byol.checkpoint",
+    "save_encoder": "byol.checkpoint",
+    "Config": "byol.config",
+    "Method": "byol.methods",
+    "MethodOutput": "byol.methods",
+    "build_method": "byol.methods",
+    "ema_update": "byol.methods",
+    "BarlowTwins": "byol.methods.barlow",
+    "BYOL": "byol.methods.byol",
+    "barlow_twins_loss": "byol.methods.losses",
+    "byol_loss": "byol.methods.losses",
+    "collapse_metric": "byol.methods.losses",
+    "info_nce": "byol.methods.losses",
+    "nt_xent": "byol.methods.losses",
+    "MoCo": "byol.methods.moco",
+    "SimCLR": "byol.methods.simclr",
+    "PRESETS": "byol.presets",
+    "preset": "byol.presets",
+    "LARS": "byol.training.optim",
+    "build_optimizer": "byol.training.optim",
+    "parameter_groups": "byol.training.optim",
+    "learning_rate": "byol.training.schedules",
+    "scaled_learning_rate": "byol.training.schedules",
+    "target_tau": "byol.training.schedules",
+    "BatchTwoViews": "byol.views.batched",
+    "BatchViewTransform": "byol.views.batched",
+    "batch_paper_views": "byol.views.batched",
+    "EvalTransform": "byol.views.per_image",
+    "TwoViews": "byol.views.per_image",
+    "ViewTransform": "byol.views.per_image",
+    "paper_views": "byol.views.per_image",
+    "ViewSpec": "byol.views.spec",
+}
+_ALIASES = {"BYOLOutput": "MethodOutput"}  # the name the package gave it first
+
+
+def __getattr__(name: str) -> Any:
+    target = _ALIASES.get(name, name)
+    if target not in _EXPORTS:
+        raise AttributeError(f"module 'byol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[target]), target)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_ALIASES])
+
 
 __version__ = "0.1.0"
 

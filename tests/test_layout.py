@@ -90,3 +90,18 @@ def test_no_path_outside_the_repository():
         text = path.read_text()
         assert "PAPER.md" not in text and "../shared" not in text, name
         assert "parents[2]" not in text, name
+
+
+def test_importing_the_package_is_cheap_and_every_public_name_resolves() -> None:
+    """`import byol` must not import torch (the `byol` command handles a Ctrl-C during that
+    import only once its own code runs); every name in __all__ is reachable from the package."""
+    import subprocess
+    import sys
+
+    probe = "import sys, byol; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+    import byol
+
+    assert all(getattr(byol, name) is not None for name in byol.__all__)
+    assert byol.BYOLOutput is byol.MethodOutput
