@@ -11,7 +11,10 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl
 export PYTHONPATH="$PWD:/tmp/site"
-DEVICE=cuda BENCH=(--dataset fashion-mnist --data-dir "$FMNIST") ABL=()
+DEVICE=cuda BENCH=(--dataset fashion-mnist --data-dir "$FMNIST")
+# On a GPU the ablations afford the main job's full recipe (full-width ResNet-18, 936 steps)
+# rather than the CPU budget of byol/experiments/budgets.py.
+ABL=(--set backbone=resnet18 --set train_subset=30000 --set epochs=4 --set schedule_epochs=8)
 FM=(--set "data_dir=$FMNIST")
 if [ "${DRY:-0}" = 1 ]; then
   DEVICE=cpu BENCH+=(--device cpu --images 512 --steps 1 --rounds 1 --hidden-dim 64 --lightly-workers 1)
@@ -19,7 +22,7 @@ if [ "${DRY:-0}" = 1 ]; then
     projector_hidden_dim=64 predictor_hidden_dim=64 threads=1; do
     FM+=(--set "$s")
   done
-  ABL=(--set eval_train_images=512)
+  ABL=(--set eval_train_images=512 --set backbone=resnet18-narrow)
 fi
 FM+=(--set "device=$DEVICE")
 RUNS=/tmp/gpu-runs
