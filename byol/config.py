@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from byol import settings
-from byol.backbones import BACKBONES
+from byol.backbones import BACKBONES, TIMM, check_backbone
 from byol.errors import ConfigError
 
 # What `byol pretrain --method` can train, with the names tables and plots give them.
@@ -36,7 +36,9 @@ class Config:
     strict_images: bool = False  # stop at the first unreadable image file instead of skipping it
 
     # --- encoder and heads (arXiv:2006.07733, Section 3.3) ---
-    backbone: str = "resnet50"
+    backbone: str = "resnet50"  # a torchvision ResNet, or timm:<name> (`byol models` lists them)
+    # timm backbones only: keyword arguments of timm.create_model, e.g. patch_size=4,depth=6
+    backbone_kwargs: str = ""
     cifar_stem: bool = False  # 3x3 stride-1 first convolution, no max-pool
     projector_hidden_dim: int = 4096
     projection_dim: int = 256
@@ -120,6 +122,7 @@ class Config:
     def validate(self) -> None:
         """Every field against its rule (RULES below): one ConfigError naming the first bad one."""
         settings.check_rules(self, RULES)
+        check_backbone(self.backbone, self.backbone_kwargs, self.cifar_stem)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,7 +152,8 @@ RULES: dict[str, settings.Rule] = {
     "dataset": R(nonempty=True),
     "image_size": R(low=8),  # below 8 px a ResNet's stride-32 trunk sees less than a pixel
     "train_subset": COUNT,
-    "backbone": R(choices=tuple(BACKBONES)),
+    "backbone": R(choices=tuple(BACKBONES), prefix=TIMM),
+    "backbone_kwargs": R(),  # parsed and checked against the backbone by validate()
     "projector_hidden_dim": AT_LEAST_ONE,
     "projection_dim": AT_LEAST_ONE,
     "predictor_hidden_dim": AT_LEAST_ONE,
