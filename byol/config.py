@@ -18,6 +18,7 @@ from typing import Any
 from byol import settings
 from byol.backbones import BACKBONES, TIMM, check_backbone
 from byol.errors import ConfigError
+from byol.loggers import check_installed
 
 # What `byol pretrain --method` can train, with the names tables and plots give them.
 METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
@@ -106,6 +107,7 @@ class Config:
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
     seed: int = 0
     log_every_steps: int = 10
+    loggers: str = "tensorboard"  # comma-separated: tensorboard, mlflow, wandb (extras), or none
     checkpoint_every_steps: int = 0  # 0 = at the end of every epoch only
     max_minutes: float = 0.0  # stop early, cleanly, after this much training time (0 = off)
 
@@ -123,6 +125,7 @@ class Config:
         """Every field against its rule (RULES below): one ConfigError naming the first bad one."""
         settings.check_rules(self, RULES)
         check_backbone(self.backbone, self.backbone_kwargs, self.cifar_stem)
+        check_installed(self.loggers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,6 +200,7 @@ RULES: dict[str, settings.Rule] = {
     "threads": COUNT,
     "seed": R(low=0, high=2**32 - 1),
     "log_every_steps": AT_LEAST_ONE,
+    "loggers": R(pattern=r"none|(tensorboard|mlflow|wandb)(,(tensorboard|mlflow|wandb))*"),
     "checkpoint_every_steps": COUNT,
     "max_minutes": R(low=0.0),
     "knn_k": AT_LEAST_ONE,

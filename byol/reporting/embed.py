@@ -113,8 +113,7 @@ def embed(
     root = Path(folder).expanduser()
     images = ImageFolderDataset(root)
     c = src.config
-    # Normalised as in pretraining: a known dataset's statistics, else the folder's own.
-    mean, std = known_stats(c.dataset) or folder_stats(images)[:2]
+    mean, std = _pretraining_stats(c, images)
     device = resolve_device(c.device)
     precision = resolve_precision(device, c.precision, c.image_size, c.cifar_stem)
     rows = _Files(images.samples, EvalTransform(c.image_size, mean, std, c.eval_crop_fraction))
@@ -123,7 +122,8 @@ def embed(
     kept = index >= 0
     files = [images.samples[i][0].relative_to(root).as_posix() for i in index[kept].tolist()]
     done = set(index[kept].tolist())
-    skipped = [str(path) for i, (path, _) in enumerate(images.samples) if i not in done]
+    skipped = [str(path) for path, _ in images.unreadable]  # met while reading statistics
+    skipped += [str(path) for i, (path, _) in enumerate(images.samples) if i not in done]
     out_dir = Path(out) if out else src.out_dir / "embed" / (root.resolve().name or "folder")
     array = features[kept].numpy().astype(np.float32)
     written = _write(out_dir, array, files)
@@ -134,6 +134,19 @@ def embed(
     )  # fmt: skip
     run_folder.write_json(out_dir / MANIFEST, manifest)
     return [*written, out_dir / MANIFEST]
+
+
+def _pretraining_stats(config: Config, images: ImageFolderDataset) -> tuple:
+    """(mean, std) the encoder's inputs were normalised with: a known dataset's, the statistics
+    of the image folder it was pretrained on, or (that folder gone) the embedded folder's own."""
+    known = known_stats(config.dataset)
+    if known is not None:
+        return known
+    trained_on = Path(config.dataset).expanduser()
+    if (trained_on / "train").is_dir():
+        trained_on = trained_on / "train"
+    source = ImageFolderDataset(trained_on) if trained_on.is_dir() else images
+    return folder_stats(source)[:2]
 
 
 def _write(out_dir: Path, array: np.ndarray, files: list[str]) -> list[Path]:

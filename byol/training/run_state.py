@@ -225,7 +225,7 @@ def set_up(
     if checkpoint is not None:
         _restore(run, checkpoint, source)
     # Drops records a killed run wrote after its checkpoint; rank 0 alone writes.
-    run.log = MetricsLog(run_dir, resume_step=run.step, enabled=ranks.is_main)
+    run.log = MetricsLog(run_dir, resume_step=run.step, enabled=ranks.is_main, config=config)
     run.lock = lock
     return run
 
