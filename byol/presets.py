@@ -45,8 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         channels_last=True,
     ),
     "fashion-mnist": {},  # below, with the measurements that shaped it
-    # ViT-S/4 on CIFAR-10 (MoCo v3-style): AdamW 5e-4 x B/256 with wd 0.05 and 20 warm-up epochs
-    # instead of LARS (ViTs train unstably under LARS and SGD), 4 px patches (8x8 tokens at 32 px).
+    # ViT-S/4: AdamW + warm-up, not LARS (ViTs train unstably under it), 4 px patches for 32 px.
     "vit-small-cifar10": dict(
         dataset="cifar10",
         image_size=32,
@@ -99,8 +98,7 @@ PRESETS["fashion-mnist"] = dict(
 )
 
 
-# The fashion-mnist preset with a ViT-Ti/4 (7x7 tokens at 28 px) under AdamW 5e-4 x B/256, wd 0.05,
-# half an epoch of warm-up, q_theta at 10x the lr: ViTs need AdamW and a warm-up (MoCo v3).
+# fashion-mnist with ViT-Ti/4 (7x7 tokens), AdamW + warm-up, not LARS: ViTs train unstably under it.
 PRESETS["vit-tiny-fashion-mnist"] = {
     **PRESETS["fashion-mnist"],
     "backbone": "timm:vit_tiny_patch16_224",

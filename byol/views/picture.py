@@ -31,11 +31,13 @@ def views_picture(
     return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 
-def png_bytes(picture: np.ndarray, scale: int = 3) -> bytes:
-    """The picture as PNG, enlarged ``scale`` times (nearest) so small images stay visible."""
+def png_bytes(picture: np.ndarray, min_width: int = 640) -> bytes:
+    """The picture as PNG, enlarged a whole number of times (nearest neighbour) to at least
+    ``min_width`` pixels, so that 28 px images stay visible."""
     from PIL import Image
 
     image = Image.fromarray(picture)
+    scale = max(1, -(-min_width // image.width))
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
