@@ -178,3 +178,17 @@ def test_backbone_and_logger_settings_are_checked(item, words):
     with pytest.raises(ConfigError) as error:
         apply_overrides(Config(), [item]).validate()
     assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_printed_lines_load_a_torchvision_encoder(tmp_path):
+    from byol.backbones import build_backbone
+    from byol.checkpoint import encoder_metadata, load_encoder, loading_lines, save_encoder
+
+    torch.manual_seed(0)
+    encoder, _ = build_backbone("resnet18")
+    save_encoder(tmp_path / ENCODER, encoder, "resnet18", cifar_stem=False)
+    scope: dict = {}
+    exec("\n".join(loading_lines(tmp_path / ENCODER, encoder_metadata(tmp_path / ENCODER))), scope)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(scope["model"].eval()(x), load_encoder(tmp_path / ENCODER)[0].eval()(x))
