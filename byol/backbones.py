@@ -21,6 +21,7 @@ from byol.errors import ConfigError
 
 TIMM = "timm:"  # backbone=timm:<name> builds timm.create_model(<name>, num_classes=0)
 TIMM_EXTRA = "pip install 'byol[timm]'"
+NO_LOADING = ("checkpoint_path", "cache_dir")
 
 
 class NarrowResNet(models.ResNet):
@@ -115,6 +116,7 @@ def timm_model(name: str, kwargs: dict[str, Any], image_size: int | None = None)
     (a ViT's position embeddings are sized for one image size)."""
     timm = import_timm()
     model_name = name.removeprefix(TIMM)
+    refuse_loading(kwargs)
     try:
         net = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
         side = input_side(net)
@@ -131,6 +133,17 @@ def timm_model(name: str, kwargs: dict[str, Any], image_size: int | None = None)
     except TypeError as error:  # a keyword this architecture does not take
         raise ConfigError(f"backbone_kwargs do not suit {name}: {error}.") from None
     return net
+
+
+def refuse_loading(kwargs: dict[str, Any]) -> None:
+    """Arguments that make timm read or fetch weights are refused: an encoder file's metadata
+    could name a pickle to load, and a run's initial weights are byol's to set."""
+    loading = [k for k in kwargs if k.startswith("pretrained") or k in NO_LOADING]
+    if loading:
+        raise ConfigError(
+            f"backbone_kwargs may not set {loading[0]}: byol trains from random weights and loads "
+            "only its own encoder files."
+        )
 
 
 def input_side(net: nn.Module) -> int | None:
@@ -173,6 +186,7 @@ def check_backbone(name: str, kwargs: str, cifar_stem: bool) -> None:
         if parsed:
             raise ConfigError(f"backbone_kwargs apply to timm backbones, not {name}; drop them.")
         return
+    refuse_loading(parsed)
     if cifar_stem:
         raise ConfigError(
             f"cifar_stem applies to torchvision ResNets, not {name}; set cifar_stem=false (a ViT "

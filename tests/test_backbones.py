@@ -192,3 +192,12 @@ def test_printed_lines_load_a_torchvision_encoder(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(scope["model"].eval()(x), load_encoder(tmp_path / ENCODER)[0].eval()(x))
+
+
+def test_kwargs_that_would_load_weights_are_refused():
+    pytest.importorskip("timm", reason="timm backbones need the timm extra")
+    from byol.backbones import timm_model
+
+    for kwargs in ({"checkpoint_path": "/tmp/evil.pth"}, {"pretrained": True}):
+        with pytest.raises(ConfigError, match="may not set"):
+            timm_model("timm:resnet18", kwargs)
