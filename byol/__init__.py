@@ -3,15 +3,16 @@
 The package follows the path a batch takes, each folder importing only the ones before it:
 
     config.py, presets.py, settings.py   what a run is (Config: the paper's numbers), --set parsing
-    runtime.py, backbones.py, checkpoint.py, run_folder.py, distributed.py, errors.py   foundations
+    runtime.py, backbones.py (torchvision, timm), checkpoint.py, run_folder.py, loggers.py,
+    distributed.py, errors.py   foundations
     data/          datasets as uint8 images + labels; label subsets
     views/         T and T' (per image, batched on the device) from one ViewSpec
     methods/       BYOL and the baselines, heads, losses, the one EMA (base.py)
     evaluation/    features, kNN, linear probes, fine-tuning, the `byol eval` protocols
     training/      the pretraining loop, epochs, step, LARS, schedules, kNN monitor, signals
-    reporting/     HTML report, export, ablation tables
+    reporting/     HTML report, export (embeddings, ONNX), byol embed, ablation tables
     experiments/   `byol ablate`: the paper's ablations as runs
-    cli.py         the `byol` command
+    cli/           the `byol` command
 """
 
 import importlib

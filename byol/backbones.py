@@ -1,11 +1,27 @@
-"""Encoders: torchvision ResNets whose output is the pooled representation y."""
+"""Encoders whose output is the representation y: torchvision ResNets (pooled features), and
+any timm model as ``timm:<name>`` (its pooled or class-token feature: timm's ``num_classes=0``).
+"""
 
+from __future__ import annotations
+
+import ast
+import fnmatch
+import importlib
 import math
+import re
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock
+
+from byol.errors import ConfigError
+
+TIMM = "timm:"  # backbone=timm:<name> builds timm.create_model(<name>, num_classes=0)
+TIMM_EXTRA = "pip install 'byol[timm]'"
+NO_LOADING = ("checkpoint_path", "cache_dir")
 
 
 class NarrowResNet(models.ResNet):
@@ -51,12 +67,19 @@ BACKBONES: dict[str, Callable[..., models.ResNet]] = {
 }
 
 
-def build_backbone(name: str, cifar_stem: bool = False) -> tuple[nn.Module, int]:
-    """Return (encoder, feature_dim). The encoder maps Bx3xHxW images to BxD pooled features.
+def build_backbone(
+    name: str, cifar_stem: bool = False, image_size: int | None = None, kwargs: str = ""
+) -> tuple[nn.Module, int]:
+    """Return (encoder, feature_dim). The encoder maps Bx3xHxW images to BxD features.
 
-    The module is a plain torchvision ResNet with ``fc`` replaced by Identity, so its state dict
-    loads into ``torchvision.models.<name>()`` (all keys but ``fc.*``).
+    A torchvision name gives the plain torchvision ResNet with ``fc`` replaced by Identity, so its
+    state dict loads into ``torchvision.models.<name>()`` (all keys but ``fc.*``). ``timm:<name>``
+    gives ``timm.create_model(<name>, num_classes=0, **kwargs)``, whose state dict is the
+    encoder's; a model with a fixed input size (ViTs) is built for ``image_size``.
     """
+    if is_timm(name):
+        net = timm_model(name, parse_kwargs(kwargs), image_size)
+        return net, int(net.num_features)
     net = torchvision_model(name, cifar_stem)
     feature_dim = net.fc.in_features
     net.fc = nn.Identity()
@@ -76,6 +99,120 @@ def torchvision_model(name: str, cifar_stem: bool = False) -> models.ResNet:
     return net
 
 
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM)
+
+
+def import_timm() -> ModuleType:
+    """timm, or the one-line error that names the extra installing it."""
+    try:
+        return importlib.import_module("timm")
+    except ImportError:
+        message = f"timm backbones need timm, which is not installed: {TIMM_EXTRA}."
+        raise ConfigError(message) from None
+
+
+def timm_model(name: str, kwargs: dict[str, Any], image_size: int | None = None) -> nn.Module:
+    """``timm.create_model(name, num_classes=0, **kwargs)``; when the model has a fixed input
+    size other than ``image_size`` and kwargs do not set one, it is rebuilt for ``image_size``
+    (a ViT's position embeddings are sized for one image size)."""
+    timm = import_timm()
+    model_name = name.removeprefix(TIMM)
+    refuse_loading(kwargs)
+    try:
+        net = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
+        side = input_side(net)
+        if image_size and "img_size" not in kwargs and side not in (None, image_size):
+            net = timm.create_model(
+                model_name, pretrained=False, num_classes=0, img_size=image_size, **kwargs
+            )
+    except RuntimeError as error:  # timm's word for an unknown name
+        if "Unknown model" not in str(error):
+            raise
+        raise ConfigError(
+            f"timm has no model {model_name!r}; `byol models 'timm:*'` lists them."
+        ) from None
+    except TypeError as error:  # a keyword this architecture does not take
+        raise ConfigError(f"backbone_kwargs do not suit {name}: {error}.") from None
+    return net
+
+
+def refuse_loading(kwargs: dict[str, Any]) -> None:
+    """Arguments that make timm read or fetch weights are refused: an encoder file's metadata
+    could name a pickle to load, and a run's initial weights are byol's to set."""
+    loading = [k for k in kwargs if k.startswith("pretrained") or k in NO_LOADING]
+    if loading:
+        raise ConfigError(
+            f"backbone_kwargs may not set {loading[0]}: byol trains from random weights and loads "
+            "only its own encoder files."
+        )
+
+
+def input_side(net: nn.Module) -> int | None:
+    """The image side a timm model is built for, None when it takes any size (CNNs)."""
+    size = getattr(getattr(net, "patch_embed", None), "img_size", None)
+    if size is None or getattr(net.patch_embed, "dynamic_img_size", False):
+        return None
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """``"patch_size=4,depth=6"`` -> {"patch_size": 4, "depth": 6}: Python literals (numbers,
+    True, tuples), anything else a string. A comma starts a new key only before ``name=``, so
+    ``depths=(2,2,6,2)`` stays one value."""
+    kwargs: dict[str, Any] = {}
+    for item in filter(str.strip, re.split(r",\s*(?=[A-Za-z_]\w*\s*=)", text.strip())):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(
+                f"backbone_kwargs={text!r}: {item!r} is not name=value; write e.g. "
+                "backbone_kwargs=patch_size=4,depth=6."
+            )
+        try:
+            kwargs[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = value.strip()
+    return kwargs
+
+
+def format_kwargs(kwargs: dict[str, Any]) -> str:
+    """The inverse of ``parse_kwargs``."""
+    return ",".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def check_backbone(name: str, kwargs: str, cifar_stem: bool) -> None:
+    """What a config's backbone fields must agree on; a timm name must be a timm model (checked
+    here, before any data is read, so a typo or a missing timm stops the run at once)."""
+    parsed = parse_kwargs(kwargs)
+    if not is_timm(name):
+        if parsed:
+            raise ConfigError(f"backbone_kwargs apply to timm backbones, not {name}; drop them.")
+        return
+    refuse_loading(parsed)
+    if cifar_stem:
+        raise ConfigError(
+            f"cifar_stem applies to torchvision ResNets, not {name}; set cifar_stem=false (a ViT "
+            "takes backbone_kwargs=patch_size=4 for small images instead)."
+        )
+    if not import_timm().is_model(name.removeprefix(TIMM)):
+        raise ConfigError(
+            f"timm has no model {name.removeprefix(TIMM)!r}; `byol models 'timm:*'` lists them."
+        )
+
+
+def available_backbones(pattern: str = "*") -> list[str]:
+    """Backbone names matching a shell-style ``pattern``: torchvision's, then timm's (as
+    ``timm:<name>``) when timm is installed. A pattern without ``timm:`` also matches timm's
+    bare names, so ``vit*`` finds the ViTs."""
+    names = [n for n in BACKBONES if fnmatch.fnmatch(n, pattern)]
+    try:
+        timm = importlib.import_module("timm")
+    except ImportError:
+        return names
+    bare = pattern.removeprefix(TIMM)
+    return names + [TIMM + n for n in timm.list_models() if fnmatch.fnmatch(n, bare)]
+
+
 def last_stage_input_side(image_size: int, cifar_stem: bool = False) -> int:
     """Side of the map that enters layer4's stride-2 convolution: the stem and layers 2-3 each
     halve it, rounding up (the torchvision stem twice: convolution and max-pool)."""
@@ -88,6 +225,13 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "BACKBONES",
+    "TIMM",
+    "available_backbones",
+    "check_backbone",
+    "format_kwargs",
+    "is_timm",
+    "parse_kwargs",
+    "timm_model",
     "build_backbone",
     "torchvision_model",
     "count_parameters",

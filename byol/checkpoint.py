@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -24,7 +25,15 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from byol.backbones import BACKBONES, torchvision_model
+from byol.backbones import (
+    BACKBONES,
+    TIMM,
+    build_backbone,
+    input_side,
+    is_timm,
+    parse_kwargs,
+    timm_model,
+)
 from byol.errors import CheckpointError
 from byol.run_folder import CHECKPOINT, PREVIOUS_CHECKPOINT, atomic_write
 
@@ -184,20 +193,30 @@ def load_model_state(module: nn.Module, state: Any, source: Path, what: str = "m
     module.load_state_dict(state)
 
 
-def save_encoder(path: Path, encoder: nn.Module, architecture: str, cifar_stem: bool) -> None:
-    """Write the online encoder as safetensors with torchvision's key names (no ``fc``)."""
+def save_encoder(
+    path: Path, encoder: nn.Module, architecture: str, cifar_stem: bool, kwargs: str = ""
+) -> None:
+    """Write the online encoder as safetensors: torchvision's key names (no ``fc``), or for a timm
+    backbone the state dict of ``timm.create_model(name, num_classes=0, **timm_kwargs)``, with
+    those keyword arguments (the image size a ViT was built for included) in the metadata."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     metadata = {
         "format": "byol-encoder",
         "architecture": architecture,
         "cifar_stem": str(cifar_stem).lower(),
-        "note": "torchvision state dict without fc; load with strict=False"
-        + (
-            "; replace conv1 by a 3x3 stride-1 conv and maxpool by Identity first"
-            if cifar_stem
-            else ""
-        ),
     }
+    if is_timm(architecture):
+        effective = parse_kwargs(kwargs)
+        side = input_side(encoder)
+        if side is not None:
+            effective["img_size"] = side
+        metadata["timm_kwargs"] = json.dumps(effective)
+        metadata["note"] = "timm state dict with num_classes=0; load with strict=True"
+    else:
+        stem = "; replace conv1 by a 3x3 stride-1 conv and maxpool by Identity first"
+        metadata["note"] = "torchvision state dict without fc; load with strict=False" + (
+            stem if cifar_stem else ""
+        )
     atomic_write(Path(path), [safetensors_bytes(tensors, metadata=metadata)])
 
 
@@ -208,8 +227,20 @@ def encoder_metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def timm_kwargs(metadata: dict[str, str]) -> dict[str, Any]:
+    """The keyword arguments of ``timm.create_model`` an encoder file was written with."""
+    try:
+        kwargs = json.loads(metadata.get("timm_kwargs") or "{}")
+    except ValueError:
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise CheckpointError("the encoder's timm_kwargs metadata is not a JSON object.")
+    return kwargs
+
+
 def load_encoder(path: Path) -> tuple[nn.Module, dict[str, str]]:
-    """Build the torchvision model named in the file's metadata, load the weights, drop ``fc``."""
+    """Build the model named in the file's metadata (torchvision without ``fc``, or timm with
+    ``num_classes=0``) and load the weights."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no encoder file at {path}; run `byol pretrain` first.")
@@ -219,11 +250,36 @@ def load_encoder(path: Path) -> tuple[nn.Module, dict[str, str]]:
     except Exception as error:  # safetensors raises its own error types for a bad header
         raise CheckpointError(f"{path} is not a readable safetensors file ({error}).") from None
     architecture = metadata.get("architecture", "")
-    if metadata.get("format") != "byol-encoder" or architecture not in BACKBONES:
+    known = architecture in BACKBONES or (is_timm(architecture) and architecture != TIMM)
+    if metadata.get("format") != "byol-encoder" or not known:
         raise CheckpointError(
             f"{path} has no byol-encoder metadata naming a known backbone; export it with byol."
         )
-    model = torchvision_model(architecture, metadata.get("cifar_stem") == "true")
-    model.fc = nn.Identity()
+    if is_timm(architecture):
+        model = timm_model(architecture, timm_kwargs(metadata))
+    else:
+        model = build_backbone(architecture, metadata.get("cifar_stem") == "true")[0]
     load_model_state(model, tensors, path, f"{architecture} encoder")
     return model, metadata
+
+
+def loading_lines(path: Path, metadata: dict[str, str]) -> list[str]:
+    """Two lines of Python that load the encoder file into the library it came from (timm or
+    torchvision); byol's own loader where torchvision has no such model (CIFAR stem, narrow)."""
+    architecture = metadata.get("architecture", "")
+    load = f"model.load_state_dict(safetensors.torch.load_file({str(path)!r}))"
+    if is_timm(architecture):
+        kwargs = "".join(f", {k}={v!r}" for k, v in timm_kwargs(metadata).items())
+        name = architecture.removeprefix(TIMM)
+        return [
+            f"import safetensors.torch, timm; model = timm.create_model({name!r}, "
+            f"num_classes=0{kwargs})",
+            load,
+        ]
+    if metadata.get("cifar_stem") == "true" or architecture not in BACKBONES or "-" in architecture:
+        return ["import byol", f"model, metadata = byol.load_encoder({str(path)!r})"]
+    return [
+        f"import safetensors.torch, torch, torchvision; model = torchvision.models.{architecture}"
+        "(); model.fc = torch.nn.Identity()",
+        load,
+    ]

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from byol import settings
-from byol.backbones import BACKBONES
+from byol.backbones import BACKBONES, TIMM, check_backbone
 from byol.errors import ConfigError
+from byol.loggers import check_installed
 
 # What `byol pretrain --method` can train, with the names tables and plots give them.
 METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
@@ -36,7 +37,9 @@ class Config:
     strict_images: bool = False  # stop at the first unreadable image file instead of skipping it
 
     # --- encoder and heads (arXiv:2006.07733, Section 3.3) ---
-    backbone: str = "resnet50"
+    backbone: str = "resnet50"  # a torchvision ResNet, or timm:<name> (`byol models` lists them)
+    # timm backbones only: keyword arguments of timm.create_model, e.g. patch_size=4,depth=6
+    backbone_kwargs: str = ""
     cifar_stem: bool = False  # 3x3 stride-1 first convolution, no max-pool
     projector_hidden_dim: int = 4096
     projection_dim: int = 256
@@ -104,6 +107,7 @@ class Config:
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)
     seed: int = 0
     log_every_steps: int = 10
+    loggers: str = "tensorboard"  # comma-separated: tensorboard, mlflow, wandb (extras), or none
     checkpoint_every_steps: int = 0  # 0 = at the end of every epoch only
     max_minutes: float = 0.0  # stop early, cleanly, after this much training time (0 = off)
 
@@ -120,6 +124,8 @@ class Config:
     def validate(self) -> None:
         """Every field against its rule (RULES below): one ConfigError naming the first bad one."""
         settings.check_rules(self, RULES)
+        check_backbone(self.backbone, self.backbone_kwargs, self.cifar_stem)
+        check_installed(self.loggers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,7 +155,8 @@ RULES: dict[str, settings.Rule] = {
     "dataset": R(nonempty=True),
     "image_size": R(low=8),  # below 8 px a ResNet's stride-32 trunk sees less than a pixel
     "train_subset": COUNT,
-    "backbone": R(choices=tuple(BACKBONES)),
+    "backbone": R(choices=tuple(BACKBONES), prefix=TIMM),
+    "backbone_kwargs": R(),  # parsed and checked against the backbone by validate()
     "projector_hidden_dim": AT_LEAST_ONE,
     "projection_dim": AT_LEAST_ONE,
     "predictor_hidden_dim": AT_LEAST_ONE,
@@ -193,6 +200,7 @@ RULES: dict[str, settings.Rule] = {
     "threads": COUNT,
     "seed": R(low=0, high=2**32 - 1),
     "log_every_steps": AT_LEAST_ONE,
+    "loggers": R(pattern=r"none|(tensorboard|mlflow|wandb)(,(tensorboard|mlflow|wandb))*"),
     "checkpoint_every_steps": COUNT,
     "max_minutes": R(low=0.0),
     "knn_k": AT_LEAST_ONE,

@@ -23,10 +23,12 @@ from typing import Any
 
 from byol.config import Config, from_dict
 from byol.errors import ByolError, CheckpointError
+from byol.loggers import TENSORBOARD as TENSORBOARD  # its folder, named where the logger is
+from byol.loggers import open_loggers
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-TENSORBOARD = "tensorboard"
+
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"
 ENCODER = "encoder.safetensors"
@@ -37,6 +39,7 @@ REPORT = "report.html"
 FEATURES = "features"
 SUBSETS = "subsets"
 EXPORT = "export"
+VIEWS = "views.png"  # example views T and T' of the first step
 LOCK = ".lock"  # held by the one process writing this run
 DIVERGED = "diverged.json"  # the run diverged; resuming it may change RECOVERY_CHANGES
 ABLATION_EVAL = "ablation_eval.json"
@@ -49,6 +52,7 @@ RESUMABLE_CHANGES = {
     "device",
     "log_every_steps",
     "compile",
+    "loggers",
     # The global batch and the schedules stay; only which images share batch-norm statistics
     # changes, as it does with the process count: a run can move to fewer devices.
     "accumulation_steps",
@@ -154,9 +158,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Appends records to ``metrics.jsonl`` and mirrors their numbers to TensorBoard."""
+    """Appends records to ``metrics.jsonl`` and mirrors their numbers to the loggers that
+    ``config.loggers`` names (TensorBoard by default; ``byol/loggers.py``)."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int | None = None,
+        enabled: bool = True,
+        config: Config | None = None,
+    ) -> None:
         self.path = Path(run_dir) / METRICS
         self.enabled = enabled  # False on ranks other than 0: they write nothing
         if not enabled:
@@ -166,29 +177,36 @@ class MetricsLog:
             kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step]
             write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tensorboard = SummaryWriter(str(Path(run_dir) / TENSORBOARD))
-        except ImportError:  # tensorboard is a dependency; tolerate its absence in minimal envs
-            self._tensorboard = None
+        names = config.loggers if config is not None else "tensorboard"
+        self.loggers = open_loggers(run_dir, names, config.to_dict() if config else None)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self._tensorboard is not None:
-            for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self._tensorboard.add_scalar(key, value, record["step"])
+        numbers = {
+            k: v
+            for k, v in record.items()
+            if k not in ("step", "epoch")
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        }
+        for logger in self.loggers:
+            logger.scalars(numbers, record["step"])
+
+    def image(self, name: str, picture: Any, step: int) -> None:
+        """An H x W x 3 uint8 picture, to every logger."""
+        if self.enabled:
+            for logger in self.loggers:
+                logger.image(name, picture, step)
 
     def close(self) -> None:
         if not self.enabled:
             return
         self._file.close()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        for logger in self.loggers:
+            logger.close()
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

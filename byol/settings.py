@@ -146,7 +146,8 @@ def from_dict(settings_class: type, values: dict[str, Any], what: str = "config 
 class Rule:
     """What values a setting accepts, beyond its type: bounds (``low``/``high`` inclusive,
     ``above`` exclusive), a set of ``choices``, a ``pattern``, or a (low, high) pair that must be
-    ``ordered``. Bounds apply to each element of a tuple."""
+    ``ordered``. Bounds apply to each element of a tuple. With ``prefix``, a name that starts
+    with it (and goes on) is accepted besides the ``choices``."""
 
     low: float | None = None
     high: float | None = None
@@ -155,11 +156,13 @@ class Rule:
     pattern: str | None = None
     ordered: bool = False
     nonempty: bool = False
+    prefix: str | None = None
 
     def valid(self) -> str:
         """What is valid, in words."""
         if self.choices is not None:
-            return f"one of {', '.join(map(str, self.choices))}"
+            other = f", or {self.prefix}<name>" if self.prefix else ""
+            return f"one of {', '.join(map(str, self.choices))}{other}"
         if self.pattern is not None:
             return f"of the form {self.pattern.replace('|', ' or ')}"
         if self.nonempty:
@@ -175,6 +178,8 @@ class Rule:
         return f"{words}, low <= high" if self.ordered else words
 
     def accepts(self, value: Any) -> bool:
+        if self.prefix and str(value).startswith(self.prefix) and str(value) != self.prefix:
+            return True
         if self.choices is not None:
             return value in self.choices
         if self.pattern is not None:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from byol.distributed import all_reduce_with_grad, is_distributed
+from byol.errors import ConfigError
 
 
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -53,10 +54,41 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out.to(input.dtype)
 
 
+PLAIN_BATCHNORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    CpuSyncBatchNorm,
+)
+
+
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Every BatchNorm1d/2d/3d in ``module`` (online and target networks, projector and predictor
     heads alike) normalised with global-batch statistics: torch's SyncBatchNorm on GPUs,
-    ``CpuSyncBatchNorm`` on CPU. Weights, biases and running statistics are kept."""
+    ``CpuSyncBatchNorm`` on CPU. Weights, biases and running statistics are kept.
+
+    A subclass that adds work to its forward (timm's BatchNormAct2d applies its activation) would
+    lose it in a plain replacement: on GPUs timm's own converter keeps it, on CPU it is refused.
+    """
+    extended = [
+        type(m).__name__
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) not in PLAIN_BATCHNORMS
+    ]
+    if extended and device.type != "cpu":
+        import timm.layers  # only timm models hold such layers
+
+        return timm.layers.convert_sync_batchnorm(module)
+    if extended:
+        raise ConfigError(
+            f"this backbone's {extended[0]} layers cannot share batch statistics across CPU "
+            "processes; set sync_batchnorm=false (per-process statistics)."
+        )
+    return _convert(module, device)
+
+
+def _convert(module: nn.Module, device: torch.device) -> nn.Module:
     if device.type != "cpu":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -72,5 +104,5 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         synced.train(module.training)
         return synced
     for name, child in module.named_children():
-        module.add_module(name, convert_sync_batchnorm(child, device))
+        module.add_module(name, _convert(child, device))
     return module

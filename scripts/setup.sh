@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: the Fashion-MNIST Debian package and chromium (for the report's
 # headless-browser test) where apt exists and we are root, a virtual environment in .venv, and
-# this package with its test tools.
+# this package with its test tools and the timm and onnx extras (~45 MB and ~110 MB, seconds to
+# install, so their tests run too); mlflow (~680 MB) and wandb are left to those who use them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_install() {  # quiet, and never fatal: each package only enables some runs and tests
@@ -17,4 +18,4 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,timm,onnx]'

@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "byol"
 # The path a batch takes, lowest first. A module may import its own layer and the ones before.
 LAYERS = [
-    ("errors", "settings", "config", "presets", "backbones", "run_folder", "checkpoint"),
+    ("errors", "settings", "config", "presets", "backbones", "loggers", "run_folder", "checkpoint"),
     ("runtime", "distributed", "sync_batchnorm"),
     ("data",),
     ("views",),
@@ -15,7 +15,7 @@ LAYERS = [
     ("training",),
     ("reporting",),
     ("experiments",),
-    ("cli", "__main__", "__init__"),
+    ("cli", "__main__", "__init__"),  # cli/: one module per group of commands
 ]
 MAX_FILE_LINES = 300
 MAX_FUNCTION_LINES = 60

@@ -83,9 +83,10 @@ def test_report_page_holds_everything_and_nothing_external(finished_run: Path) -
     path = write_report(finished_run, points=32)
     assert path == finished_run / "report.html"
     page = path.read_text()
-    # curves, the nearest-neighbour picture, the embedding map: real PNGs of sensible size
+    # example views, curves, the nearest-neighbour picture, the embedding map: real PNGs of
+    # sensible size
     images = embedded_pngs(page)
-    assert len(images) == 3
+    assert len(images) == 4
     assert all(img.width > 400 and img.height > 150 for img in images)
     # self-contained: no file or URL is fetched when the page opens
     assert not re.findall(r'(?:src|href)="(?!data:)', page)

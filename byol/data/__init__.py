@@ -48,6 +48,12 @@ _KNOWN_STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, fl
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
+def known_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) a known dataset's images are normalised with; None for a folder."""
+    key = name.strip().lower().replace("_", "-")
+    return _KNOWN_STATS.get(_ALIASES.get(key, key))
+
+
 def load_datasets(
     name: str,
     data_dir: str | None = None,
@@ -111,6 +117,7 @@ __all__ = [
     "TensorImageDataset",
     "decode_image",
     "default_data_dir",
+    "known_stats",
     "labelled",
     "load_datasets",
     "read_idx",

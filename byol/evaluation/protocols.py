@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from byol import run_folder, settings
-from byol.backbones import build_backbone
-from byol.checkpoint import encoder_metadata, load_encoder
+from byol.backbones import build_backbone, format_kwargs, is_timm
+from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
 from byol.config import Config, apply_overrides
 from byol.data import labelled, load_datasets, subset_indices
 from byol.errors import ByolError, CheckpointError
@@ -115,7 +115,14 @@ class Evaluation:
             config,
             backbone=meta.get("architecture", config.backbone),
             cifar_stem=meta.get("cifar_stem") == "true",
+            backbone_kwargs="",
         )
+        if is_timm(config.backbone):  # a ViT is evaluated at the size it was built for
+            kwargs = timm_kwargs(meta)
+            size = kwargs.pop("img_size", config.image_size)
+            config = dataclasses.replace(
+                config, backbone_kwargs=format_kwargs(kwargs), image_size=int(size)
+            )
         return config, False
 
     # --- encoders and features ---
@@ -130,11 +137,14 @@ class Evaluation:
                 )
             return encoder
         torch.manual_seed(self.config.seed)  # the weights the pretraining run started from
-        return build_backbone(self.config.backbone, self.config.cifar_stem)[0]
+        c = self.config
+        return build_backbone(c.backbone, c.cifar_stem, c.image_size, c.backbone_kwargs)[0]
 
     def _encoder_id(self, method: str) -> str:
+        c = self.config
         if method != "byol":
-            return f"random-{self.config.backbone}-{self.config.cifar_stem}-seed{self.config.seed}"
+            architecture = f"{c.backbone}-{c.backbone_kwargs}" if c.backbone_kwargs else c.backbone
+            return f"random-{architecture}-{c.cifar_stem}-seed{c.seed}"
         if self._sha is None:
             self._sha = hashlib.sha256(self.encoder_path.read_bytes()).hexdigest()
         return self._sha

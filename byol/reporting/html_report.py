@@ -2,8 +2,9 @@
 
 It shows the run's numbers (summary.json), its curves against steps (metrics.jsonl: loss,
 learning rate, tau, kNN accuracy, collapse metric), the evaluation tables (results.json, written
-by ``byol eval``), the nearest-neighbour picture (written by ``byol export``), a 2-D PCA map of
-the encoder's features of test images coloured by class, and the config. Pictures are PNGs made
+by ``byol eval``), the example views T and T' of the first step, the nearest-neighbour picture
+(written by ``byol export``), a 2-D PCA map of the encoder's features of test images coloured by
+class, and the config. Pictures are PNGs made
 with matplotlib and embedded as base64, so the page is one file that opens anywhere, offline.
 """
 
@@ -144,6 +145,17 @@ def _neighbours_section(run_dir: Path) -> str:
     return "".join(parts)
 
 
+def _views_section(run_dir: Path) -> str:
+    path = run_dir / run_folder.VIEWS
+    if not path.is_file():
+        return '<p class="muted">No example views (the run started before they were saved).</p>'
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        "<p>The first step's views of the same images: T on the top row, T' below.</p>"
+        f'<img alt="example views" src="data:image/png;base64,{encoded}">'
+    )
+
+
 def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     names = [
         ("steps", "steps"),
@@ -185,6 +197,7 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
     out += _status_notes(run_dir, records, summary)
     if summary:
         out += ["<h2>Summary</h2>", _table(_summary_rows(summary))]
+    out += ["<h2>Example views</h2>", _views_section(run_dir)]
     out += ["<h2>Training curves</h2>", *_curves_section(records, config)]
     out += ["<h2>Embedding map</h2>", _embedding_section(run_dir, points, overrides or [])]
     out += ["<h2>Evaluation</h2>", _results_section(run_dir)]

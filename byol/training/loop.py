@@ -16,6 +16,7 @@ import dataclasses
 import math
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from byol.training.run_state import AlreadyFinished, RunState, build_model, set_
 from byol.training.schedules import learning_rate, target_tau
 from byol.training.signals import StopRequests
 from byol.training.step import accumulated_step
+from byol.views.picture import png_bytes, views_picture
 
 __all__ = ["PretrainResult", "build_model", "pretrain"]
 
@@ -96,6 +98,8 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
         while run.step < run.total_steps and not stopped_early:
             for micro_batches in run.epoch_batches():
                 step = run.step
+                if step == 0:
+                    micro_batches = _show_views(run, list(micro_batches))
                 # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the
                 # schedule's end (the run's, unless schedule_epochs is longer).
                 lr = learning_rate(step, run.schedule_steps, run.warmup_steps, run.peak_lr)
@@ -136,6 +140,16 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
     progress.close()
     train_time = time.perf_counter() - train_started
     return collapse, (run.step - first_step) * c.batch_size / max(train_time, 1e-9), stopped_early
+
+
+def _show_views(run: RunState, micro_batches: list) -> Iterator:
+    """The first step's example views T and T': views.png in the run folder and a picture for
+    the loggers (rank 0); the micro-batches go on to the step unchanged."""
+    if run.ranks.is_main:
+        picture = views_picture(*micro_batches[0], run.info.mean, run.info.std)
+        run_folder.write_bytes(run.run_dir / run_folder.VIEWS, png_bytes(picture))
+        run.log.image("views", picture, 0)
+    return iter(micro_batches)
 
 
 def _log_step(run: RunState, output, lr: float, tau: float, speed: tuple, progress) -> float:  # noqa: ANN001

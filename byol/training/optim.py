@@ -9,20 +9,40 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+# Tokens and embeddings a transformer adds to its input: like biases, they set offsets, not a
+# scale that weight decay should shrink or a trust ratio should measure.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "mask_token")
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of ``model``'s parameters kept out of weight decay and LARS adaptation: every 1-d
+    tensor (biases, the scales and shifts of batch-, layer- and group-norm, layer-scale gammas),
+    the position embeddings and class/register tokens, and whatever a timm module declares in its
+    ``no_weight_decay()``."""
+    names = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declared()}
+    for name, parameter in model.named_parameters():
+        if parameter.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES:
+            names.add(name)
+    return names
+
 
 def parameter_groups(
     model: nn.Module, weight_decay: float, lr_scales: dict[nn.Module, float] | None = None
 ) -> list[dict]:
-    """Two groups: weights (decayed, LARS-adapted) and biases + batch-norm parameters (neither);
-    each submodule named in ``lr_scales`` gets its own pair, whose ``lr_scale`` multiplies the
-    learning rate the training loop sets."""
+    """Two groups: weights (decayed, LARS-adapted) and the parameters ``no_decay_names`` picks
+    (neither); each submodule named in ``lr_scales`` gets its own pair, whose ``lr_scale``
+    multiplies the learning rate the training loop sets."""
     scaled = {id(p): scale for m, scale in (lr_scales or {}).items() for p in m.parameters()}
+    excluded_names = no_decay_names(model)
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, False): [], (1.0, True): []}
-    for parameter in model.parameters():
+    for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        # 1-d tensors are exactly the biases and the norm layers' scales and shifts.
-        key = (scaled.get(id(parameter), 1.0), parameter.ndim <= 1)
+        key = (scaled.get(id(parameter), 1.0), name in excluded_names)
         groups.setdefault(key, []).append(parameter)
     return [
         {
@@ -98,7 +118,8 @@ def build_optimizer(
     trust_coefficient: float = 1e-3,
     lr_scales: dict[nn.Module, float] | None = None,
 ) -> torch.optim.Optimizer:
-    """LARS (the paper), SGD or AdamW over the same two groups (no decay on biases and BN)."""
+    """LARS (the paper), SGD or AdamW over the same two groups (no decay on biases, norm layers,
+    position embeddings and class tokens)."""
     groups = parameter_groups(model, weight_decay, lr_scales)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)

@@ -45,7 +45,9 @@ class AlreadyFinished(Exception):  # noqa: N818 - a state, not an error
 
 def build_model(config: Config) -> Method:
     """``config.method`` (BYOL or a baseline) on a fresh encoder."""
-    encoder, feature_dim = build_backbone(config.backbone, config.cifar_stem)
+    encoder, feature_dim = build_backbone(
+        config.backbone, config.cifar_stem, config.image_size, config.backbone_kwargs
+    )
     return build_method(config, encoder, feature_dim)
 
 
@@ -162,7 +164,8 @@ class RunState:
     def save_encoder(self) -> None:
         c = self.config
         path = self.run_dir / run_folder.ENCODER
-        save_encoder(path, self.method.online_encoder, c.backbone, c.cifar_stem)
+        encoder = self.method.online_encoder
+        save_encoder(path, encoder, c.backbone, c.cifar_stem, c.backbone_kwargs)
 
 
 def _channels_last(pair: Pairs) -> Pairs:
@@ -222,7 +225,7 @@ def set_up(
     if checkpoint is not None:
         _restore(run, checkpoint, source)
     # Drops records a killed run wrote after its checkpoint; rank 0 alone writes.
-    run.log = MetricsLog(run_dir, resume_step=run.step, enabled=ranks.is_main)
+    run.log = MetricsLog(run_dir, resume_step=run.step, enabled=ranks.is_main, config=config)
     run.lock = lock
     return run
 

@@ -1,0 +1,63 @@
+"""The `byol` command: pretrain, eval, export, embed, report, ablate, presets, config, models.
+
+byol pretrain                       # the CPU default: Fashion-MNIST
+torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
+
+One module per group of commands, each adding its sub-commands to the parser:
+
+    train.py      pretrain, presets, config, models
+    evaluate.py   eval, ablate
+    outputs.py    export (embeddings, ONNX), embed, report
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from byol.cli import evaluate, outputs, train
+from byol.distributed import env_rank
+from byol.errors import ByolError, RunInterrupted, one_line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train.add_pretrain(sub)
+    evaluate.add_ablate(sub)
+    train.add_catalog(sub)
+    evaluate.add_eval(sub)
+    outputs.add_outputs(sub)
+    return parser
+
+
+def _os_error(error: OSError) -> str:
+    where = error.filename or "while writing"
+    if error.errno == errno.ENOSPC:  # checkpoints say it themselves; this is for other outputs
+        return f"no space left on the device ({where}); free some space, then resume with --resume."
+    return f"{error.strerror or error} ({where}); check the path and its permissions."
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "pretrain" and env_rank() != 0:
+        return 0  # launched under torchrun, evaluation and export run once, on rank 0
+    try:
+        return args.func(args)
+    except RunInterrupted as error:
+        if env_rank() == 0:  # every rank stops at the same step with the same message
+            print(f"byol: {error}", file=sys.stderr)
+        return 130
+    except ByolError as error:
+        print(f"byol: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the user gave: missing, a file, read-only, full disk
+        print(f"byol: error: {_os_error(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("byol: interrupted.", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

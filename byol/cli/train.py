@@ -1,0 +1,158 @@
+"""``byol pretrain``, and the catalogue commands: ``byol presets``, ``byol config``,
+``byol models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from byol.config import METHODS, Config, apply_overrides
+from byol.distributed import env_rank
+from byol.errors import ByolError
+from byol.presets import PRESETS, preset
+
+DEFAULT_PRESET = "fashion-mnist"
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    """(config, run folder, whether to resume). ``--resume RUN_DIR`` continues that run with its
+    saved config; ``--resume auto`` continues the run in --run-dir when it has a checkpoint and
+    starts it otherwise, so one command both starts and restarts a job."""
+    from byol.checkpoint import has_checkpoint
+    from byol.run_folder import CONFIG
+
+    if args.resume is not None and args.resume != "auto":
+        run_dir = Path(args.resume)
+        saved = run_dir / CONFIG
+        if not saved.is_file():
+            raise ByolError(f"{run_dir} has no config.json; is it a byol run folder?")
+        config, resume = Config.load(saved), True
+    else:
+        config = preset(args.preset or DEFAULT_PRESET)
+        run_dir = None
+    method = getattr(args, "method", None)
+    config = apply_overrides(config, ([f"method={method}"] if method else []) + (args.set or []))
+    config.validate()
+    if run_dir is None:  # a baseline gets its own default folder, next to BYOL's
+        name = args.preset or DEFAULT_PRESET
+        suffix = "" if config.method == "byol" else f"-{config.method}"
+        run_dir = Path(args.run_dir or f"runs/{name}{suffix}")
+        resume = args.resume == "auto" and has_checkpoint(run_dir)
+    return config, run_dir, resume
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from byol.checkpoint import encoder_metadata, has_checkpoint, loading_lines
+    from byol.training.loop import pretrain
+
+    config, run_dir, resume = resolve_config(args)
+    if not resume and has_checkpoint(run_dir):
+        raise ByolError(
+            f"{run_dir} already holds a run; continue it with `byol pretrain --resume {run_dir}` "
+            "or choose another folder with --run-dir."
+        )
+    result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
+    if env_rank() != 0:  # under torchrun rank 0 alone reports
+        return 0
+    if result.already_finished:
+        print(f"{run_dir} had already finished ({result.steps} steps): nothing to resume.")
+    print(
+        f"\nrun folder: {result.run_dir}  ({result.steps} steps, {result.wall_time_s:.0f} s, "
+        f"{result.images_per_second:.0f} img/s, peak memory {result.peak_memory_mb:.0f} MB)"
+    )
+    encoder = result.run_dir / "encoder.safetensors"
+    print(f"encoder:    {encoder}")
+    rows = [
+        (f"{METHODS[config.method]} encoder", result.knn_top1),
+        ("random-init encoder", result.knn_top1_random_init),
+        ("raw pixels", result.knn_top1_pixels),
+    ]
+    if result.knn_top1 is not None:
+        print(f"kNN top-1 on the test set (k={config.knn_k}, T={config.knn_temperature}):")
+        for name, value in rows:
+            if value is not None:
+                print(f"  {name:<22}{value:6.2f}%")
+    if result.collapse is not None:
+        print(f"collapse metric (1 = healthy, 0 = collapsed): {result.collapse:.3f}")
+    if encoder.is_file():
+        print("load the encoder in Python:")
+        for line in loading_lines(encoder, encoder_metadata(encoder)):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name in PRESETS:
+        print(name)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config = apply_overrides(preset(args.preset), args.set or [])
+    config.validate()
+    print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from byol.backbones import BACKBONES, TIMM, TIMM_EXTRA, available_backbones
+
+    names = available_backbones(args.pattern or "*")
+    shown = names if args.pattern else [n for n in names if n in BACKBONES]
+    for name in shown:
+        print(name)
+    if importlib.util.find_spec("timm") is None:
+        print(f"timm models need timm, not installed: {TIMM_EXTRA}", file=sys.stderr)
+    elif not args.pattern:
+        count = sum(n.startswith(TIMM) for n in names)
+        print(f"... and {count} timm models as timm:<name>; filter them: byol models 'vit*'")
+    if not shown:
+        print(f"no backbone matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL (or a baseline)")
+    p.add_argument("--preset", choices=list(PRESETS), help=f"default: {DEFAULT_PRESET}")
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        help="byol (default), or a baseline: simclr, barlow (Barlow Twins), moco (MoCo v2); "
+        "the same as --set method=NAME",
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--run-dir", help="output folder (default: runs/<preset>)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR|auto",
+        help="continue the run in RUN_DIR from its newest valid checkpoint; 'auto': continue the "
+        "run in --run-dir if it has one, else start it",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def add_catalog(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("presets", help="list the presets")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("config", help="print a preset's resolved config")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "models", help="list the backbones: torchvision's, and timm's when timm is installed"
+    )
+    p.add_argument(
+        "pattern",
+        nargs="?",
+        help="shell-style filter, e.g. 'vit*', 'timm:convnext*', 'resnet*' (default: "
+        "torchvision's and a count of timm's)",
+    )
+    p.set_defaults(func=cmd_models)

@@ -1,0 +1,169 @@
+"""``byol embed``: the embeddings of any folder of images, labelled or not, row by row with the
+file's path relative to the folder, for use in other tools (``.npy`` + ``files.txt``, and
+Parquet when pyarrow is installed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from byol import run_folder
+from byol.backbones import format_kwargs, is_timm
+from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
+from byol.config import Config, apply_overrides
+from byol.data import ImageFolderDataset, known_stats
+from byol.data.decode import UnreadableImage, decode_image
+from byol.data.images import folder_stats
+from byol.errors import ByolError, CheckpointError
+from byol.evaluation.features import extract_features
+from byol.runtime import resolve_device, resolve_precision
+from byol.views.per_image import EvalTransform
+
+EMBEDDINGS, FILES, PARQUET, MANIFEST = (
+    "embeddings.npy",
+    "files.txt",
+    "embeddings.parquet",
+    "embed.json",
+)
+
+
+@dataclasses.dataclass
+class EncoderSource:
+    """An encoder file, the folder outputs go to, and the config it was trained with (its
+    run's, or for a bare file the architecture from its metadata)."""
+
+    encoder_path: Path
+    out_dir: Path
+    config: Config
+    from_run: bool
+
+    def load(self) -> nn.Module:
+        encoder = load_encoder(self.encoder_path)[0].eval()
+        return encoder
+
+
+def encoder_source(source: str | Path, overrides: list[str] | None = None) -> EncoderSource:
+    """A run folder or an ``encoder.safetensors`` file, with ``key=value`` config overrides."""
+    path = Path(source)
+    if path.is_dir():
+        encoder_path, out_dir = path / run_folder.ENCODER, path
+    elif path.is_file() and path.suffix == ".safetensors":
+        encoder_path, out_dir = path, path.parent
+    else:
+        raise ByolError(f"{path} is neither a run folder nor an encoder .safetensors file.")
+    if not encoder_path.is_file():
+        raise CheckpointError(f"{path} holds no {run_folder.ENCODER}; run `byol pretrain` first.")
+    saved = out_dir / run_folder.CONFIG
+    if saved.is_file():
+        config = Config.load(saved)
+    else:
+        try:
+            meta = encoder_metadata(encoder_path)
+        except Exception as error:  # safetensors raises its own types for a bad header
+            raise CheckpointError(
+                f"{encoder_path} is not readable safetensors ({error})."
+            ) from None
+        config = dataclasses.replace(Config(), backbone=meta.get("architecture", "resnet50"))
+        if is_timm(config.backbone):  # a ViT is fed the size it was built for
+            kwargs = timm_kwargs(meta)
+            size = int(kwargs.pop("img_size", config.image_size))
+            config = dataclasses.replace(
+                config, backbone_kwargs=format_kwargs(kwargs), image_size=size
+            )
+        config.cifar_stem = meta.get("cifar_stem") == "true"
+    config = apply_overrides(config, overrides or [])
+    config.validate()
+    return EncoderSource(encoder_path, out_dir, config, saved.is_file())
+
+
+class _Files(Dataset):
+    """The folder's files in order, each decoded and transformed; an unreadable file yields a
+    blank image and index -1, so that it can be left out and listed afterwards."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform: EvalTransform) -> None:
+        self.samples, self.transform = samples, transform
+        self.blank = torch.zeros(3, transform.image_size, transform.image_size, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            return self.transform(decode_image(self.samples[i][0])), i
+        except UnreadableImage:
+            return self.transform(self.blank), -1
+
+
+def embed(
+    source: str | Path,
+    folder: str | Path,
+    out: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> list[Path]:
+    """Write ``embeddings.npy`` (N x D float32), ``files.txt`` (row i's path, relative to
+    ``folder``), ``embed.json`` (what made them) and, with pyarrow, ``embeddings.parquet``."""
+    src = encoder_source(source, overrides)
+    root = Path(folder).expanduser()
+    images = ImageFolderDataset(root)
+    c = src.config
+    mean, std = _pretraining_stats(c, images)
+    device = resolve_device(c.device)
+    precision = resolve_precision(device, c.precision, c.image_size, c.cifar_stem)
+    rows = _Files(images.samples, EvalTransform(c.image_size, mean, std, c.eval_crop_fraction))
+    encoder = src.load().to(device)
+    features, index = extract_features(encoder, rows, device, c.eval_batch_size, precision)
+    kept = index >= 0
+    files = [images.samples[i][0].relative_to(root).as_posix() for i in index[kept].tolist()]
+    done = set(index[kept].tolist())
+    skipped = [str(path) for path, _ in images.unreadable]  # met while reading statistics
+    skipped += [str(path) for i, (path, _) in enumerate(images.samples) if i not in done]
+    out_dir = Path(out) if out else src.out_dir / "embed" / (root.resolve().name or "folder")
+    array = features[kept].numpy().astype(np.float32)
+    written = _write(out_dir, array, files)
+    manifest: dict[str, Any] = dict(
+        encoder=str(src.encoder_path), folder=str(root), count=len(files), dim=array.shape[1],
+        image_size=c.image_size, mean=list(mean), std=list(std), unreadable_skipped=skipped,
+        classes=images.classes,
+    )  # fmt: skip
+    run_folder.write_json(out_dir / MANIFEST, manifest)
+    return [*written, out_dir / MANIFEST]
+
+
+def _pretraining_stats(config: Config, images: ImageFolderDataset) -> tuple:
+    """(mean, std) the encoder's inputs were normalised with: a known dataset's, the statistics
+    of the image folder it was pretrained on, or (that folder gone) the embedded folder's own."""
+    known = known_stats(config.dataset)
+    if known is not None:
+        return known
+    trained_on = Path(config.dataset).expanduser()
+    if (trained_on / "train").is_dir():
+        trained_on = trained_on / "train"
+    source = ImageFolderDataset(trained_on) if trained_on.is_dir() else images
+    return folder_stats(source)[:2]
+
+
+def _write(out_dir: Path, array: np.ndarray, files: list[str]) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    run_folder.write_bytes(out_dir / EMBEDDINGS, buffer.getvalue())
+    run_folder.write_text(out_dir / FILES, "".join(f"{name}\n" for name in files))
+    written = [out_dir / EMBEDDINGS, out_dir / FILES]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # Parquet is a convenience: the .npy and the file list say it all
+        return written
+    column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
+    table = pa.table({"file": files, "embedding": column})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    run_folder.write_bytes(out_dir / PARQUET, sink.getvalue().to_pybytes())
+    return [*written, out_dir / PARQUET]
