@@ -474,3 +474,24 @@ def test_a_diverged_run_resumes_with_a_lower_learning_rate_and_finishes(
     # Recovered, the mark is gone: a changed lr is refused again.
     assert main(["pretrain", "--quiet", "--resume", str(run), "--set", "base_lr=0.1"]) == 2
     assert "base_lr: 0.5 -> 0.1" in capsys.readouterr().err
+
+
+CTRL_C_DURING_TORCH_IMPORT = """
+import importlib.abc, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):  # the signal arriving while torch is imported
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+from byol.cli import main
+sys.exit(main(["presets"]))
+"""
+
+
+def test_ctrl_c_while_torch_is_imported_ends_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_DURING_TORCH_IMPORT], capture_output=True, text=True
+    )
+    assert result.returncode == 130 and result.stderr == "byol: interrupted.\n", result.stderr

@@ -6,7 +6,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "byol"
 # The path a batch takes, lowest first. A module may import its own layer and the ones before.
 LAYERS = [
-    ("errors", "settings", "config", "presets", "backbones", "loggers", "run_folder", "checkpoint"),
+    (
+        "errors",
+        "settings",
+        "config",
+        "presets",
+        "backbones",
+        "loggers",
+        "run_lock",
+        "run_folder",
+        "checkpoint",
+    ),
     ("runtime", "distributed", "sync_batchnorm"),
     ("data",),
     ("views",),

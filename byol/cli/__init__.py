@@ -16,12 +16,14 @@ import argparse
 import errno
 import sys
 
-from byol.cli import evaluate, outputs, train
-from byol.distributed import env_rank
 from byol.errors import ByolError, RunInterrupted, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The command modules import torch: imported here, inside main's guard, so that a Ctrl-C
+    # during that import (seconds on a cold start) ends in one line too.
+    from byol.cli import evaluate, outputs, train
+
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining.")
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_pretrain(sub)
@@ -40,7 +42,14 @@ def _os_error(error: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("byol: interrupted.", file=sys.stderr)
+        return 130
+    from byol.distributed import env_rank
+
+    args = parser.parse_args(argv)
     if args.command != "pretrain" and env_rank() != 0:
         return 0  # launched under torchrun, evaluation and export run once, on rank 0
     try:
