@@ -4,8 +4,7 @@ The package follows the path a batch takes, each folder importing only the ones 
 
     config.py, presets.py, settings.py   what a run is (Config: the paper's numbers), --set parsing
     runtime.py, backbones.py (torchvision, timm), checkpoint.py, run_folder.py, run_lock.py,
-    loggers.py,
-    distributed.py, errors.py   foundations
+    loggers.py, distributed.py, errors.py   foundations
     data/          datasets as uint8 images + labels; label subsets
     views/         T and T' (per image, batched on the device) from one ViewSpec
     methods/       BYOL and the baselines, heads, losses, the one EMA (base.py)
