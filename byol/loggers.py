@@ -3,9 +3,9 @@ Weights & Biases (optional extras), chosen by ``config.loggers``. Each receives 
 config once, the same scalars at the same steps, and pictures (the example views T and T' at
 the first step).
 
-MLflow logs to ``$MLFLOW_TRACKING_URI`` when set, else to an SQLite file in the run folder;
-W&B runs offline (files under the run folder, ``wandb sync`` uploads them) unless
-``WANDB_MODE`` says otherwise or an API key is set.
+MLflow logs to ``$MLFLOW_TRACKING_URI`` when set, else to an SQLite file and an artifact folder
+in the run folder; W&B runs offline (files under the run folder, ``wandb sync`` uploads them)
+unless ``WANDB_MODE`` says otherwise or an API key is set.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from byol.errors import ConfigError
 LOGGERS = ("tensorboard", "mlflow", "wandb")
 EXTRAS = {"mlflow": "pip install 'byol[mlflow]'", "wandb": "pip install 'byol[wandb]'"}
 TENSORBOARD = "tensorboard"
-MLFLOW_DB = "mlflow.db"
+MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlflow-artifacts"
 
 
 class Logger:
@@ -63,9 +63,13 @@ class TensorBoardLogger(Logger):
 class MLflowLogger(Logger):
     def __init__(self, run_dir: Path) -> None:
         self.mlflow = importlib.import_module("mlflow")
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            self.mlflow.set_tracking_uri(f"sqlite:///{(Path(run_dir) / MLFLOW_DB).resolve()}")
-        self.mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "byol"))
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "byol")
+        if not os.environ.get("MLFLOW_TRACKING_URI"):  # all in the run folder, not the cwd
+            folder = Path(run_dir).resolve()
+            self.mlflow.set_tracking_uri(f"sqlite:///{folder / MLFLOW_DB}")
+            if self.mlflow.get_experiment_by_name(name) is None:
+                self.mlflow.create_experiment(name, (folder / MLFLOW_ARTIFACTS).as_uri())
+        self.mlflow.set_experiment(name)
         self.run = self.mlflow.start_run(run_name=Path(run_dir).resolve().name)
 
     def config(self, values: dict[str, Any]) -> None:

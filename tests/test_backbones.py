@@ -124,6 +124,12 @@ def test_embed_a_folder_with_relative_names(vit_run, folder, tmp_path, capsys):
     assert files == ["0.png", "nested/1.png", "nested/2.png"] and embeddings.shape == (3, 32)
     manifest = json.loads((tmp_path / "out" / "embed.json").read_text())
     assert manifest["unreadable_skipped"] == [str(images / "broken.png")]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # Parquet is written only where pyarrow is installed
+        return
+    table = pq.read_table(tmp_path / "out" / "embeddings.parquet").to_pydict()
+    assert table["file"] == files and np.allclose(table["embedding"], embeddings)
 
 
 def test_vit_parameter_groups_leave_out_tokens_embeddings_norms_and_biases():
