@@ -11,7 +11,8 @@ Under torchrun every rank yields its own slices of each global batch (``distribu
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -116,9 +117,29 @@ def per_image_epoch(
     )
     on_device = (tuple(t.to(device, non_blocking=True) for t in batch) for batch in loader)
     finish = view_pairs.finish
-    micro_batches = map(finish, on_device) if finish is not None else on_device
+    if finish is not None:
+        on_device = map(_beside_workers(finish, config.num_workers, device), on_device)
     for _ in range(len(sampler) // config.accumulation_steps):
-        yield itertools.islice(micro_batches, config.accumulation_steps)
+        yield itertools.islice(on_device, config.accumulation_steps)
+
+
+def _beside_workers(finish: Callable[[tuple], Pairs], workers: int, device: torch.device):  # noqa: ANN202
+    """``finish`` with as many intra-op threads as the DataLoader workers leave cores (at least
+    one) when it runs on a CPU: the workers decode on the same cores meanwhile. On 2 busy cores
+    beside 2 workers, two threads made the views 10-20x slower than one (BENCHMARKS.md)."""
+    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers))
+    if device.type != "cpu" or workers == 0 or threads == torch.get_num_threads():
+        return finish
+
+    def finish_with_fewer_threads(batch: tuple) -> Pairs:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return finish(batch)
+        finally:
+            torch.set_num_threads(before)
+
+    return finish_with_fewer_threads
 
 
 class BatchedEpochs:
