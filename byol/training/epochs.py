@@ -126,7 +126,7 @@ def per_image_epoch(
 def _beside_workers(finish: Callable[[tuple], Pairs], workers: int, device: torch.device):  # noqa: ANN202
     """``finish`` with as many intra-op threads as the DataLoader workers leave cores (at least
     one) when it runs on a CPU: the workers decode on the same cores meanwhile. On 2 busy cores
-    beside 2 workers, two threads made the views 10-20x slower than one (BENCHMARKS.md)."""
+    beside 2 workers, two threads made these views about 18x slower than one (BENCHMARKS.md)."""
     threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers))
     if device.type != "cpu" or workers == 0 or threads == torch.get_num_threads():
         return finish
