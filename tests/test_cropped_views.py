@@ -247,3 +247,18 @@ def test_pretrain_on_a_folder_read_from_files_takes_the_cropped_path(tmp_path: P
     result = pretrain(config, tmp_path / "run", quiet=True)
     assert result.steps == 2 and math.isfinite(result.images_per_second)
     assert len(finished) == 2  # both batches were finished on the device
+
+
+def test_the_views_beside_busy_workers_take_only_the_cores_they_leave(monkeypatch):
+    from byol.training.epochs import _beside_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    torch.set_num_threads(2)
+    seen = []
+    finish = _beside_workers(
+        lambda batch: seen.append(torch.get_num_threads()), 2, torch.device("cpu")
+    )
+    finish(())
+    assert seen == [1] and torch.get_num_threads() == 2  # restored for the model step
+    same = _beside_workers(len, 0, torch.device("cpu"))
+    assert same is len  # no workers: nothing to leave room for

@@ -97,8 +97,9 @@ def per_image_epoch(
     start_batch: int,
     ranks: distributed.Ranks = ONE_PROCESS,
 ) -> Iterator[Iterator[Pairs]]:
-    """An epoch of view pairs made image by image in DataLoader workers (any dataset): for each
-    optimizer step, this rank's micro-batches, made as they are consumed."""
+    """An epoch of view pairs made image by image in DataLoader workers (any dataset), finished a
+    batch at a time on the device where ``view_pairs`` has a ``finish``: for each optimizer step,
+    this rank's micro-batches, made as they are consumed."""
     sampler = EpochBatches(
         len(view_pairs),
         config.batch_size,
