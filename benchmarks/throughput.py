@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import statistics
 import sys
 import time
@@ -75,10 +76,12 @@ class OurRecipe:
     """Our pipeline as `byol pretrain` runs it: views made a batch at a time (``epochs``: from
     in-memory uint8 images by default), LARS at the config's peak learning rate, fused EMA."""
 
-    def __init__(self, config, images, mean, std, name=None, epochs=None):
+    def __init__(self, config, images, mean, std, name=None, epochs=None, view_threads=0):
         c = self.config = config
+        self.view_threads = view_threads  # intra-op threads for making views (0: the step's)
         self.name = name or (
-            f"byol (ours, {c.precision}{', channels_last' if c.channels_last else ''})"
+            f"byol (ours, {c.precision}{', channels_last' if c.channels_last else ''}"
+            f"{f', views on {view_threads} thread(s)' if view_threads else ''})"
         )
         self.model = build_model(c)
         if c.channels_last:
@@ -100,8 +103,10 @@ class OurRecipe:
         epoch = 0
         while True:
             for micro_batches in self.epochs.epoch(epoch, 0):  # accumulation_steps=1: one pair
-                start = time.perf_counter()
+                start, threads = time.perf_counter(), torch.get_num_threads()
+                torch.set_num_threads(self.view_threads or threads)
                 ((v1, v2),) = micro_batches  # the views are made here
+                torch.set_num_threads(threads)
                 made = time.perf_counter()
                 if self.config.channels_last:
                     v1 = v1.contiguous(memory_format=torch.channels_last)
@@ -216,6 +221,9 @@ def main() -> None:
     common_arguments(parser)
     parser.add_argument("--images", type=int, default=10000, help="source images held in memory")
     parser.add_argument("--peers", nargs="*", default=["lightly", "byol-pytorch"])
+    parser.add_argument(
+        "--view-threads", nargs="+", type=int, default=[0], help="ours: 0 = the step's threads"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -224,10 +232,9 @@ def main() -> None:
     size, batch, hidden = args.image_size, args.batch_size, args.hidden_dim
     recipes = []
     for p in args.precision:
-        for last in args.channels_last:
-            recipes.append(
-                OurRecipe(throughput_config(size, batch, hidden, p, last), images, mean, std)
-            )
+        for last, view_threads in itertools.product(args.channels_last, args.view_threads):
+            config = throughput_config(size, batch, hidden, p, last)
+            recipes.append(OurRecipe(config, images, mean, std, view_threads=view_threads))
         if "lightly" in args.peers:
             recipes.append(LightlyRecipe(images, size, batch, hidden, args.workers, p))
         if "byol-pytorch" in args.peers:
