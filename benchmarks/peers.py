@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torchvision
@@ -40,10 +41,24 @@ class PilViews(Dataset):
         return self.transform(Image.fromarray(self.images[i])), 0
 
 
-class LightlyRecipe:
-    name = "lightly"
+def autocast(precision: str):  # noqa: ANN201
+    """What a peer's user switches on for bf16 on a CPU: autocast around the step."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    def __init__(self, images: torch.Tensor, size: int, batch: int, hidden: int, workers: int):
+
+class LightlyRecipe:
+    def __init__(
+        self,
+        images: torch.Tensor | None,
+        size: int,
+        batch: int,
+        hidden: int,
+        workers: int,
+        precision: str = "fp32",
+        folder: Path | None = None,
+    ):
+        """From uint8 ``images`` in memory, or from the image files of ``folder`` (class
+        sub-folders) through torchvision's ImageFolder, as lightly's examples read a folder."""
         from lightly.loss import NegativeCosineSimilarity
         from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
         from lightly.models.utils import deactivate_requires_grad
@@ -58,14 +73,17 @@ class LightlyRecipe:
             view_1_transform=BYOLView1Transform(input_size=size, gaussian_blur=blur),
             view_2_transform=BYOLView2Transform(input_size=size, gaussian_blur=0.1 * blur),
         )
+        if folder is None:
+            dataset = PilViews(images, transform)
+        else:
+            dataset = torchvision.datasets.ImageFolder(str(folder), transform=transform)
+        # As lightly's example: no persistent workers, so a closed stream stops its workers and
+        # they take no CPU while another pipeline is timed.
         self.loader = DataLoader(
-            PilViews(images, transform),
-            batch_size=batch,
-            shuffle=True,
-            drop_last=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
+            dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers
         )
+        self.precision = precision
+        self.name = f"lightly ({'bf16 autocast' if precision == 'bf16' else precision})"
         backbone, dim = resnet18_trunk()
         self.backbone, self.projection = backbone, BYOLProjectionHead(dim, hidden, 256)
         self.prediction = BYOLPredictionHead(256, hidden, 256)
@@ -95,8 +113,9 @@ class LightlyRecipe:
         x0, x1 = views
         update_momentum(self.backbone, self.backbone_momentum, m=momentum)
         update_momentum(self.projection, self.projection_momentum, m=momentum)
-        p0, p1 = self.online(x0), self.online(x1)
-        loss = 0.5 * (self.criterion(p0, self.target(x1)) + self.criterion(p1, self.target(x0)))
+        with autocast(self.precision):
+            p0, p1 = self.online(x0), self.online(x1)
+            loss = 0.5 * (self.criterion(p0, self.target(x1)) + self.criterion(p1, self.target(x0)))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -107,9 +126,17 @@ class LightlyRecipe:
 
 
 class ByolPytorchRecipe:
-    name = "byol-pytorch"
-
-    def __init__(self, images: torch.Tensor, size: int, batch: int, hidden: int, workers: int):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        size: int,
+        batch: int,
+        hidden: int,
+        workers: int,
+        precision: str = "fp32",
+    ):
+        self.precision = precision
+        self.name = f"byol-pytorch ({'bf16 autocast' if precision == 'bf16' else precision})"
         from byol_pytorch import BYOL
 
         resnet = torchvision.models.resnet18()
@@ -128,7 +155,8 @@ class ByolPytorchRecipe:
                 yield x, x  # the wrapper makes both views itself
 
     def step(self, views: Batch) -> torch.Tensor:
-        loss = self.learner(views[0])
+        with autocast(self.precision):
+            loss = self.learner(views[0])
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

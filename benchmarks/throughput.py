@@ -1,22 +1,29 @@
 """End-to-end BYOL training throughput (data, views, step) of our pipeline and the peers' recipes,
-in one process, same backbone (torchvision ResNet-18), batch, image size and head width.
+in one process, same backbone (torchvision ResNet-18), batch, image size and head width, each
+pipeline in every precision asked for (peers in bf16: their step under torch.autocast, what their
+user would switch on).
 
-    python benchmarks/throughput.py --image-size 32 --batch-size 256
+    python benchmarks/throughput.py --image-size 32 --batch-size 256 --precision fp32 bf16
     python benchmarks/throughput.py --image-size 96 --batch-size 256 --images 4000
 
 Sources are the CIFAR-10 JPEG copy ($BYOL_SHARED_DIR/datasets) decoded once into memory, resized
-to the
-benchmark size (Fashion-MNIST if the copy is absent). Pipelines take turns over several rounds so
-that machine noise hits all of them alike; each round times ``--steps`` steps after a warm-up.
+to the benchmark size (Fashion-MNIST if the copy is absent). Pipelines take turns over several
+rounds so that machine noise hits all of them alike. Each turn opens a fresh stream of batches
+(DataLoader workers start, and stop when it closes, so no pipeline's workers run while another is
+timed), takes ``--warmup`` steps, then times ``--steps`` steps, split into: waiting for data, views
+made on the training device, copies (memory format), and the model step. On a CPU the step is
+synchronous, so its time is the step's own.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,13 +73,15 @@ def throughput_config(size, batch, hidden, precision, channels_last):
 
 
 class OurRecipe:
-    """Our pipeline as `byol pretrain` runs it: views made a batch at a time from in-memory
-    uint8 images (batch_views), LARS at the config's peak learning rate, fused EMA."""
+    """Our pipeline as `byol pretrain` runs it: views made a batch at a time (``epochs``: from
+    in-memory uint8 images by default), LARS at the config's peak learning rate, fused EMA."""
 
-    def __init__(self, config, images, mean, std, name=None):
+    def __init__(self, config, images, mean, std, name=None, epochs=None, view_threads=0):
         c = self.config = config
+        self.view_threads = view_threads  # intra-op threads for making views (0: the step's)
         self.name = name or (
-            f"byol (ours, {c.precision}{', channels_last' if c.channels_last else ''})"
+            f"byol (ours, {c.precision}{', channels_last' if c.channels_last else ''}"
+            f"{f', views on {view_threads} thread(s)' if view_threads else ''})"
         )
         self.model = build_model(c)
         if c.channels_last:
@@ -82,16 +91,29 @@ class OurRecipe:
             self.model, c.optimizer, self.lr, c.weight_decay, c.momentum, c.lars_trust_coefficient
         )
         self.tau, self.steps_done = c.tau_base, 0
-        self.epochs = BatchedEpochs(images, batch_paper_views(c, mean, std), c)
+        # Given epochs (a folder's) time their own device work into phases["views on device"].
+        self.views_timed_here = epochs is None
+        if epochs is None:
+            epochs = BatchedEpochs(images, batch_paper_views(c, mean, std), c)
+        self.epochs = epochs
+        # Seconds per phase of the data time, for the breakdown
+        self.phases: dict[str, float] = getattr(epochs, "phases", defaultdict(float))
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = 0
         while True:
             for micro_batches in self.epochs.epoch(epoch, 0):  # accumulation_steps=1: one pair
-                ((v1, v2),) = micro_batches
+                start, threads = time.perf_counter(), torch.get_num_threads()
+                torch.set_num_threads(self.view_threads or threads)
+                ((v1, v2),) = micro_batches  # the views are made here
+                torch.set_num_threads(threads)
+                made = time.perf_counter()
                 if self.config.channels_last:
                     v1 = v1.contiguous(memory_format=torch.channels_last)
                     v2 = v2.contiguous(memory_format=torch.channels_last)
+                self.phases["copies"] += time.perf_counter() - made
+                if self.views_timed_here:  # in memory: no workers, all of it is views
+                    self.phases["views on device"] += made - start
                 yield v1, v2
             epoch += 1
 
@@ -107,61 +129,124 @@ class OurRecipe:
         return self.model.online_encoder
 
 
-def time_steps(recipe, batches, steps: int) -> float:
-    """Seconds per step over ``steps`` steps, data included (the loss is read at the end only)."""
-    start = time.perf_counter()
+def time_steps(recipe, batches, steps: int, data_only: bool = False) -> dict[str, float]:
+    """Seconds per step over ``steps`` steps: in all, waiting for data (views made on the
+    device and copies included), the model step, and the recipe's own phases of the data time.
+    ``data_only``: no model step, the rate at which the pipeline delivers views."""
+    phases = getattr(recipe, "phases", {})
+    before = dict(phases)
+    data = step = 0.0
+    loss = torch.zeros(())
     for _ in range(steps):
-        loss = recipe.step(next(batches))
-    float(loss)
-    return (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        views = next(batches)
+        got = time.perf_counter()
+        if not data_only:
+            loss = recipe.step(views)
+        data, step = data + got - start, step + time.perf_counter() - got
+    start = time.perf_counter()
+    float(loss)  # the loss is read at the end only
+    step += time.perf_counter() - start
+    out = {"total": data + step, "data": data, "step": step}
+    out.update({k: v - before.get(k, 0.0) for k, v in phases.items()})
+    return {k: v / steps for k, v in out.items()}
+
+
+def measure(recipes, rounds: int, warmup: int, steps: int, data_only: bool = False):  # noqa: ANN201
+    """Per recipe, one time_steps dict per round; the recipes take turns within each round."""
+    seconds: dict[str, list[dict[str, float]]] = {r.name: [] for r in recipes}
+    for _ in range(rounds):
+        for recipe in recipes:
+            stream = recipe.batches()
+            time_steps(recipe, stream, warmup, data_only)  # workers, allocator, oneDNN kernels
+            seconds[recipe.name].append(time_steps(recipe, stream, steps, data_only))
+            stream.close()  # stops its DataLoader workers
+    return seconds
+
+
+def report(seconds: dict[str, list[dict[str, float]]], batch: int) -> None:
+    """img/s (median and range over rounds), ours / each at equal precision, and where each
+    step's time goes (medians, ms per step)."""
+    rates = {n: [batch / r["total"] for r in rounds] for n, rounds in seconds.items()}
+    print(
+        f"{'pipeline':<40}{'img/s':>8}{'range':>15}{'wait':>8}{'views':>8}{'copies':>8}{'step':>8}"
+    )
+    for name, rounds in seconds.items():
+        median = {k: statistics.median(r.get(k, 0.0) for r in rounds) for k in rounds[0]}
+        own = median.get("views on device", 0.0) + median.get("copies", 0.0)
+        ms = [1e3 * max(median["data"] - own, 0.0)] + [
+            1e3 * median.get(k, 0.0) for k in ("views on device", "copies", "step")
+        ]
+        spread = f"{min(rates[name]):.1f}-{max(rates[name]):.1f}"
+        cells = "".join(f"{v:>8.0f}" for v in ms)
+        print(f"{name:<40}{statistics.median(rates[name]):>8.1f}{spread:>15}{cells}")
+    print("(wait, views, copies, step: ms per step; wait = data time not spent making views)")
+    for ours in (n for n in rates if n.startswith("byol (ours")):
+        precision = ours.split(", ")[1].rstrip(")")
+        for peer in (n for n in rates if not n.startswith("byol (ours")):
+            if peer.endswith(f"({precision})") or peer.endswith(f"({precision} autocast)"):
+                per_round = [a / b for a, b in zip(rates[ours], rates[peer], strict=True)]
+                ratio = statistics.median(rates[ours]) / statistics.median(rates[peer])
+                print(
+                    f"{ours} / {peer}: {ratio:.2f}x "
+                    f"(per round {min(per_round):.2f}-{max(per_round):.2f}x)"
+                )
+
+
+def on_off(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
+    return text.lower() == "on"
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments this benchmark shares with benchmarks/folder.py."""
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--hidden-dim", type=int, default=1024, help="projector/predictor width")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (lightly's too)")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], help="every pipeline")
+    parser.add_argument("--channels-last", nargs="+", type=on_off, default=[False], help="ours")
+    parser.add_argument(
+        "--data-only", action="store_true", help="no model step: how fast views are delivered"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--hidden-dim", type=int, default=1024, help="projector/predictor width")
+    common_arguments(parser)
     parser.add_argument("--images", type=int, default=10000, help="source images held in memory")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--lightly-workers", type=int, default=2)
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], help="ours")
-    parser.add_argument("--channels-last", action="store_true", help="ours")
     parser.add_argument("--peers", nargs="*", default=["lightly", "byol-pytorch"])
+    parser.add_argument(
+        "--view-threads", nargs="+", type=int, default=[0], help="ours: 0 = the step's threads"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     images, name, mean, std = source_images(args.image_size, args.images)
     size, batch, hidden = args.image_size, args.batch_size, args.hidden_dim
-    recipes = [
-        OurRecipe(throughput_config(size, batch, hidden, p, args.channels_last), images, mean, std)
-        for p in args.precision
-    ]
-    if "lightly" in args.peers:
-        recipes.append(LightlyRecipe(images, size, batch, hidden, args.lightly_workers))
-    if "byol-pytorch" in args.peers:
-        recipes.append(ByolPytorchRecipe(images, size, batch, hidden, 0))
-    streams = [r.batches() for r in recipes]
-    for recipe, stream in zip(recipes, streams, strict=True):
-        time_steps(recipe, stream, 2)  # warm-up: workers, allocator, oneDNN kernels
-
-    seconds: dict[str, list[float]] = {r.name: [] for r in recipes}
-    for _ in range(args.rounds):
-        for recipe, stream in zip(recipes, streams, strict=True):
-            seconds[recipe.name].append(time_steps(recipe, stream, args.steps))
-
+    recipes = []
+    for p in args.precision:
+        for last, view_threads in itertools.product(args.channels_last, args.view_threads):
+            config = throughput_config(size, batch, hidden, p, last)
+            recipes.append(OurRecipe(config, images, mean, std, view_threads=view_threads))
+        if "lightly" in args.peers:
+            recipes.append(LightlyRecipe(images, size, batch, hidden, args.workers, p))
+        if "byol-pytorch" in args.peers:
+            recipes.append(ByolPytorchRecipe(images, size, batch, hidden, 0, p))
+    seconds = measure(recipes, args.rounds, args.warmup, args.steps, args.data_only)
     print(
         f"{name}, {size} px, batch {batch}, ResNet-18 (torchvision), heads {hidden}, "
-        f"{torch.get_num_threads()} threads, lightly workers {args.lightly_workers}, "
-        f"torch {torch.__version__}"
+        f"{torch.get_num_threads()} threads, {args.workers} DataLoader workers for lightly, "
+        f"{args.rounds} rounds of {args.steps} steps{', data only' * args.data_only}, torch "
+        f"{torch.__version__}"
     )
-    rates = {n: batch / statistics.median(s) for n, s in seconds.items()}
-    ours = max((n for n in rates if n.startswith("byol (ours")), key=rates.get)
-    print(f"{'pipeline':<36}{'img/s':>9}{'ours (best) / this':>20}")
-    for recipe_name, rate in rates.items():
-        print(f"{recipe_name:<36}{rate:>9.1f}{rates[ours] / rate:>19.2f}x")
+    report(seconds, batch)
 
 
 if __name__ == "__main__":

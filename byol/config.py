@@ -101,7 +101,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA and native-bf16 CPUs
     channels_last: bool = False
-    views: str = "auto"  # batched (on the device, in-memory data) | per-image (workers) | auto
+    views: str = "auto"  # batched (on the device; files: crops in workers) | per-image | auto
     compile: bool = False  # torch.compile the encoder (slow first step; pays off on long runs)
     num_workers: int = 8
     threads: int = 0  # torch intra-op threads on CPU (0 = torch's default)

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from byol.data import TensorImageDataset
 from byol.presets import preset
 from byol.views.batched import BatchViewTransform, batch_paper_views
 from byol.views.batched_ops import blur_matrices, shift_hue
@@ -190,20 +189,6 @@ def test_pixel_statistics_match_over_many_draws():
     for stat in (torch.mean, torch.std):
         a, b = stat(fast * STD[0] * 255), stat(reference * STD[0] * 255)
         assert abs(a - b) < 2.5, (stat.__name__, float(a), float(b))
-
-
-def test_batched_views_need_data_held_in_memory():
-    from byol.errors import ConfigError
-    from byol.training.epochs import use_batched_views
-
-    in_memory = TensorImageDataset(smooth_images(4, 8), torch.zeros(4))
-    on_disk = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8))
-    config = preset("cifar10")
-    assert use_batched_views(config, in_memory)  # views=auto picks the fast path when it can
-    assert not use_batched_views(config, on_disk)
-    assert not use_batched_views(dataclasses.replace(config, views="per-image"), in_memory)
-    with pytest.raises(ConfigError, match="views=per-image"):
-        use_batched_views(dataclasses.replace(config, views="batched"), on_disk)
 
 
 def test_sync_free_masked_path_gives_the_same_views():

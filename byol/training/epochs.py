@@ -2,15 +2,17 @@
 uninterrupted run would have seen.
 
 ``EpochBatches`` picks image indices and a seed per image; ``ViewPairs`` turns each into two views
-(T and T') in DataLoader workers (any dataset); ``BatchedEpochs`` makes a whole batch's views at
-once on the training device (in-memory datasets). Under torchrun every rank yields its own slices
-of each global batch (``distributed.shard_slices``).
+(T and T') in DataLoader workers (any dataset), either whole (``views=per-image``) or as two crops
+that the training device finishes a batch at a time (``views.cropped``: folders read from files);
+``BatchedEpochs`` makes a whole batch's views at once on the training device (in-memory datasets).
+Under torchrun every rank yields its own slices of each global batch (``distributed.shard_slices``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from byol import distributed
 from byol.config import Config
 from byol.data import TensorImageDataset
-from byol.errors import ConfigError
 from byol.views.batched import BatchTwoViews
+from byol.views.cropped import CroppedViews
 from byol.views.per_image import TwoViews
 
 ONE_PROCESS = distributed.Ranks()
@@ -68,10 +70,12 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 class ViewPairs(Dataset):
-    """Wraps an (image, label) dataset: key (index, seed) -> (view 1, view 2)."""
+    """Wraps an (image, label) dataset: key (index, seed) -> (view 1, view 2), or, with
+    ``CroppedViews``, the two crops and draws that its ``finish`` turns into views on the device."""
 
-    def __init__(self, images: Dataset, views: TwoViews) -> None:
+    def __init__(self, images: Dataset, views: TwoViews | CroppedViews) -> None:
         self.images, self.views = images, views
+        self.finish = views.finish if isinstance(views, CroppedViews) else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -93,8 +97,9 @@ def per_image_epoch(
     start_batch: int,
     ranks: distributed.Ranks = ONE_PROCESS,
 ) -> Iterator[Iterator[Pairs]]:
-    """An epoch of view pairs made image by image in DataLoader workers (any dataset): for each
-    optimizer step, this rank's micro-batches, made as they are consumed."""
+    """An epoch of view pairs made image by image in DataLoader workers (any dataset), finished a
+    batch at a time on the device where ``view_pairs`` has a ``finish``: for each optimizer step,
+    this rank's micro-batches, made as they are consumed."""
     sampler = EpochBatches(
         len(view_pairs),
         config.batch_size,
@@ -111,12 +116,31 @@ def per_image_epoch(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if config.num_workers else None,
     )
-    micro_batches = (
-        (view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True))
-        for view_1, view_2 in loader
-    )
+    on_device = (tuple(t.to(device, non_blocking=True) for t in batch) for batch in loader)
+    finish = view_pairs.finish
+    if finish is not None:
+        on_device = map(_beside_workers(finish, config.num_workers, device), on_device)
     for _ in range(len(sampler) // config.accumulation_steps):
-        yield itertools.islice(micro_batches, config.accumulation_steps)
+        yield itertools.islice(on_device, config.accumulation_steps)
+
+
+def _beside_workers(finish: Callable[[tuple], Pairs], workers: int, device: torch.device):  # noqa: ANN202
+    """``finish`` with as many intra-op threads as the DataLoader workers leave cores (at least
+    one) when it runs on a CPU: the workers decode on the same cores meanwhile. On 2 busy cores
+    beside 2 workers, two threads made these views about 18x slower than one (BENCHMARKS.md)."""
+    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers))
+    if device.type != "cpu" or workers == 0 or threads == torch.get_num_threads():
+        return finish
+
+    def finish_with_fewer_threads(batch: tuple) -> Pairs:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return finish(batch)
+        finally:
+            torch.set_num_threads(before)
+
+    return finish_with_fewer_threads
 
 
 class BatchedEpochs:
@@ -155,11 +179,9 @@ class BatchedEpochs:
             yield self.views.apply(self.images[batch[part]], (params[0][part], params[1][part]))
 
 
-def use_batched_views(config: Config, train_set: Dataset) -> bool:
-    in_memory = isinstance(train_set, TensorImageDataset)
-    if config.views == "batched" and not in_memory:
-        raise ConfigError(
-            "views=batched needs a dataset held in memory as a tensor, and this one is read "
-            "from files image by image; use --set views=per-image (or auto)."
-        )
-    return config.views == "batched" or (config.views == "auto" and in_memory)
+def view_path(config: Config, train_set: Dataset) -> str:
+    """Where views are made: "batched" (all on the device; data held in memory), "cropped"
+    (crops in workers, the rest batched on the device; images read from files) or "per-image"."""
+    if config.views == "per-image":
+        return "per-image"
+    return "batched" if isinstance(train_set, TensorImageDataset) else "cropped"

@@ -25,11 +25,12 @@ from byol.methods import Method, build_method
 from byol.run_folder import MetricsLog
 from byol.runtime import resolve_precision
 from byol.sync_batchnorm import convert_sync_batchnorm
-from byol.training.epochs import BatchedEpochs, Pairs, ViewPairs, per_image_epoch, use_batched_views
+from byol.training.epochs import BatchedEpochs, Pairs, ViewPairs, per_image_epoch, view_path
 from byol.training.monitor import KnnMonitor
 from byol.training.optim import build_optimizer
 from byol.training.schedules import scaled_learning_rate
 from byol.views.batched import batch_paper_views
+from byol.views.cropped import cropped_paper_views
 from byol.views.per_image import paper_views
 
 logger = logging.getLogger(__name__)
@@ -248,13 +249,15 @@ def _data(
             f"the training set has {len(train_set)} images, fewer than batch_size="
             f"{config.batch_size}; lower it with --set batch_size=N."
         )
-    if use_batched_views(config, train_set):
+    path = view_path(config, train_set)
+    if path == "batched":
         images = train_set.images[:, :1] if info.grayscale else train_set.images  # gray: 1 channel
         views = BatchedEpochs(
             images.to(device), batch_paper_views(config, info.mean, info.std), config, ranks
         )
     else:
-        views = ViewPairs(train_set, paper_views(config, info.mean, info.std, info.grayscale))
+        make = cropped_paper_views if path == "cropped" else paper_views
+        views = ViewPairs(train_set, make(config, info.mean, info.std, info.grayscale))
     return train_set, monitor, views, info
 
 

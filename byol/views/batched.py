@@ -34,6 +34,10 @@ from byol.views.spec import ViewSpec, blur_kernel_size, view_specs
 _SOLARIZE_THRESHOLD = 128 / 255  # the per-image path solarises uint8 values >= 128
 
 
+def _mirrored(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
 class BatchViewTransform:
     """One view pipeline on a batch: uint8 N x C x H x W (C = 1 or 3) -> normalised float
     N x 3 x S x S, on the images' device."""
@@ -58,9 +62,27 @@ class BatchViewTransform:
         self, images: torch.Tensor, params: BatchViewParams, masked: bool | None = None
     ) -> torch.Tensor:
         """Masked (default on GPUs): no host-device synchronisation; see ``apply_where``."""
-        masked = images.device.type != "cpu" if masked is None else masked
         x = images.float().div_(255)
         x = resized_crops(x, params.crop, params.flip, self.image_size)
+        return self.colour_and_after(x, params, masked)
+
+    def apply_cropped(
+        self, crops: torch.Tensor, params: BatchViewParams, masked: bool | None = None
+    ) -> torch.Tensor:
+        """The rest of the pipeline on uint8 N x C x S x S crops already cut and resized (in
+        DataLoader workers, by ``cropped.CropsInWorkers``): flip, colour and after; ``params.crop``
+        is not read."""
+        masked = crops.device.type != "cpu" if masked is None else masked
+        x = crops.float().div_(255)
+        x = apply_where(x, params.flip, _mirrored, masked=masked)
+        return self.colour_and_after(x, params, masked)
+
+    def colour_and_after(
+        self, x: torch.Tensor, params: BatchViewParams, masked: bool | None = None
+    ) -> torch.Tensor:
+        """Colour jitter, grayscale, blur, solarisation and normalisation of float views in
+        [0, 1], N x C x S x S."""
+        masked = x.device.type != "cpu" if masked is None else masked
         x = colour_jitter(x, params, masked)
         if x.shape[1] == 3:
             x = torch.where(params.grayscale.view(-1, 1, 1, 1), grayscale_of(x).expand_as(x), x)
