@@ -75,7 +75,7 @@ def judge(claim: Claim, stats: dict[tuple[str, str], dict[str, Stat]], random_in
         if reference is None:
             return Verdict(claim, NOT_SHOWN, "reference not measured")
         return _compare(claim, reference.mean - mine.mean, reference.std + mine.std,
-                        min(reference.n, mine.n), "below the reference by")  # fmt: skip
+                        min(reference.n, mine.n), "reference minus this row:")  # fmt: skip
     if claim.kind == "drops_less":
         parts = [knn.get(key) for key in (
             (claim.reference, claim.method), (claim.variant, claim.method),
