@@ -392,3 +392,40 @@ def test_a_file_name_that_is_not_utf8_is_written_as_an_escape(tmp_path: Path) ->
     name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: a lone surrogate in Python
     write_text(tmp_path / "report.html", f"<p>unreadable: {name}</p>")
     assert (tmp_path / "report.html").read_text() == "<p>unreadable: caf\\udce9.png</p>"
+
+
+def _hostile_folder(root: Path) -> tuple[Path, set[str]]:
+    """Every file of FILE_CASES at once beside good images: the folder a careless export makes.
+    Returns the folder and the files that must be reported unreadable."""
+    good_folder(root)
+    skipped = set()
+    for name, make, ends, _ in FILE_CASES.values():
+        path = add_file(root / "a", name, make())
+        if ends == "skipped":
+            skipped.add(str(path))
+    return root, skipped
+
+
+def _train_on_hostile_folder(tmp_path: Path, capsys, extra: list[str]) -> None:
+    folder, skipped = _hostile_folder(tmp_path / "hostile")
+    items = [f"dataset={folder}", "backbone=resnet18-narrow", "image_size=16", "batch_size=4",
+             "projector_hidden_dim=32", "predictor_hidden_dim=32", "knn_references=false",
+             "threads=1", "predictor_warmup_steps=0", *extra]  # fmt: skip
+    argv = ["pretrain", "--quiet", "--run-dir", str(tmp_path / "run")]
+    for item in items:
+        argv += ["--set", item]
+    code, err = run_cli(argv, capsys)
+    assert code == 0 and "Traceback" not in err, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["unreadable_images"]) == skipped
+
+
+def test_a_folder_of_every_hostile_file_trains_and_names_the_unreadable(
+    tmp_path: Path, capsys
+) -> None:
+    _train_on_hostile_folder(tmp_path, capsys, ["epochs=1", "num_workers=0"])
+
+
+@pytest.mark.slow
+def test_a_folder_of_every_hostile_file_trains_per_image_in_workers(tmp_path: Path, capsys) -> None:
+    _train_on_hostile_folder(tmp_path, capsys, ["epochs=2", "num_workers=2", "views=per-image"])
