@@ -438,6 +438,23 @@ def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
     assert not same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))
 
 
+def test_a_run_folder_with_an_unreadable_config_does_not_stop_the_search_for_shared_runs(
+    tmp_path,
+):
+    from byol.experiments.ablation_runs import shared_run
+
+    config = preset("fashion-mnist")
+    unreadable, good = tmp_path / "a" / "broken", tmp_path / "b" / "run"
+    for folder in (unreadable, good):
+        save_config(folder, config)
+        (folder / "summary.json").write_text(json.dumps({"stopped_early": False}))
+    saved = json.loads((unreadable / "config.json").read_text())
+    (unreadable / "config.json").write_text(json.dumps({**saved, "a_newer_field": 1}))
+    assert shared_run(tmp_path, config) == good
+    (good / "summary.json").unlink()
+    assert shared_run(tmp_path, config) is None
+
+
 def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
     # MoCo's batch-norm shuffle draws a permutation every step; resuming from step 4 of 8 must
     # draw the same ones, so the encoder ends bit-identical to the uninterrupted run.

@@ -67,10 +67,15 @@ def _config_mismatch(run_dir: Path, config: Config) -> ByolError:
 
 
 def shared_run(root: Path, config: Config) -> Path | None:
-    """A finished run anywhere under ``root`` whose config equals ``config``."""
+    """A finished run anywhere under ``root`` whose config equals ``config``. A folder whose
+    config cannot be read (another version's field, a damaged file) is not a match: it must not
+    stop every other run of the ablation from finding its own."""
     for saved in sorted(root.glob("*/*/config.json")):
-        if finished(saved.parent) and same_config(saved.parent, config):
-            return saved.parent
+        try:
+            if finished(saved.parent) and same_config(saved.parent, config):
+                return saved.parent
+        except ByolError:
+            continue
     return None
 
 
