@@ -282,12 +282,24 @@ def test_variants_cover_the_papers_tables():
         names = {(v.name, v.method) for v in ablation_variants(ablation, config)}
         for claim in claims:
             assert (claim.variant, claim.method) in names, claim.text
-            assert not claim.reference or (claim.reference, claim.method) in names, claim.text
+            reference = (claim.reference, claim.other or claim.method)
+            assert not claim.reference or reference in names, claim.text
     augment = {(v.name, v.method): v for v in ablation_variants("augmentations", config)}
     assert augment["crop-only", "simclr"].paper == 40.3
     # The CPU preset has no blur: removing it leaves the config as it is, so the run is shared.
     assert augment["no-blur", "byol"].overrides == {"blur_prob": (0.0, 0.0)}
     assert config.blur_prob == (0.0, 0.0)
+    # Training from scratch and the untrained encoder are BYOL's run of the same seed, scored
+    # from its initial weights: the same config, so the run is shared, not trained twice.
+    for ablation in ("labels", "transfer"):
+        variants = ablation_variants(ablation, config)
+        scratch = [v for v in variants if v.method == "random-init"]
+        assert scratch and all(v.trains == "byol" and v.overrides == {} for v in scratch)
+        byol = [v for v in variants if v.method == "byol"]
+        assert [variants.index(v) for v in byol] < [variants.index(v) for v in scratch]
+    labels = {(v.name, v.method): v for v in ablation_variants("labels", config)}
+    assert labels["1pct-labels", "byol"].fraction == 0.01
+    assert labels["10pct-labels", "random-init"].paper == 56.4  # supervised, Table 2
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -491,3 +503,82 @@ def test_ablate_jobs_trains_runs_side_by_side_with_the_threads_split(small_folde
     first, second = (load_encoder(d / "encoder.safetensors")[0] for _, d, _ in runs)
     pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)  # two seeds: two runs
+
+
+def _ablate(table: str, out: Path, settings: list[str]) -> int:
+    return main(["ablate", table, "--quiet", "--out", str(out),
+                 *[arg for item in settings for arg in ("--set", item)]])  # fmt: skip
+
+
+def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
+    small_folder, tmp_path, monkeypatch
+):
+    out = tmp_path / "ablations"
+    settings = [*TINY, f"dataset={small_folder}", "seeds=2", "methods=byol,random-init",
+                "finetune_epochs=1,1", "knn_references=false"]  # fmt: skip
+    assert _ablate("labels", out, settings) == 0
+    folder = out / "labels"
+    table = (folder / "table.md").read_text()
+    assert "| fine-tuned top-1 |" in table and "**Fine-tuned:**" in table
+    assert "supervised training from scratch" in table and "Table 2" in table
+    assert "with 1% of the labels, fine-tuning BYOL's encoder beats training from scratch" in table
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    assert len(rows) == 8  # 2 fractions x 2 methods x 2 seeds
+    assert all(0 <= r["finetune_top1"] <= 100 and "knn_top1" not in r for r in rows)
+    # One pretraining run per seed: both fractions and the scratch rows score it.
+    assert len({r["run_dir"] for r in rows}) == 2
+    run = Path(rows[0]["run_dir"])
+    # Seed N fine-tunes on label subset N: 1% of 256 images is the 10-class minimum, 10% is 26.
+    small, large = (json.loads((run / "subsets" / f"{small_folder.name}-{tag}-seed0.json")
+                               .read_text()) for tag in ("1pct", "10pct"))  # fmt: skip
+    assert (len(small["indices"]), len(large["indices"])) == (10, 26)
+    other_seed = Path(next(r["run_dir"] for r in rows if r["seed"] == 1))
+    drawn = json.loads((other_seed / "subsets" / f"{small_folder.name}-10pct-seed1.json")
+                       .read_text())  # fmt: skip
+    assert drawn["indices"] != large["indices"]
+    # Scores are kept: a second call trains and fine-tunes nothing.
+    monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", _refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", _refuse)
+    assert _ablate("labels", out, settings) == 0
+    assert (folder / "table.md").read_text() == table
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a finished run was trained or evaluated again")
+
+
+def test_ablate_transfer_scores_each_encoder_on_another_dataset(small_folder, tmp_path):
+    # The other dataset: the same garments turned upside down and inverted, 5 classes.
+    other = tmp_path / "other"
+    for image in small_folder.rglob("*.png"):
+        split, label = image.parent.parent.name, int(image.parent.name[1:])
+        target = other / split / f"k{label % 5}" / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pixels = 255 - torch.from_numpy(__import__("numpy").array(Image.open(image))).flip(0)
+        Image.fromarray(pixels.numpy(), mode="L").save(target)
+    out = tmp_path / "ablations"
+    settings = [*TINY, f"dataset={small_folder}", "methods=byol,random-init",
+                f"transfer_dataset={other}", "linear_epochs=2", "knn_references=false"]  # fmt: skip
+    assert _ablate("transfer", out, settings) == 0
+    folder = out / "transfer"
+    table = (folder / "table.md").read_text()
+    assert f"**Transfer:** every row is scored on {other}" in table
+    assert "BYOL's frozen features transfer to another dataset better than random ones" in table
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["byol", "random-init"]
+    assert rows[0]["run_dir"] == rows[1]["run_dir"]  # the same run, trained once
+    for row in rows:
+        assert row["dataset"] == str(other) and 0 <= row["knn_top1"] <= 100
+    # Random init's score is its own, not BYOL's: computed from the run's initial weights.
+    stored = json.loads((Path(rows[0]["run_dir"]) / "ablation_eval.json").read_text())
+    assert len(stored) == 2
+
+
+def test_ablate_refuses_unknown_rows_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "ablations"
+    assert _ablate("batch-size", out, ["rows=batch-256,batch-8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "batch-8" in err and "batch-32" in err
+    assert not out.exists()
+    assert _ablate("transfer", out, ["methods=byol,moco"]) == 2
+    assert "moco" in capsys.readouterr().err and not out.exists()

@@ -78,3 +78,21 @@ def test_drops_less_compares_the_two_methods_drops():
     assert verdict.verdict == HOLDS and "+1.00 (byol) vs +10.00 (simclr)" in verdict.effect
     missing = aggregate(rows("batch-256", [80.0, 80.0]) + rows("batch-32", [79.0, 79.0]))
     assert judge(claim, missing, None).verdict == NOT_SHOWN
+
+
+def test_a_claim_across_methods_is_judged_on_its_own_metric():
+    # Fine-tuned top-1: BYOL 60 ± 1, from scratch 50 ± 1; kNN says the opposite and must not count.
+    byol = [dict(r, finetune_top1=v) for r, v in zip(rows("1pct", [90, 90]), [59, 61], strict=True)]
+    scratch = [
+        dict(r, finetune_top1=v)
+        for r, v in zip(rows("1pct", [95, 95], method="random-init"), [49, 51], strict=True)
+    ]
+    stats = aggregate(byol + scratch)
+    claim = Claim("pretraining beats scratch", "worse", "1pct", "1pct", method="random-init",
+                  other="byol", metric="finetune_top1")  # fmt: skip
+    verdict = judge(claim, stats, None)
+    # difference 10, spread std(59, 61) + std(49, 51) = 2 * sqrt(2)
+    assert verdict.verdict == HOLDS and "+10.00 (spread 2.83" in verdict.effect
+    on_knn = Claim("pretraining beats scratch", "worse", "1pct", "1pct", method="random-init",
+                   other="byol")  # fmt: skip
+    assert judge(on_knn, stats, None).verdict == CONTRADICTED  # 95 vs 90 on kNN

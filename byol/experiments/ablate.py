@@ -21,16 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from byol import run_folder, settings
+from byol import settings
 from byol.config import Config, apply_overrides
-from byol.errors import ConfigError, RunInterrupted
+from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
 from byol.experiments.ablation_runs import (
+    Scoring,
     comparable,
     evaluate_run,
     finished,
+    run_variant,
     shared_run,
-    train_run,
+    transfer_dataset,
 )
 from byol.experiments.budgets import (
     ABLATION_BUDGETS,
@@ -40,11 +42,8 @@ from byol.experiments.budgets import (
     RUN_DEFAULTS,
 )
 from byol.experiments.parallel import train_side_by_side
-from byol.experiments.variants import CLAIMS, Variant, ablation_variants
-from byol.methods.losses import COLLAPSED_BELOW
+from byol.experiments.variants import CLAIMS, FROZEN, Variant, ablation_variants
 from byol.presets import preset
-
-EVAL_METHOD = "byol"  # Evaluation.encoder's name for a run's trained encoder, whatever its method
 
 
 @dataclass
@@ -60,11 +59,16 @@ class AblationSettings:
     # cut to the rows its claims compare costs a fraction of the whole.
     rows: str = ""
     methods: str = ""
+    # `byol ablate transfer`: the dataset the encoders are scored on ("" = TRANSFER_DATASETS).
+    transfer_dataset: str = ""
 
 
 ABLATION_RULES = {
     "eval_train_images": settings.Rule(low=-1),
     "seeds": settings.Rule(low=1, high=100),
+    "rows": settings.Rule(),
+    "methods": settings.Rule(),
+    "transfer_dataset": settings.Rule(),
 }
 
 
@@ -99,12 +103,13 @@ def run_ablation(
         raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
-    folder.mkdir(parents=True, exist_ok=True)
     runtime = [f"{k}={getattr(base, k)}" for k in ("threads", "device")]
     eval_overrides = EVAL_DEFAULTS + eval_overrides + runtime
-
     plan = _plan(ablation, base, own_settings.seeds, folder)
     plan = _select(plan, own_settings.rows, own_settings.methods)
+    scoring = Scoring(eval_overrides, train_images, transfer_dataset(ablation, preset_name,
+                      own_settings.transfer_dataset))  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
     if jobs > 1:
         say = functools.partial(_say, quiet=quiet)
         say(f"training {len(plan)} runs, {jobs} at a time")
@@ -114,12 +119,13 @@ def run_ablation(
     for number, (variant, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {variant.method} {variant.label} seed {config.seed}", quiet)
-        row = _run_variant(variant, config, run_dir, root, eval_overrides, train_images, quiet)
+        row = run_variant(variant, config, run_dir, root, scoring, quiet)
         row["shared_with"] = _shared_label(Path(row["run_dir"]), run_dir, root, rows)
         rows.append(row)
         _say(f"    {_brief(row)} ({time.perf_counter() - step_started:.0f} s)", quiet)
 
-    references = _references(rows, eval_overrides, train_images, quiet)
+    frozen = any(v.protocol == FROZEN for v, _, _ in plan)  # the references score frozen rows
+    references = _references(rows, eval_overrides, train_images, quiet) if frozen else {}
     eval_settings, _ = split_overrides(eval_overrides)
     write_report(
         folder, ablation, preset_name, base, eval_settings, train_images, rows, references,
@@ -137,7 +143,7 @@ def _plan(
     for index in range(seeds):
         seeded = dataclasses.replace(base, seed=base.seed + index)
         for variant in ablation_variants(ablation, seeded):
-            config = dataclasses.replace(seeded, method=variant.method, **variant.overrides)
+            config = dataclasses.replace(seeded, method=variant.trains, **variant.overrides)
             config.validate()
             name = variant.key if seeds == 1 else f"{variant.key}-seed{config.seed}"
             plan.append((variant, config, folder / name))
@@ -196,41 +202,6 @@ def _references(
     return references
 
 
-def _run_variant(
-    variant: Variant,
-    config: Config,
-    run_dir: Path,
-    root: Path,
-    eval_overrides: list[str],
-    train_images: int,
-    quiet: bool,
-) -> dict[str, Any]:
-    """Train (or reuse) one run and score it: a row of the table."""
-    try:
-        run_dir = train_run(config, run_dir, root, quiet)
-    except RunInterrupted as error:
-        raise RunInterrupted(
-            f"{error.args[0].split(';')[0]}; rerun the same `byol ablate` command to continue."
-        ) from None
-    row: dict[str, Any] = dict(
-        name=variant.name, label=variant.label, method=variant.method, seed=config.seed,
-        paper=variant.paper, reference=variant.reference, run_dir=str(run_dir),
-    )  # fmt: skip
-    if (run_dir / run_folder.DIVERGED).is_file():
-        row["status"] = "diverged"
-        return row
-    summary = run_folder.read_summary(run_dir) or {}
-    row.update(evaluate_run(run_dir, eval_overrides, train_images, EVAL_METHOD))
-    row["collapse"] = summary.get("collapse")
-    row["collapse_curve"] = [
-        r["collapse"] for r in run_folder.read_metrics(run_dir) if "loss" in r and "collapse" in r
-    ]
-    row["train_s"] = summary.get("wall_time_s")
-    collapsed = row["collapse"] is not None and row["collapse"] < COLLAPSED_BELOW
-    row["status"] = "collapsed" if collapsed else "ok"
-    return row
-
-
 def _shared_label(
     run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]]
 ) -> str | None:
@@ -246,10 +217,11 @@ def _shared_label(
 def _brief(row: dict[str, Any]) -> str:
     if row["status"] == "diverged":
         return "diverged"
-    return (
-        f"kNN {row['knn_top1']:.1f}  linear {row['linear_top1']:.1f}  "
-        f"collapse {row['collapse']:.3f}  {row['status']}"
-    )
+    names = {"knn_top1": "kNN", "linear_top1": "linear", "finetune_top1": "fine-tuned"}
+    scores = [f"{name} {row[key]:.1f}" for key, name in names.items() if key in row]
+    if row.get("collapse") is not None:
+        scores.append(f"collapse {row['collapse']:.3f}")
+    return "  ".join([*scores, row["status"]])
 
 
 def _say(text: str, quiet: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,21 @@ import torch
 from byol import run_folder
 from byol.config import Config
 from byol.data import subset, subset_indices
-from byol.errors import ByolError, TrainingDiverged
+from byol.errors import ByolError, ConfigError, RunInterrupted, TrainingDiverged
 from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
 from byol.evaluation.features import extract_features
 from byol.evaluation.knn import knn_evaluate
 from byol.evaluation.protocols import Evaluation
+from byol.evaluation.results import fraction_tag
+from byol.experiments.budgets import TRANSFER_DATASETS
+from byol.experiments.variants import FINETUNE, RANDOM_INIT, TRANSFER, Variant
+from byol.methods.losses import COLLAPSED_BELOW
 from byol.run_folder import CHECKPOINT, RESUMABLE_CHANGES
 from byol.training.loop import pretrain
 
 EVAL_JSON = run_folder.ABLATION_EVAL
+EVAL_METHOD = "byol"  # Evaluation.encoder's name for a run's trained encoder, whatever its method
 
 
 # Fields that only one method reads: another method's run does not depend on them.
@@ -98,22 +104,32 @@ def train_run(config: Config, run_dir: Path, root: Path, quiet: bool) -> Path:
     return run_dir
 
 
+def _stored(run_dir: Path, key: list[Any], overrides: list[str]) -> tuple[dict, str]:
+    """The run's stored scores, and the key of one score under these evaluation settings."""
+    path = run_dir / EVAL_JSON
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    eval_settings, _ = split_overrides(overrides)
+    return stored, json.dumps([*key, dataclasses.asdict(eval_settings)], sort_keys=True)
+
+
 def evaluate_run(
-    run_dir: Path, overrides: list[str], train_images: int, method: str
+    run_dir: Path,
+    overrides: list[str],
+    train_images: int,
+    method: str,
+    dataset: str | None = None,
 ) -> dict[str, float]:
     """kNN and linear top-1 of ``run_dir``'s encoder (``method`` "byol"), of its random init
     ("random-init") or of raw pixels ("pixels"), by the protocols of ``byol eval`` (weighted
     kNN, the fast linear probe), with a class-balanced subset of ``train_images`` labelled
-    training images (0 = all) as kNN bank and probe training set. Kept in the run's
-    ablation_eval.json (not results.json, whose numbers use every training image) and reused
-    while the settings stay the same."""
-    path = run_dir / EVAL_JSON
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    eval_settings, _ = split_overrides(overrides)
-    key = json.dumps([method, train_images, dataclasses.asdict(eval_settings)], sort_keys=True)
-    if key in stored:
-        return stored[key]
-    evaluation = Evaluation(run_dir, None, overrides)  # the run's config, data and encoder
+    training images (0 = all) as kNN bank and probe training set, on the run's own dataset or
+    on ``dataset`` (transfer). Kept in the run's ablation_eval.json (not results.json, whose
+    numbers use every training image) and reused while the settings stay the same."""
+    key = [method, train_images] + ([dataset] if dataset else [])
+    stored, key_text = _stored(run_dir, key, overrides)
+    if key_text in stored:
+        return stored[key_text]
+    evaluation = Evaluation(run_dir, dataset, overrides)  # the run's config, encoder
     s, c, device = evaluation.settings, evaluation.config, evaluation.device
     train = evaluation.train
     if 0 < train_images < len(train):
@@ -136,6 +152,97 @@ def evaluate_run(
         train_x, train_y, test_x, test_y, val, tuple(s.linear_lrs), s.linear_epochs,
         s.linear_batch_size, s.seed,
     )  # fmt: skip
-    stored[key] = {"knn_top1": knn[f"knn{k}_top1"], "linear_top1": linear.top1}
-    run_folder.write_json(path, stored)
-    return stored[key]
+    stored[key_text] = {"knn_top1": knn[f"knn{k}_top1"], "linear_top1": linear.top1}
+    run_folder.write_json(run_dir / EVAL_JSON, stored)
+    return stored[key_text]
+
+
+def finetune_run(
+    run_dir: Path, overrides: list[str], fraction: float, method: str
+) -> dict[str, float]:
+    """Test top-1 of ``run_dir``'s encoder (``method`` "byol") or of its random init ("random-init":
+    training from scratch) fine-tuned with a linear head on a class-balanced ``fraction`` of the
+    training labels (drawn with the evaluation's seed), by ``byol eval finetune``'s protocol and
+    its epochs for that fraction. Kept in ablation_eval.json like evaluate_run's scores."""
+    eval_settings, _ = split_overrides(overrides)
+    epochs = dict(zip(eval_settings.label_fractions, eval_settings.finetune_epochs, strict=True))
+    if fraction not in epochs:
+        raise ByolError(
+            f"fine-tuning on {fraction:.0%} of the labels needs its epoch count: set "
+            f"label_fractions to include {fraction} with one finetune_epochs entry each."
+        )
+    stored, key_text = _stored(run_dir, ["finetune", method, fraction], overrides)
+    if key_text in stored:
+        return stored[key_text]
+    evaluation = Evaluation(run_dir, None, overrides)
+    values = evaluation.finetune(
+        "byol" if method == "byol" else "supervised", (fraction,), (epochs[fraction],)
+    )
+    stored[key_text] = {"finetune_top1": values[f"finetune_{fraction_tag(fraction)}_top1"]}
+    run_folder.write_json(run_dir / EVAL_JSON, stored)
+    return stored[key_text]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How every row of a table is scored: the evaluation settings, the labelled training
+    images of the frozen-feature protocols, and the dataset a transfer row is scored on."""
+
+    eval_overrides: list[str]
+    train_images: int
+    transfer_dataset: str | None
+
+
+def transfer_dataset(ablation: str, preset_name: str, chosen: str) -> str | None:
+    if ablation != "transfer":
+        return None
+    target = chosen or TRANSFER_DATASETS.get(preset_name)
+    if not target:
+        raise ConfigError(
+            f"`byol ablate transfer` has no default dataset for the {preset_name!r} preset; "
+            "name one with --set transfer_dataset=NAME (or a folder)."
+        )
+    return target
+
+
+def run_variant(
+    variant: Variant, config: Config, run_dir: Path, root: Path, scoring: Scoring, quiet: bool
+) -> dict[str, Any]:
+    """Train (or reuse) one run and score it: a row of the table."""
+    try:
+        run_dir = train_run(config, run_dir, root, quiet)
+    except RunInterrupted as error:
+        raise RunInterrupted(
+            f"{error.args[0].split(';')[0]}; rerun the same `byol ablate` command to continue."
+        ) from None
+    row: dict[str, Any] = dict(
+        name=variant.name, label=variant.label, method=variant.method, seed=config.seed,
+        paper=variant.paper, reference=variant.reference, run_dir=str(run_dir),
+    )  # fmt: skip
+    if (run_dir / run_folder.DIVERGED).is_file():
+        row["status"] = "diverged"
+        return row
+    encoder = RANDOM_INIT if variant.method == RANDOM_INIT else EVAL_METHOD
+    overrides, images = scoring.eval_overrides, scoring.train_images
+    if variant.protocol == FINETUNE:
+        # Each seed fine-tunes on its own draw of the labels: seed N draws subset N.
+        row.update(finetune_run(run_dir, [*overrides, f"seed={config.seed}"], variant.fraction,
+                                encoder))  # fmt: skip
+    elif variant.protocol == TRANSFER:
+        row.update(evaluate_run(run_dir, overrides, images, encoder, scoring.transfer_dataset))
+        row["dataset"] = scoring.transfer_dataset
+    else:
+        row.update(evaluate_run(run_dir, overrides, images, encoder))
+    row["train_s"] = None
+    row["status"] = "ok"
+    if encoder == RANDOM_INIT:  # nothing was trained: no collapse to report
+        return row
+    summary = run_folder.read_summary(run_dir) or {}
+    row["collapse"] = summary.get("collapse")
+    row["collapse_curve"] = [
+        r["collapse"] for r in run_folder.read_metrics(run_dir) if "loss" in r and "collapse" in r
+    ]
+    row["train_s"] = summary.get("wall_time_s")
+    collapsed = row["collapse"] is not None and row["collapse"] < COLLAPSED_BELOW
+    row["status"] = "collapsed" if collapsed else "ok"
+    return row

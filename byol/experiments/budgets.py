@@ -15,6 +15,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": dict(
         backbone="resnet18-narrow", train_subset=15000, epochs=2, schedule_epochs=4
     ),
+    # The same budget on CIFAR-10 (--set dataset=cifar10-jpeg for the JPEG copy).
+    "cifar10-cpu": dict(
+        backbone="resnet18-narrow", train_subset=15000, epochs=2, schedule_epochs=4
+    ),
     "cifar10": dict(epochs=100),
     "stl10": dict(epochs=50),
     "imagenet-paper": dict(epochs=300, tau_base=0.99),  # the paper's ablation schedule
@@ -27,4 +31,8 @@ RUN_DEFAULTS = dict(knn_every_epochs=0, knn_final=False, knn_references=False)
 EVAL_DEFAULTS = ["knn_ks=200", "linear_epochs=10"]
 # kNN bank and linear-probe training set: this many labelled training images (0 = all), so that
 # scoring an encoder costs seconds, not minutes; --set eval_train_images=N changes it.
-EVAL_TRAIN_IMAGES = {"fashion-mnist": 10000}
+EVAL_TRAIN_IMAGES = {"fashion-mnist": 10000, "cifar10-cpu": 10000}
+# `byol ablate transfer`: the second dataset each preset's encoders are scored on (frozen
+# features, the same kNN and linear protocols); --set transfer_dataset=NAME changes it.
+TRANSFER_DATASETS = {"fashion-mnist": "cifar10", "cifar10-cpu": "fashion-mnist",
+                     "cifar10": "stl10", "stl10": "cifar10"}  # fmt: skip

@@ -60,21 +60,36 @@ def augmentation_overrides(name: str, config: Config) -> dict[str, Any]:
     return dict(AUGMENTATIONS[name][1])
 
 
+# The "method" of a row that scores the random initial weights of BYOL's run of the same seed:
+# training from scratch (fine-tuning), or the encoder that learned nothing (transfer).
+RANDOM_INIT = "random-init"
+# How a row's encoder is scored: kNN and linear on frozen features of the pretraining dataset,
+# fine-tuned on a fraction of its labels, or kNN and linear on frozen features of another dataset.
+FROZEN, FINETUNE, TRANSFER = "frozen", "finetune", "transfer"
+
+
 @dataclass(frozen=True)
 class Variant:
-    """One run of an ablation: a method and the config fields it changes."""
+    """One run of an ablation: a method and the config fields it changes, and how it is scored."""
 
     name: str  # the x position in the table and plot, shared by the methods compared there
     label: str
-    method: str
+    method: str  # a pretraining method, or RANDOM_INIT
     overrides: dict[str, Any] = field(default_factory=dict)
-    paper: float | str | None = None  # arXiv:2006.07733 Section 5 (ImageNet linear top-1 %)
+    paper: float | str | None = None  # arXiv:2006.07733 (ImageNet top-1 %)
     reference: str = "baseline"  # the ``name`` that the delta column compares against
+    protocol: str = FROZEN
+    fraction: float = 1.0  # FINETUNE: the share of the training labels
 
     @property
     def key(self) -> str:
         """The run folder's name."""
         return f"{self.method}-{self.name}"
+
+    @property
+    def trains(self) -> str:
+        """The method of the pretraining run (a random-init row shares BYOL's run)."""
+        return "byol" if self.method == RANDOM_INIT else self.method
 
 
 _STOP_GRADIENT = {"tau_base": 0.0, "tau_schedule": "constant"}  # target = online, every step
@@ -87,8 +102,15 @@ BATCH_SIZES = {  # batch -> (paper BYOL, paper SimCLR)
 }
 
 
+# fraction -> (paper BYOL, paper SimCLR, paper supervised): ImageNet top-1 %, Table 2.
+LABEL_FRACTIONS = {0.01: (53.2, 48.3, 25.4), 0.1: (68.8, 65.6, 56.4)}
+# Linear transfer to CIFAR-10, Table 3: BYOL, SimCLR (repro); the paper has no random-init row.
+TRANSFER_PAPER = {"byol": 91.3, "simclr": 90.5}
+
+
 def ablation_variants(ablation: str, config: Config) -> list[Variant]:
-    """The runs of ``ablation`` (batch-size, augmentations, target, predictor) on ``config``."""
+    """The runs of ``ablation`` (see ABLATIONS) on ``config``. A random-init row comes after
+    BYOL's, whose run it shares."""
     if ablation == "target":
         taus = [
             ("baseline", "the preset's tau_base (cosine to 1)", {}, None),
@@ -122,6 +144,20 @@ def ablation_variants(ablation: str, config: Config) -> list[Variant]:
             if not name.endswith("-t2"):  # T vs T' is BYOL's asymmetry: BYOL only
                 variants.append(Variant(name, label, "simclr", overrides, simclr))
         return variants
+    if ablation == "labels":
+        variants = []
+        for fraction, papers in LABEL_FRACTIONS.items():
+            name = f"{fraction * 100:g}pct-labels"
+            label = f"fine-tuned on {fraction:.0%} of the labels"
+            for method, paper in zip(("byol", "simclr", RANDOM_INIT), papers, strict=True):
+                variants.append(Variant(name, label, method, {}, paper, name, FINETUNE, fraction))
+        return variants
+    if ablation == "transfer":
+        return [
+            Variant("transfer", "frozen features of another dataset", method, {},
+                    TRANSFER_PAPER.get(method), "transfer", TRANSFER)
+            for method in ("byol", "simclr", "barlow", RANDOM_INIT)
+        ]  # fmt: skip
     raise ConfigError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}.")
 
 
@@ -143,7 +179,9 @@ def _tau_zero_rows(config: Config) -> list[tuple[str, str, dict[str, Any]]]:
     ]  # fmt: skip
 
 
-ABLATIONS = ("batch-size", "augmentations", "target", "predictor", "tau-zero")
+ABLATIONS = (
+    "batch-size", "augmentations", "target", "predictor", "tau-zero", "labels", "transfer"
+)  # fmt: skip
 
 # The paper's claims each table tests (reporting/verdicts.py judges them).
 CLAIMS: dict[str, list[Claim]] = {
@@ -178,5 +216,20 @@ CLAIMS: dict[str, list[Claim]] = {
               "baseline", other="simclr", paper="-9.1 vs -22.2 (Figure 3b)"),
         Claim("crops alone hurt SimCLR more than BYOL", "drops_less", "crop-only", "baseline",
               other="simclr", paper="-13.1 vs -27.6 (Figure 3b)"),
+    ],
+    "labels": [
+        Claim("with 1% of the labels, fine-tuning BYOL's encoder beats training from scratch",
+              "worse", "1pct-labels", "1pct-labels", method=RANDOM_INIT, other="byol",
+              paper="53.2 vs 25.4 (Table 2)", metric="finetune_top1"),
+        Claim("with 10% of the labels, fine-tuning BYOL's encoder beats training from scratch",
+              "worse", "10pct-labels", "10pct-labels", method=RANDOM_INIT, other="byol",
+              paper="68.8 vs 56.4 (Table 2)", metric="finetune_top1"),
+    ],
+    "transfer": [
+        Claim("BYOL's frozen features transfer to another dataset better than random ones",
+              "worse", "transfer", "transfer", method=RANDOM_INIT, other="byol",
+              paper="91.3 linear on CIFAR-10 (Table 3)"),
+        Claim("BYOL's frozen features transfer better than SimCLR's", "worse", "transfer",
+              "transfer", method="simclr", other="byol", paper="91.3 vs 90.5 (Table 3)"),
     ],
 }  # fmt: skip

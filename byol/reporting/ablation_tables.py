@@ -17,6 +17,9 @@ from byol.reporting.verdicts import Claim, Stat, aggregate, judge
 from byol.run_folder import write_bytes, write_text
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"
+# A row's method as a reader names it: a random-init row scores the weights BYOL started from.
+METHOD_NAMES = {**METHODS, "random-init": "random init"}
+FINETUNED = "finetune_top1"  # the score of a label-fraction table; kNN and linear otherwise
 REPORT_MD = "report.md"  # `byol ablate all`: every table's verdicts and plots
 
 
@@ -77,37 +80,27 @@ def markdown(
     stats = aggregate(rows)
     random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
     seeds = sorted({r["seed"] for r in rows if "seed" in r})
+    finetuned = any(FINETUNED in r for r in rows)
+    scores = [FINETUNED] if finetuned else ["knn_top1", "linear_top1"]
+    header = "fine-tuned top-1" if finetuned else "kNN | linear"
     lines = [
         f"# Ablation `{ablation}` on the `{preset_name}` preset\n",
-        _setup(config, settings, train_images),
+        _setup(config, settings, train_images) + _scored_on(rows, settings),
         f"Command: `{command}`; {len(seeds)} seed(s) per row ({', '.join(map(str, seeds))}); "
         f"training time {_train_minutes(rows):.0f} min, summed over the runs (runs side by "
         "side with --jobs share it).\n",
-        "| variant | method | kNN | linear | collapse | runs | paper |",
-        "|---|---|---:|---:|---:|---|---:|",
+        f"| variant | method | {header} | collapse | runs | paper |",
+        "|---|---|" + "---:|" * len(scores) + "---:|---|---:|",
     ]
-    for (name, method), group in stats.items():
-        row = next(r for r in rows if r["name"] == name and r["method"] == method)
-        runs = [r for r in rows if r["name"] == name and r["method"] == method]
-        statuses = ", ".join(
-            f"{n} {s}" for s, n in Counter(r["status"] for r in runs).most_common()
-        )
-        shared = {r["shared_with"] for r in runs if r.get("shared_with")}
-        if shared:
-            statuses += f" (shared: {', '.join(sorted(shared))})"
-        cells = [
-            row["label"], METHODS[method], _stat(group.get("knn_top1")),
-            _stat(group.get("linear_top1")), _stat(group.get("collapse"), 3), statuses,
-            _number(row["paper"]),
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _table_rows(stats, rows, scores)
     for name, label in (("random-init", "random-init encoder"), ("pixels", "raw pixels")):
         values = references.get(name) or []
         if values:
             knn = _stat(Stat.of([v["knn_top1"] for v in values]))
             linear = _stat(Stat.of([v["linear_top1"] for v in values]))
             lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(values)} | |")
-    lines += ["", "## Verdicts (judged on kNN top-1: a difference counts beyond its spread)", ""]
+    judged = "fine-tuned top-1" if finetuned else "kNN top-1"
+    lines += ["", f"## Verdicts (judged on {judged}: a difference counts beyond its spread)", ""]
     lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
     for verdict in (judge(c, stats, random_init) for c in claims):
         claim = verdict.claim
@@ -123,6 +116,54 @@ def markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _table_rows(
+    stats: dict[tuple[str, str], dict[str, Stat]], rows: list[dict[str, Any]], scores: list[str]
+) -> list[str]:
+    """One line per (variant, method): the scores over seeds, the runs' statuses, the paper."""
+    lines = []
+    for (name, method), group in stats.items():
+        row = next(r for r in rows if r["name"] == name and r["method"] == method)
+        runs = [r for r in rows if r["name"] == name and r["method"] == method]
+        statuses = ", ".join(
+            f"{n} {s}" for s, n in Counter(r["status"] for r in runs).most_common()
+        )
+        shared = {r["shared_with"] for r in runs if r.get("shared_with")}
+        if shared:
+            statuses += f" (shared: {', '.join(sorted(shared))})"
+        cells = [
+            row["label"], METHOD_NAMES[method], *(_stat(group.get(m)) for m in scores),
+            _stat(group.get("collapse"), 3), statuses, _number(row["paper"]),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scored_on(rows: list[dict[str, Any]], settings: EvalSettings) -> str:
+    """What a transfer or label-fraction table scores, beyond the frozen-feature protocols."""
+    text = ""
+    targets = sorted({r["dataset"] for r in rows if r.get("dataset")})
+    if targets:
+        text += (
+            f"**Transfer:** every row is scored on {', '.join(targets)} (kNN and linear on "
+            "frozen features, the protocols above); random init: the weights BYOL's run of the "
+            "same seed started from.\n"
+        )
+    if any(FINETUNED in r for r in rows):
+        epochs = ", ".join(
+            f"{f:.0%}: {e} epochs"
+            for f, e in zip(settings.label_fractions, settings.finetune_epochs, strict=True)
+        )
+        text += (
+            "**Fine-tuned:** encoder and a linear head trained together on a class-balanced "
+            f"fraction of the training labels (SGD, Nesterov, lr {settings.finetune_lr}, batch "
+            f"{settings.finetune_batch_size}, {epochs}; crop and flip views), test-set top-1; "
+            "seed N draws label subset N. Random init: the same, from the weights BYOL's run "
+            "started from (supervised training from scratch). Paper: ImageNet, ResNet-50 "
+            "(arXiv:2006.07733, Table 2).\n"
+        )
+    return text
 
 
 def _train_minutes(rows: list[dict[str, Any]]) -> float:
@@ -147,6 +188,7 @@ def plot(
     right: the paper's numbers."""
     plt = _pyplot()
     stats = aggregate(rows)
+    metric = FINETUNED if any(FINETUNED in r for r in rows) else "knn_top1"
     names = list(dict.fromkeys(r["name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / len(methods)
@@ -155,10 +197,10 @@ def plot(
         for name in names:
             group = stats.get((name, method), {})
             x = names.index(name) - 0.4 + width * (m + 0.5)
-            knn = group.get("knn_top1")
+            knn = group.get(metric)
             if knn is not None:
                 collapsed = "collapse" in group and group["collapse"].mean < COLLAPSED_BELOW
-                label = METHODS[method] if name == names[0] else None
+                label = METHOD_NAMES[method] if name == names[0] else None
                 axes[0].bar(x, knn.mean, width, yerr=knn.std, color=f"C{m}", capsize=3,
                             hatch="//" if collapsed else None, label=label)  # fmt: skip
             paper = next(r["paper"] for r in rows if (r["name"], r["method"]) == (name, method))
@@ -176,9 +218,10 @@ def plot(
             mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
             axes[1].plot(mean, label=f"{name} ({method})")
     axes[1].axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
-    axes[0].set_title("ours: kNN top-1, mean ± std over seeds", fontsize=10)
+    score = "fine-tuned top-1" if metric == FINETUNED else "kNN top-1"
+    axes[0].set_title(f"ours: {score}, mean ± std over seeds", fontsize=10)
     axes[1].set_title("collapse metric over training (logged steps)", fontsize=10)
-    axes[2].set_title("paper: ImageNet linear top-1, 300 epochs", fontsize=10)
+    axes[2].set_title("paper: ImageNet top-1 (ResNet-50)", fontsize=10)
     for ax in (axes[0], axes[2]):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_ylim(0, 100)

@@ -2,7 +2,8 @@
 
 A difference counts only when it exceeds its spread: the sum of the standard deviations (over
 seeds) of the numbers it is made of. With one seed there is no spread, and no verdict but "not
-shown". Every claim is judged on kNN top-1, the protocol every ablation row has.
+shown". A claim is judged on kNN top-1 (the protocol every frozen-feature row has), or on
+fine-tuned top-1 for the label-fraction claims.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class Claim:
     """One sentence of the paper and how to test it on an ablation's rows.
 
     kind "collapses": ``variant`` learns nothing beyond random init, or its collapse metric falls
-    under ``COLLAPSED_BELOW``. kind "worse": ``variant`` scores below ``reference``. kind
-    "drops_less": from ``reference`` to ``variant``, ``method`` loses less than ``other``.
+    under ``COLLAPSED_BELOW``. kind "worse": ``variant`` scores below ``reference`` (of method
+    ``other``, when given). kind "drops_less": from ``reference`` to ``variant``, ``method``
+    loses less than ``other``. Judged on ``metric``.
     """
 
     text: str
@@ -52,6 +54,7 @@ class Claim:
     method: str = "byol"
     other: str = ""
     paper: str = ""  # the paper's numbers behind the claim
+    metric: str = "knn_top1"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Verdict:
 
 def judge(claim: Claim, stats: dict[tuple[str, str], dict[str, Stat]], random_init: Stat | None):
     """The verdict of ``claim`` from ``stats[(variant, method)]["knn_top1" | "collapse"]``."""
-    knn = {key: row.get("knn_top1") for key, row in stats.items()}
+    knn = {key: row.get(claim.metric) for key, row in stats.items()}
     mine = knn.get((claim.variant, claim.method))
     if mine is None:
         return Verdict(claim, NOT_SHOWN, "not measured")
@@ -71,7 +74,7 @@ def judge(claim: Claim, stats: dict[tuple[str, str], dict[str, Stat]], random_in
         return _collapses(claim, mine, stats[(claim.variant, claim.method)].get("collapse"),
                           random_init)  # fmt: skip
     if claim.kind == "worse":
-        reference = knn.get((claim.reference, claim.method))
+        reference = knn.get((claim.reference, claim.other or claim.method))
         if reference is None:
             return Verdict(claim, NOT_SHOWN, "reference not measured")
         return _compare(claim, reference.mean - mine.mean, reference.std + mine.std,
@@ -131,7 +134,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Sta
     out = {}
     for key, runs in grouped.items():
         stats = {
-            m: Stat.of([r.get(m) for r in runs]) for m in ("knn_top1", "linear_top1", "collapse")
+            m: Stat.of([r.get(m) for r in runs])
+            for m in ("knn_top1", "linear_top1", "finetune_top1", "collapse")
         }
         out[key] = {m: s for m, s in stats.items() if s is not None}
     return out
