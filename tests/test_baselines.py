@@ -582,3 +582,30 @@ def test_ablate_refuses_unknown_rows_before_anything_starts(tmp_path, capsys):
     assert not out.exists()
     assert _ablate("transfer", out, ["methods=byol,moco"]) == 2
     assert "moco" in capsys.readouterr().err and not out.exists()
+
+
+def test_reproduce_runs_each_table_at_its_preset_and_gathers_the_verdicts(
+    small_folder, tmp_path, monkeypatch, capsys
+):
+    from byol.experiments import reproduce
+
+    monkeypatch.setattr(reproduce, "EVIDENCE", [("predictor", "fashion-mnist", ["rows=baseline"])])
+    out = tmp_path / "reproduce"
+    settings = [*TINY, f"dataset={small_folder}", "seeds=1", "linear_epochs=2"]
+    args = ["reproduce", "--quiet", "--out", str(out)]
+    assert main(args + [a for item in settings for a in ("--set", item)]) == 0
+    report = (out / "report.md").read_text()
+    assert report in capsys.readouterr().out
+    # The table sits under its preset; the report names the command that reruns it alone.
+    assert (out / "fashion-mnist" / "predictor" / "table.md").is_file()
+    assert (
+        "`byol ablate predictor --preset fashion-mnist --set seeds=3 --set rows=baseline" in report
+    )
+    assert "(fashion-mnist/predictor/plot.png)" in report
+    # One verdict table over every table: a claim on a row that was not run is "not measured".
+    verdicts = report.split("## Verdicts\n", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "| predictor | without the predictor BYOL collapses | 0.2% (Table 5b) | not measured |"
+        in (verdicts)
+    )
+    assert 'src="data:image/png;base64,' in (out / "ablations.html").read_text()

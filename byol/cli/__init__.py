@@ -1,4 +1,5 @@
-"""The `byol` command: pretrain, eval, export, embed, report, ablate, presets, config, models.
+"""The `byol` command: pretrain, eval, export, embed, report, ablate, reproduce, presets, config,
+models.
 
 byol pretrain                       # the CPU default: Fashion-MNIST
 torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
@@ -6,7 +7,7 @@ torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/di
 One module per group of commands, each adding its sub-commands to the parser:
 
     train.py      pretrain, presets, config, models
-    evaluate.py   eval, ablate
+    evaluate.py   eval, ablate, reproduce
     outputs.py    export (embeddings, ONNX), embed, report
 """
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_pretrain(sub)
     evaluate.add_ablate(sub)
+    evaluate.add_reproduce(sub)
     train.add_catalog(sub)
     evaluate.add_eval(sub)
     outputs.add_outputs(sub)

@@ -101,6 +101,27 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ablate)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from byol.experiments.reproduce import reproduce
+
+    path = reproduce(args.set or [], Path(args.out) if args.out else None, args.quiet, args.jobs)
+    print(path.read_text())
+    print(f"written: {path}, {path.with_name('ablations.html')}")
+    return 0
+
+
+def add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="rerun every table of docs/ablations.md (3 seeds each) and write its report",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="train this many runs side by side")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="added to every table")
+    p.add_argument("--out", help="output folder (default: runs/reproduce)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_reproduce)
+
+
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate an encoder: knn, linear, finetune, transfer, all")
     p.add_argument("protocol", choices=["knn", "linear", "finetune", "transfer", "all"])

@@ -75,6 +75,13 @@ def _locate_cifar10_jpeg(
     return None, None, looked
 
 
+def cifar10_jpeg_available() -> bool:
+    """Whether the JPEG copy is at hand without a data_dir: extracted in the cache, or its
+    tarball under $BYOL_SHARED_DIR."""
+    folder, tarball, _ = _locate_cifar10_jpeg(None)
+    return folder is not None or tarball is not None
+
+
 def _extract_with_data_filter(tar: tarfile.TarFile, dest: Path) -> None:
     if not hasattr(tarfile, "data_filter"):
         raise DatasetError(

@@ -1,17 +1,40 @@
-"""``byol ablate all``: every table of ``byol ablate`` in turn, then one report that gathers their
-verdicts, plots and wall times, with the command, the machine and the date."""
+"""``byol ablate all`` (every table on one preset) and ``byol reproduce`` (the evidence that
+docs/ablations.md reports: each table at its own preset, rows and seeds), then one report that
+gathers their verdicts, plots and commands, with the machine and the date."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 from pathlib import Path
 
+from byol.data.cifar10_jpeg import cifar10_jpeg_available
 from byol.experiments.ablate import run_ablation
-from byol.experiments.variants import ABLATIONS
+from byol.experiments.variants import ABLATIONS, CLAIMS
 from byol.reporting.ablation_html import ABLATIONS_HTML, build_ablation_report
-from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, TABLE_MD, ablate_command
+from byol.reporting.ablation_tables import (
+    PLOT_PNG,
+    REPORT_MD,
+    RESULTS_JSON,
+    TABLE_MD,
+    ablate_command,
+)
+from byol.reporting.verdicts import Stat, aggregate, judge
 from byol.run_folder import write_text
+
+# (table, preset, its own settings): 3 seeds a row. A table is cut to the rows and methods its
+# claims compare where the whole would not fit a few hours of a 2-core CPU; --set adds to each.
+EVIDENCE: list[tuple[str, str, list[str]]] = [
+    ("target", "fashion-mnist", []),
+    ("predictor", "fashion-mnist", []),
+    ("tau-zero", "fashion-mnist", []),
+    ("batch-size", "fashion-mnist", ["rows=batch-256,batch-128,batch-32", "methods=byol,simclr"]),
+    # Fashion-MNIST is grayscale: the colour claims need CIFAR-10.
+    ("augmentations", "cifar10-cpu", ["rows=baseline,no-colour,crop-only"]),
+    ("labels", "fashion-mnist", ["methods=byol,random-init"]),
+    ("transfer", "fashion-mnist", ["methods=byol,simclr,random-init"]),
+]
 
 
 def machine() -> str:
@@ -29,6 +52,21 @@ def machine() -> str:
     return f"{model}, {cores} cores{gpu}, torch {torch.__version__}"
 
 
+def evidence_plan(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
+    """EVIDENCE with 3 seeds and ``overrides`` added; CIFAR-10 read from the JPEG copy where it
+    is at hand (a machine without internet), else fetched by torchvision."""
+    jpeg = cifar10_jpeg_available()
+    plan = []
+    for table, preset_name, own in EVIDENCE:
+        extra = ["seeds=3", *own]
+        if jpeg and preset_name == "cifar10-cpu":
+            extra.append("dataset=cifar10-jpeg")
+        if jpeg and table == "transfer":
+            extra.append("transfer_dataset=cifar10-jpeg")
+        plan.append((table, preset_name, [*extra, *overrides]))
+    return plan
+
+
 def run_all(
     preset_name: str,
     overrides: list[str] | None = None,
@@ -36,25 +74,69 @@ def run_all(
     quiet: bool = False,
     jobs: int = 1,
 ) -> Path:
-    """Run every ablation, then write ``out/report.md``; return its path."""
+    """Run every ablation on one preset, then write ``out/report.md``; return its path."""
     root = Path(out or f"runs/ablations/{preset_name}")
     overrides = list(overrides or [])
+    plan = [(ablation, preset_name, overrides) for ablation in ABLATIONS]
+    title = f"The paper's claims at the `{preset_name}` preset's scale"
     command = ablate_command("all", preset_name, overrides, jobs)
-    sections = []
-    for ablation in ABLATIONS:
-        folder = run_ablation(ablation, preset_name, overrides, root, quiet, jobs)
-        sections.append((ablation, folder))
+    return _run_plan(plan, root, quiet, jobs, title, command, nested=False)
+
+
+def reproduce(
+    overrides: list[str] | None = None, out: Path | None = None, quiet: bool = False, jobs: int = 1
+) -> Path:
+    """Run the EVIDENCE tables, then write ``out/report.md``; return its path."""
+    root = Path(out or "runs/reproduce")
+    plan = evidence_plan(list(overrides or []))
+    command = " ".join(["byol reproduce", *([f"--jobs {jobs}"] if jobs > 1 else []),
+                        *(f"--set {item}" for item in overrides or [])])  # fmt: skip
+    title = "The paper's claims, rerun at a scale a CPU affords"
+    return _run_plan(plan, root, quiet, jobs, title, command, nested=True)
+
+
+def _run_plan(
+    plan: list[tuple[str, str, list[str]]],
+    root: Path,
+    quiet: bool,
+    jobs: int,
+    title: str,
+    command: str,
+    nested: bool,
+) -> Path:
+    """Each (table, preset, overrides) into ``root`` (``root/preset`` when ``nested``), then the
+    report: one verdict table over all of them, and each table with its plot and command."""
+    folders = []
+    for ablation, preset_name, overrides in plan:
+        base = root / preset_name if nested else root
+        folder = run_ablation(ablation, preset_name, overrides, base, quiet, jobs)
+        folders.append((ablation, folder, ablate_command(ablation, preset_name, overrides, jobs)))
     today = datetime.date.today().isoformat()
-    lines = [
-        f"# The paper's claims at the `{preset_name}` preset's scale\n",
-        f"Command: `{command}`. Machine: {machine()}. Date: {today}.\n",
-    ]
-    for ablation, folder in sections:
+    lines = [f"# {title}\n", f"Command: `{command}`. Machine: {machine()}. Date: {today}.\n"]
+    lines += ["## Verdicts\n", *verdict_table([f for _, f, _ in folders]), ""]
+    for ablation, folder, table_command in folders:
         table = (folder / TABLE_MD).read_text()
         lines.append(f"## `byol ablate {ablation}`\n")
+        lines.append(f"Reproduce this table alone: `{table_command}`.\n")
         lines.append(table.split("\n", 1)[1].strip() + "\n")  # its own heading dropped
-        lines.append(f"![{ablation}]({folder.name}/{PLOT_PNG})\n")
+        lines.append(f"![{ablation}]({(folder / PLOT_PNG).relative_to(root)})\n")
     path = root / REPORT_MD
     write_text(path, "\n".join(lines))
     write_text(root / ABLATIONS_HTML, build_ablation_report(root))  # the same, as one page
     return path
+
+
+def verdict_table(folders: list[Path]) -> list[str]:
+    """One line per claim over every table's results.json: the claim, the paper's numbers, ours
+    with its spread, and the verdict."""
+    lines = ["| table | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
+    for folder in folders:
+        record = json.loads((folder / RESULTS_JSON).read_text())
+        stats = aggregate(record["rows"])
+        references = record.get("references") or {}
+        random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
+        for claim in CLAIMS.get(record["ablation"], []):
+            verdict = judge(claim, stats, random_init)
+            lines.append(f"| {record['ablation']} | {claim.text} | {claim.paper} | "
+                         f"{verdict.effect} | **{verdict.verdict}** |")  # fmt: skip
+    return lines
