@@ -33,7 +33,7 @@ EVIDENCE: list[tuple[str, str, list[str]]] = [
     # Fashion-MNIST is grayscale: the colour claims need CIFAR-10.
     ("augmentations", "cifar10-cpu", ["rows=baseline,no-colour,crop-only"]),
     ("labels", "fashion-mnist", ["methods=byol,random-init"]),
-    ("transfer", "fashion-mnist", ["methods=byol,simclr,random-init"]),
+    ("transfer", "fashion-mnist", ["methods=byol,simclr,barlow,random-init"]),
 ]
 
 
