@@ -228,8 +228,10 @@ def test_stop_gradient_without_predictor_collapses_byol_does_not(tmp_path):
     pretrain(base, tmp_path / "byol", quiet=True)
     collapse = [r["collapse"] for r in read_metrics(tmp_path / "collapse") if "loss" in r]
     healthy = [r["collapse"] for r in read_metrics(tmp_path / "byol") if "loss" in r]
-    assert collapse[-1] < 0.1 and collapse[-1] < collapse[0] / 3, collapse  # falling to 0
-    assert all(c > 0.7 for c in healthy), healthy
+    # Measured: 0.46 -> 0.06 against BYOL's 0.76-0.80. The margins leave room for the small
+    # numeric differences between thread counts, which move a chaotic 24-step run.
+    assert collapse[-1] < 0.15 and collapse[-1] < collapse[0] / 3, collapse  # falling to 0
+    assert all(c > 0.5 for c in healthy) and min(healthy) > 4 * collapse[-1], healthy
 
 
 # --- augmentation removals are config values ------------------------------------------------------
