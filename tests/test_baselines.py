@@ -517,7 +517,7 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
 ):
     out = tmp_path / "ablations"
     settings = [*TINY, f"dataset={small_folder}", "seeds=2", "methods=byol,random-init",
-                "finetune_epochs=1,1", "knn_references=false"]  # fmt: skip
+                "finetune_epochs=1,1", "knn_references=false", "train_subset=128"]  # fmt: skip
     assert _ablate("labels", out, settings) == 0
     folder = out / "labels"
     table = (folder / "table.md").read_text()
@@ -530,13 +530,15 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     # One pretraining run per seed: both fractions and the scratch rows score it.
     assert len({r["run_dir"] for r in rows}) == 2
     run = Path(rows[0]["run_dir"])
-    # Seed N fine-tunes on label subset N: 1% of 256 images is the 10-class minimum, 10% is 26.
-    small, large = (json.loads((run / "subsets" / f"{small_folder.name}-{tag}-seed0.json")
-                               .read_text()) for tag in ("1pct", "10pct"))  # fmt: skip
-    assert (len(small["indices"]), len(large["indices"])) == (10, 26)
+    # Seed N fine-tunes on label subset N of the 128 images its run was pretrained on: 1% is the
+    # 10-class minimum, 10% is 13, indices into those 128.
+    stem = f"{small_folder.name}-pretraining128"
+    small, large = (json.loads((run / "subsets" / f"{stem}-{tag}-seed0.json").read_text())
+                    for tag in ("1pct", "10pct"))  # fmt: skip
+    assert (len(small["indices"]), len(large["indices"])) == (10, 13)
+    assert large["train_size"] == 128 and max(large["indices"]) < 128
     other_seed = Path(next(r["run_dir"] for r in rows if r["seed"] == 1))
-    drawn = json.loads((other_seed / "subsets" / f"{small_folder.name}-10pct-seed1.json")
-                       .read_text())  # fmt: skip
+    drawn = json.loads((other_seed / "subsets" / f"{stem}-10pct-seed1.json").read_text())
     assert drawn["indices"] != large["indices"]
     # Scores are kept: a second call trains and fine-tunes nothing.
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", _refuse)

@@ -97,6 +97,8 @@ class Evaluation:
             c.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
         self._sha: str | None = None
+        # Label subsets are saved per training set: a caller that narrows self.train names it.
+        self.subsets_name = ""
 
     def _saved_config(self, dataset: str | None) -> tuple[Config, bool]:
         """The run's config, and whether it was saved; for a bare encoder file, the architecture
@@ -175,7 +177,7 @@ class Evaluation:
     def indices(self, tag: str, fraction: float, seed: int) -> np.ndarray:
         """Class-balanced indices into the training set, written once and reused after."""
         folder = self.out_dir / run_folder.SUBSETS
-        stem = f"{safe_name(self.dataset)}-{tag}-seed{seed}"
+        stem = f"{self.subsets_name or safe_name(self.dataset)}-{tag}-seed{seed}"
         labels = self.train_labels()
         if (folder / f"{stem}.npy").is_file():
             return self._saved_indices(folder / stem, len(labels))

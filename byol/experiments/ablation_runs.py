@@ -20,7 +20,7 @@ from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
 from byol.evaluation.features import extract_features
 from byol.evaluation.knn import knn_evaluate
-from byol.evaluation.protocols import Evaluation
+from byol.evaluation.protocols import Evaluation, safe_name
 from byol.evaluation.results import fraction_tag
 from byol.experiments.budgets import TRANSFER_DATASETS
 from byol.experiments.variants import FINETUNE, RANDOM_INIT, TRANSFER, Variant
@@ -161,9 +161,11 @@ def finetune_run(
     run_dir: Path, overrides: list[str], fraction: float, method: str
 ) -> dict[str, float]:
     """Test top-1 of ``run_dir``'s encoder (``method`` "byol") or of its random init ("random-init":
-    training from scratch) fine-tuned with a linear head on a class-balanced ``fraction`` of the
-    training labels (drawn with the evaluation's seed), by ``byol eval finetune``'s protocol and
-    its epochs for that fraction. Kept in ablation_eval.json like evaluate_run's scores."""
+    training from scratch) fine-tuned with a linear head on the labels of a class-balanced
+    ``fraction`` of the images the run was pretrained on (its train_subset, drawn with the
+    evaluation's seed), as the paper labels a fraction of the images it pretrains on, by
+    ``byol eval finetune``'s protocol and its epochs for that fraction. Kept in
+    ablation_eval.json like evaluate_run's scores."""
     eval_settings, _ = split_overrides(overrides)
     epochs = dict(zip(eval_settings.label_fractions, eval_settings.finetune_epochs, strict=True))
     if fraction not in epochs:
@@ -171,10 +173,15 @@ def finetune_run(
             f"fine-tuning on {fraction:.0%} of the labels needs its epoch count: set "
             f"label_fractions to include {fraction} with one finetune_epochs entry each."
         )
-    stored, key_text = _stored(run_dir, ["finetune", method, fraction], overrides)
+    key = ["finetune", method, fraction, "of the pretraining images"]
+    stored, key_text = _stored(run_dir, key, overrides)
     if key_text in stored:
         return stored[key_text]
     evaluation = Evaluation(run_dir, None, overrides)
+    pretrained_on = evaluation.config.train_subset
+    if 0 < pretrained_on < len(evaluation.train):  # the pretraining run's own draw of images
+        evaluation.train = subset(evaluation.train, pretrained_on, evaluation.config.seed)
+        evaluation.subsets_name = f"{safe_name(evaluation.dataset)}-pretraining{pretrained_on}"
     values = evaluation.finetune(
         "byol" if method == "byol" else "supervised", (fraction,), (epochs[fraction],)
     )

@@ -156,8 +156,9 @@ def _scored_on(rows: list[dict[str, Any]], settings: EvalSettings) -> str:
             for f, e in zip(settings.label_fractions, settings.finetune_epochs, strict=True)
         )
         text += (
-            "**Fine-tuned:** encoder and a linear head trained together on a class-balanced "
-            f"fraction of the training labels (SGD, Nesterov, lr {settings.finetune_lr}, batch "
+            "**Fine-tuned:** encoder and a linear head trained together on the labels of a "
+            "class-balanced fraction of the images the encoder was pretrained on (its "
+            f"train_subset) (SGD, Nesterov, lr {settings.finetune_lr}, batch "
             f"{settings.finetune_batch_size}, {epochs}; crop and flip views), test-set top-1; "
             "seed N draws label subset N. Random init: the same, from the weights BYOL's run "
             "started from (supervised training from scratch). Paper: ImageNet, ResNet-50 "
