@@ -97,8 +97,7 @@ class Evaluation:
             c.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
         self._sha: str | None = None
-        # Label subsets are saved per training set: a caller that narrows self.train names it.
-        self.subsets_name = ""
+        self.subsets_name = ""  # names the training set in saved subsets, if narrowed
 
     def _saved_config(self, dataset: str | None) -> tuple[Config, bool]:
         """The run's config, and whether it was saved; for a bare encoder file, the architecture

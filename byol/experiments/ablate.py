@@ -95,10 +95,7 @@ def run_ablation(
     train_images = own_settings.eval_train_images
     if train_images < 0:
         train_images = EVAL_TRAIN_IMAGES.get(preset_name, 0)
-    budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
-    base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
-    base = apply_overrides(base, config_overrides)
-    base.validate()
+    base = _base_config(ablation, preset_name, config_overrides)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
     root = Path(out or f"runs/ablations/{preset_name}")
@@ -120,7 +117,7 @@ def run_ablation(
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {variant.method} {variant.label} seed {config.seed}", quiet)
         row = run_variant(variant, config, run_dir, root, scoring, quiet)
-        row["shared_with"] = _shared_label(Path(row["run_dir"]), run_dir, root, rows)
+        row["shared_with"] = _shared_label(Path(row["run_dir"]), run_dir, root, rows, variant.label)
         rows.append(row)
         _say(f"    {_brief(row)} ({time.perf_counter() - step_started:.0f} s)", quiet)
 
@@ -132,6 +129,15 @@ def run_ablation(
         overrides, time.perf_counter() - started, CLAIMS.get(ablation, []), jobs,
     )  # fmt: skip
     return folder
+
+
+def _base_config(ablation: str, preset_name: str, config_overrides: list[str]) -> Config:
+    """The preset at its ablation budget, with the runs' defaults and the user's overrides."""
+    budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
+    base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
+    base = apply_overrides(base, config_overrides)
+    base.validate()
+    return base
 
 
 def _plan(
@@ -203,14 +209,14 @@ def _references(
 
 
 def _shared_label(
-    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]]
+    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]], label: str
 ) -> str | None:
     """The row (or run folder) whose run this row reuses because the configs are identical."""
     if run_dir == own_dir:
         return None
     for row in rows:
-        if row["run_dir"] == str(run_dir):
-            return row["label"]
+        if row["run_dir"] == str(run_dir):  # a random-init row names BYOL's row, not its own
+            return f"{row['method']}, {row['label']}" if row["label"] == label else row["label"]
     return str(run_dir.relative_to(root)) if run_dir.is_relative_to(root) else str(run_dir)
 
 
