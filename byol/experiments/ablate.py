@@ -109,8 +109,8 @@ def run_ablation(
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
     if jobs > 1:
         say = functools.partial(_say, quiet=quiet)
-        say(f"training {len(plan)} runs, {jobs} at a time")
         pending = _unfinished(plan, root)
+        say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time); the rest are done")
         train_side_by_side([(c, d, root) for _, c, d in pending], jobs, say)
     rows: list[dict[str, Any]] = []
     for number, (variant, config, run_dir) in enumerate(plan, 1):

@@ -169,7 +169,9 @@ def _scored_on(rows: list[dict[str, Any]], settings: EvalSettings) -> str:
 
 def _train_minutes(rows: list[dict[str, Any]]) -> float:
     """The runs' own wall times (summary.json), each run once: the same on every reuse."""
-    seconds = {r["run_dir"]: r.get("train_s") or 0.0 for r in rows}
+    seconds: dict[str, float] = {}
+    for row in rows:  # a random-init row shares BYOL's run but trained nothing itself
+        seconds[row["run_dir"]] = max(seconds.get(row["run_dir"], 0.0), row.get("train_s") or 0.0)
     return sum(seconds.values()) / 60
 
 
