@@ -29,7 +29,11 @@ EVIDENCE: list[tuple[str, str, list[str]]] = [
     ("target", "fashion-mnist", []),
     ("predictor", "fashion-mnist", []),
     ("tau-zero", "fashion-mnist", []),
-    ("batch-size", "fashion-mnist", ["rows=batch-256,batch-128,batch-32", "methods=byol,simclr"]),
+    (
+        "batch-size",
+        "fashion-mnist",
+        ["rows=batch-256,batch-128,batch-32", "methods=byol,simclr,barlow"],
+    ),
     # Fashion-MNIST is grayscale: the colour claims need CIFAR-10.
     ("augmentations", "cifar10-cpu", ["rows=baseline,no-colour,crop-only"]),
     ("labels", "fashion-mnist", ["methods=byol,random-init"]),
