@@ -536,6 +536,7 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     small, large = (json.loads((run / "subsets" / f"{stem}-{tag}-seed0.json").read_text())
                     for tag in ("1pct", "10pct"))  # fmt: skip
     assert (len(small["indices"]), len(large["indices"])) == (10, 13)
+    assert not (run / "results.json").exists()  # kept apart from `byol eval finetune`'s numbers
     assert large["train_size"] == 128 and max(large["indices"]) < 128
     other_seed = Path(next(r["run_dir"] for r in rows if r["seed"] == 1))
     drawn = json.loads((other_seed / "subsets" / f"{stem}-10pct-seed1.json").read_text())

@@ -255,9 +255,14 @@ class Evaluation:
         return values
 
     def finetune(
-        self, method: str, fractions: tuple[float, ...], epochs: tuple[int, ...]
+        self,
+        method: str,
+        fractions: tuple[float, ...],
+        epochs: tuple[int, ...],
+        record: bool = True,
     ) -> dict[str, float]:
-        """Fine-tune BYOL's encoder (method 'byol') or train from scratch ('supervised')."""
+        """Fine-tune BYOL's encoder (method 'byol') or train from scratch ('supervised'); the
+        numbers go to results.json unless ``record`` is false (a caller that keeps its own)."""
         s = self.settings
         values: dict[str, float] = {}
         test = probes.Transformed(self.test, self.eval_transform)
@@ -272,7 +277,8 @@ class Evaluation:
             )  # fmt: skip
             values[f"finetune_{tag}_top1"] = result.top1
             values[f"finetune_{tag}_top5"] = result.top5
-            self.record(method, values)
+            if record:
+                self.record(method, values)
         return values
 
 

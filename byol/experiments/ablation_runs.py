@@ -182,8 +182,10 @@ def finetune_run(
     if 0 < pretrained_on < len(evaluation.train):  # the pretraining run's own draw of images
         evaluation.train = subset(evaluation.train, pretrained_on, evaluation.config.seed)
         evaluation.subsets_name = f"{safe_name(evaluation.dataset)}-pretraining{pretrained_on}"
+    # Not recorded in results.json: these labels are of the pretraining images, not of the
+    # whole training set that `byol eval finetune` draws from.
     values = evaluation.finetune(
-        "byol" if method == "byol" else "supervised", (fraction,), (epochs[fraction],)
+        "byol" if method == "byol" else "supervised", (fraction,), (epochs[fraction],), False
     )
     stored[key_text] = {"finetune_top1": values[f"finetune_{fraction_tag(fraction)}_top1"]}
     run_folder.write_json(run_dir / EVAL_JSON, stored)
