@@ -23,7 +23,7 @@ from byol import run_folder, settings
 from byol.backbones import build_backbone, format_kwargs, is_timm
 from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
 from byol.config import Config, apply_overrides
-from byol.data import labelled, load_datasets, subset_indices
+from byol.data import labelled, load_datasets, subset, subset_indices
 from byol.errors import ByolError, CheckpointError
 from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
@@ -97,7 +97,7 @@ class Evaluation:
             c.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
         self._sha: str | None = None
-        self.subsets_name = ""  # names the training set in saved subsets, if narrowed
+        self.subsets_name = ""  # names the training set in saved subsets once narrowed
 
     def _saved_config(self, dataset: str | None) -> tuple[Config, bool]:
         """The run's config, and whether it was saved; for a bare encoder file, the architecture
@@ -165,6 +165,14 @@ class Evaluation:
         return cached_features(path, key, compute)
 
     # --- index files: the same images for every method ---
+    def use_pretraining_images(self) -> None:
+        """Narrow the training set to the images the run was pretrained on (its train_subset,
+        drawn as pretraining drew it); label subsets drawn after are saved under its own name."""
+        count = self.config.train_subset
+        if 0 < count < len(self.train):
+            self.train = subset(self.train, count, self.config.seed)
+            self.subsets_name = f"{safe_name(self.dataset)}-pretraining{count}"
+
     def train_labels(self) -> np.ndarray:
         labels = getattr(self.train, "labels", None)
         if labels is not None:

@@ -20,7 +20,7 @@ from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
 from byol.evaluation.features import extract_features
 from byol.evaluation.knn import knn_evaluate
-from byol.evaluation.protocols import Evaluation, safe_name
+from byol.evaluation.protocols import Evaluation
 from byol.evaluation.results import fraction_tag
 from byol.experiments.budgets import TRANSFER_DATASETS
 from byol.experiments.variants import FINETUNE, RANDOM_INIT, TRANSFER, Variant
@@ -178,10 +178,7 @@ def finetune_run(
     if key_text in stored:
         return stored[key_text]
     evaluation = Evaluation(run_dir, None, overrides)
-    pretrained_on = evaluation.config.train_subset
-    if 0 < pretrained_on < len(evaluation.train):  # the pretraining run's own draw of images
-        evaluation.train = subset(evaluation.train, pretrained_on, evaluation.config.seed)
-        evaluation.subsets_name = f"{safe_name(evaluation.dataset)}-pretraining{pretrained_on}"
+    evaluation.use_pretraining_images()
     # Not recorded in results.json: these labels are of the pretraining images, not of the
     # whole training set that `byol eval finetune` draws from.
     values = evaluation.finetune(

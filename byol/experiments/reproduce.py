@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import shlex
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
@@ -20,7 +21,7 @@ from byol.reporting.ablation_tables import (
     TABLE_MD,
     ablate_command,
 )
-from byol.reporting.verdicts import Stat, aggregate, judge
+from byol.reporting.verdicts import judge_rows
 from byol.run_folder import write_text
 
 # (table, preset, its own settings): 3 seeds a row. A table is cut to the rows and methods its
@@ -93,8 +94,9 @@ def reproduce(
     """Run the EVIDENCE tables, then write ``out/report.md``; return its path."""
     root = Path(out or "runs/reproduce")
     plan = evidence_plan(list(overrides or []))
-    command = " ".join(["byol reproduce", *([f"--jobs {jobs}"] if jobs > 1 else []),
-                        *(f"--set {item}" for item in overrides or [])])  # fmt: skip
+    jobs_args = ["--jobs", str(jobs)] if jobs > 1 else []
+    set_args = [part for item in overrides or [] for part in ("--set", item)]
+    command = shlex.join(["byol", "reproduce", *jobs_args, *set_args])
     title = "The paper's claims, rerun at a scale a CPU affords"
     return _run_plan(plan, root, quiet, jobs, title, command, nested=True)
 
@@ -136,11 +138,8 @@ def verdict_table(folders: list[Path]) -> list[str]:
     lines = ["| table | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for folder in folders:
         record = json.loads((folder / RESULTS_JSON).read_text())
-        stats = aggregate(record["rows"])
-        references = record.get("references") or {}
-        random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
-        for claim in CLAIMS.get(record["ablation"], []):
-            verdict = judge(claim, stats, random_init)
-            lines.append(f"| {record['ablation']} | {claim.text} | {claim.paper} | "
-                         f"{verdict.effect} | **{verdict.verdict}** |")  # fmt: skip
+        claims = CLAIMS.get(record["ablation"], [])
+        for verdict in judge_rows(claims, record["rows"], record.get("references") or {}):
+            lines.append(f"| {record['ablation']} | {verdict.claim.text} | {verdict.claim.paper} "
+                         f"| {verdict.effect} | **{verdict.verdict}** |")  # fmt: skip
     return lines

@@ -13,7 +13,7 @@ from typing import Any
 from byol.config import METHODS, Config
 from byol.evaluation.eval_settings import EvalSettings
 from byol.methods.losses import COLLAPSED_BELOW
-from byol.reporting.verdicts import Claim, Stat, aggregate, judge
+from byol.reporting.verdicts import Claim, Stat, aggregate, judge_rows
 from byol.run_folder import write_bytes, write_text
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"
@@ -78,11 +78,10 @@ def markdown(
     claims: list[Claim],
 ) -> str:
     stats = aggregate(rows)
-    random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
     seeds = sorted({r["seed"] for r in rows if "seed" in r})
-    finetuned = any(FINETUNED in r for r in rows)
-    scores = [FINETUNED] if finetuned else ["knn_top1", "linear_top1"]
-    header = "fine-tuned top-1" if finetuned else "kNN | linear"
+    metric, judged = _judged_on(rows)
+    scores = [FINETUNED] if metric == FINETUNED else ["knn_top1", "linear_top1"]
+    header = "fine-tuned top-1" if metric == FINETUNED else "kNN | linear"
     lines = [
         f"# Ablation `{ablation}` on the `{preset_name}` preset\n",
         _setup(config, settings, train_images) + _scored_on(rows, settings),
@@ -99,10 +98,9 @@ def markdown(
             knn = _stat(Stat.of([v["knn_top1"] for v in values]))
             linear = _stat(Stat.of([v["linear_top1"] for v in values]))
             lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(values)} | |")
-    judged = "fine-tuned top-1" if finetuned else "kNN top-1"
     lines += ["", f"## Verdicts (judged on {judged}: a difference counts beyond its spread)", ""]
     lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
-    for verdict in (judge(c, stats, random_init) for c in claims):
+    for verdict in judge_rows(claims, rows, references):
         claim = verdict.claim
         lines.append(f"| {claim.text} | {claim.paper} | {verdict.effect} | {verdict.verdict} |")
     lines += [
@@ -150,7 +148,7 @@ def _scored_on(rows: list[dict[str, Any]], settings: EvalSettings) -> str:
             "frozen features, the protocols above); random init: the weights BYOL's run of the "
             "same seed started from.\n"
         )
-    if any(FINETUNED in r for r in rows):
+    if _judged_on(rows)[0] == FINETUNED:
         epochs = ", ".join(
             f"{f:.0%}: {e} epochs"
             for f, e in zip(settings.label_fractions, settings.finetune_epochs, strict=True)
@@ -165,6 +163,14 @@ def _scored_on(rows: list[dict[str, Any]], settings: EvalSettings) -> str:
             "(arXiv:2006.07733, Table 2).\n"
         )
     return text
+
+
+def _judged_on(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """The score a table's bars and verdicts use, and its name: fine-tuned top-1 in a
+    label-fraction table, kNN top-1 otherwise."""
+    if any(FINETUNED in r for r in rows):
+        return FINETUNED, "fine-tuned top-1"
+    return "knn_top1", "kNN top-1"
 
 
 def _train_minutes(rows: list[dict[str, Any]]) -> float:
@@ -191,7 +197,7 @@ def plot(
     right: the paper's numbers."""
     plt = _pyplot()
     stats = aggregate(rows)
-    metric = FINETUNED if any(FINETUNED in r for r in rows) else "knn_top1"
+    metric, score = _judged_on(rows)
     names = list(dict.fromkeys(r["name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / len(methods)
@@ -221,7 +227,6 @@ def plot(
             mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
             axes[1].plot(mean, label=f"{name} ({method})")
     axes[1].axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
-    score = "fine-tuned top-1" if metric == FINETUNED else "kNN top-1"
     axes[0].set_title(f"ours: {score}, mean ± std over seeds", fontsize=10)
     axes[1].set_title("collapse metric over training (logged steps)", fontsize=10)
     axes[2].set_title("paper: ImageNet top-1 (ResNet-50)", fontsize=10)

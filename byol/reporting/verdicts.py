@@ -139,3 +139,12 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Sta
         }
         out[key] = {m: s for m, s in stats.items() if s is not None}
     return out
+
+
+def judge_rows(
+    claims: list[Claim], rows: list[dict[str, Any]], references: dict[str, list[dict]]
+) -> list[Verdict]:
+    """The verdict of each claim on a table's rows and its references (random init's kNN)."""
+    stats = aggregate(rows)
+    random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
+    return [judge(claim, stats, random_init) for claim in claims]
