@@ -5,7 +5,7 @@ evaluation's resize and centre crop."""
 
 from byol.views.batched import BatchTwoViews, BatchViewTransform, batch_paper_views
 from byol.views.per_image import EvalTransform, TwoViews, ViewTransform, paper_views
-from byol.views.spec import ViewSpec, view_specs
+from byol.views.spec import ViewSpec, paper_view_specs
 
 __all__ = [
     "BatchTwoViews",
@@ -16,5 +16,5 @@ __all__ = [
     "ViewTransform",
     "batch_paper_views",
     "paper_views",
-    "view_specs",
+    "paper_view_specs",
 ]

@@ -20,7 +20,6 @@ from functools import partial
 
 import torch
 
-from byol.config import Config
 from byol.views.batched_ops import (
     apply_where,
     colour_jitter,
@@ -29,7 +28,7 @@ from byol.views.batched_ops import (
     resized_crops,
 )
 from byol.views.batched_sampling import BatchViewParams, sample_params
-from byol.views.spec import ViewSpec, blur_kernel_size, view_specs
+from byol.views.spec import ViewSpec, blur_kernel_size
 
 _SOLARIZE_THRESHOLD = 128 / 255  # the per-image path solarises uint8 values >= 128
 
@@ -128,10 +127,10 @@ class BatchTwoViews:
 
 
 def batch_paper_views(
-    config: Config, mean: tuple[float, ...], std: tuple[float, ...]
+    specs: tuple[ViewSpec, ViewSpec],
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> BatchTwoViews:
-    spec_1, spec_2 = view_specs(config)
-    return BatchTwoViews(
-        BatchViewTransform(spec_1, config.image_size, mean, std),
-        BatchViewTransform(spec_2, config.image_size, mean, std),
-    )
+    """T and T' of ``specs``, a batch at a time on the images' device."""
+    return BatchTwoViews(*(BatchViewTransform(spec, image_size, mean, std) for spec in specs))

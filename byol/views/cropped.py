@@ -14,10 +14,10 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from byol.config import Config
 from byol.views.batched import BatchTwoViews, batch_paper_views
 from byol.views.batched_sampling import BatchViewParams
 from byol.views.per_image import TwoViews, ViewParams, as_rgb_tensor, paper_views
+from byol.views.spec import ViewSpec
 
 # One view's draws as a row of numbers, so that DataLoader's collate stacks them into a batch:
 # flip, jitter, the four factors, the four-operation order, grayscale, blur, sigma, solarize.
@@ -98,10 +98,15 @@ class CroppedViews:
 
 
 def cropped_paper_views(
-    config: Config, mean: tuple[float, ...], std: tuple[float, ...], grayscale_source: bool = False
+    specs: tuple[ViewSpec, ViewSpec],
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    grayscale_source: bool = False,
 ) -> CroppedViews:
+    """T and T' of ``specs``: crops in DataLoader workers, the rest a batch at a time."""
     return CroppedViews(
-        paper_views(config, mean, std, grayscale_source),
-        batch_paper_views(config, mean, std),
+        paper_views(specs, image_size, mean, std, grayscale_source),
+        batch_paper_views(specs, image_size, mean, std),
         grayscale_source,
     )

@@ -17,8 +17,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from byol.config import Config
-from byol.views.spec import ViewSpec, blur_kernel_size, view_specs
+from byol.views.spec import ViewSpec, blur_kernel_size
 
 
 @dataclass(frozen=True)
@@ -172,12 +171,15 @@ class TwoViews:
 
 
 def paper_views(
-    config: Config, mean: tuple[float, ...], std: tuple[float, ...], grayscale_source: bool = False
+    specs: tuple[ViewSpec, ViewSpec],
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    grayscale_source: bool = False,
 ) -> TwoViews:
-    spec_1, spec_2 = view_specs(config)
+    """T and T' of ``specs``, one image at a time."""
     return TwoViews(
-        ViewTransform(spec_1, config.image_size, mean, std, grayscale_source),
-        ViewTransform(spec_2, config.image_size, mean, std, grayscale_source),
+        *(ViewTransform(spec, image_size, mean, std, grayscale_source) for spec in specs)
     )
 
 

@@ -1,51 +1,48 @@
-"""The distribution of a view pipeline (one column of arXiv:2006.07733, Table 6), read from a
-Config: T and T' share every field but the blur and solarisation probabilities, which Config
-holds as (T, T') pairs."""
+"""The settings of one view pipeline: one column of arXiv:2006.07733, Table 6. The run's config
+holds two, T and T' (``views.1`` and ``views.2``); they differ only in the blur and solarisation
+probabilities."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from byol.config import Config
+from byol.settings import setting
 
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One view pipeline. Each field is the Config field of the same name (for T and T' alike, or
-    one element of Config's (T, T') pair); the values come from a Config, never from here."""
+    """One view pipeline's distribution; the defaults are the paper's T."""
 
-    crop_scale: tuple[float, float]
-    crop_ratio: tuple[float, float]
-    flip_prob: float
-    jitter_prob: float
-    brightness: float
-    contrast: float
-    saturation: float
-    hue: float
-    grayscale_prob: float
-    blur_prob: float
-    blur_sigma: tuple[float, float]
-    blur_kernel_fraction: float
-    solarize_prob: float
-
-    @classmethod
-    def paper(cls, **changes: object) -> ViewSpec:
-        """T of the paper's defaults (Config()), with ``changes``."""
-        return dataclasses.replace(view_specs(Config())[0], **changes)
-
-
-# Config holds these as (T, T'); every other ViewSpec field is shared by both views.
-PER_VIEW = ("blur_prob", "solarize_prob")
-
-
-def view_specs(config: Config) -> tuple[ViewSpec, ViewSpec]:
-    """T and T' from a config."""
-    names = [f.name for f in dataclasses.fields(ViewSpec)]
-    shared = {n: getattr(config, n) for n in names if n not in PER_VIEW}
-    return tuple(
-        ViewSpec(**shared, **{n: getattr(config, n)[view] for n in PER_VIEW}) for view in (0, 1)
+    crop_scale: tuple[float, float] = setting(
+        (0.08, 1.0), "random resized crop: range of the crop's share of the image area",
+        above=0.0, high=1.0, ordered=True,
     )
+    crop_ratio: tuple[float, float] = setting(
+        (3 / 4, 4 / 3), "random resized crop: range of the crop's aspect ratio",
+        above=0.0, ordered=True,
+    )
+    flip_prob: float = setting(0.5, "probability of a horizontal flip", low=0.0, high=1.0)
+    jitter_prob: float = setting(0.8, "probability of colour jitter", low=0.0, high=1.0)
+    brightness: float = setting(0.4, "colour jitter: brightness factor in 1 +- this", low=0.0)
+    contrast: float = setting(0.4, "colour jitter: contrast factor in 1 +- this", low=0.0)
+    saturation: float = setting(0.2, "colour jitter: saturation factor in 1 +- this", low=0.0)
+    hue: float = setting(0.1, "colour jitter: hue shift in +- this", low=0.0, high=0.5)
+    grayscale_prob: float = setting(0.2, "probability of grayscale", low=0.0, high=1.0)
+    blur_prob: float = setting(1.0, "probability of Gaussian blur", low=0.0, high=1.0)
+    blur_sigma: tuple[float, float] = setting(
+        (0.1, 2.0), "Gaussian blur: range of sigma, in pixels", above=0.0, ordered=True
+    )
+    blur_kernel_fraction: float = setting(
+        0.1, "Gaussian blur: kernel side as a share of the image side (23 px at 224)",
+        above=0.0, high=1.0,
+    )
+    solarize_prob: float = setting(0.0, "probability of solarisation", low=0.0, high=1.0)
+
+
+def paper_view_specs() -> tuple[ViewSpec, ViewSpec]:
+    """The paper's T and T': T always blurs and never solarises, T' blurs 10% and solarises 20%
+    of the time."""
+    return ViewSpec(), ViewSpec(blur_prob=0.1, solarize_prob=0.2)
 
 
 def blur_kernel_size(image_size: int, fraction: float) -> int:
