@@ -14,7 +14,6 @@ a shared machine read the ratios, not the absolute times, and repeat.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import os
 import socket
@@ -49,8 +48,7 @@ def images(n: int) -> torch.Tensor:
 
 
 def train(args: argparse.Namespace, sync: bool, out: Path) -> None:
-    config = dataclasses.replace(
-        preset("fashion-mnist"), batch_size=args.batch_size, image_size=args.image_size,
+    config = preset("fashion-mnist").replace(batch_size=args.batch_size, image_size=args.image_size,
         sync_batchnorm=sync,
     )  # fmt: skip
     dtype = torch.float64 if args.float64 else torch.float32

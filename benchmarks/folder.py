@@ -16,7 +16,6 @@ sub-folder per class. The same DataLoader worker count serves every pipeline.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections import defaultdict
@@ -100,7 +99,7 @@ def main() -> None:
     for p in args.precision:
         for last in args.channels_last:
             config = throughput_config(size, batch, hidden, p, last)
-            config = dataclasses.replace(config, num_workers=args.workers)
+            config = config.replace(num_workers=args.workers)
             for path, make in (("folder path", cropped_paper_views), ("per-image", paper_views)):
                 epochs = FolderEpochs(train, make(config, info.mean, info.std), config)
                 name = f"byol (ours, {p}{', channels_last' if last else ''}, {path})"

@@ -49,8 +49,7 @@ class Setting:
 
 class StepRunner:
     def __init__(self, args: argparse.Namespace, setting: Setting) -> None:
-        config = dataclasses.replace(
-            preset("cifar10"),  # ResNet-18; heads and sizes set below
+        config = preset("cifar10").replace(  # ResNet-18; heads and sizes set below
             backbone=args.backbone,
             cifar_stem=args.cifar_stem,
             image_size=args.image_size,
@@ -71,7 +70,9 @@ class StepRunner:
         self.views = [torch.randn(shape).contiguous(memory_format=memory) for _ in range(2)]
 
     def step(self) -> None:
-        train_step(self.model, self.optimizer, *self.views, 0.1, 0.99, self.config.precision)
+        train_step(
+            self.model, self.optimizer, *self.views, 0.1, 0.99, self.config.runtime.precision
+        )
 
     def flops(self) -> int:
         counter = FlopCounterMode(display=False)

@@ -18,7 +18,6 @@ synchronous, so its time is the step's own.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import statistics
 import sys
@@ -60,8 +59,7 @@ def source_images(size: int, count: int) -> tuple[torch.Tensor, str, tuple, tupl
 def throughput_config(size, batch, hidden, precision, channels_last):
     """Ours at the benchmark's shape: torchvision ResNet-18, the paper's views (blur at 96 px,
     none at 32 px, as lightly's CIFAR example)."""
-    return dataclasses.replace(
-        preset("stl10" if size >= 64 else "cifar10"),
+    return preset("stl10" if size >= 64 else "cifar10").replace(
         cifar_stem=False,
         image_size=size,
         batch_size=batch,
@@ -80,17 +78,22 @@ class OurRecipe:
         c = self.config = config
         self.view_threads = view_threads  # intra-op threads for making views (0: the step's)
         self.name = name or (
-            f"byol (ours, {c.precision}{', channels_last' if c.channels_last else ''}"
+            f"byol (ours, {c.runtime.precision}{', channels_last' if c.runtime.channels_last else ''}"
             f"{f', views on {view_threads} thread(s)' if view_threads else ''})"
         )
         self.model = build_model(c)
-        if c.channels_last:
+        if c.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.lr = scaled_learning_rate(c.base_lr, c.batch_size)
+        self.lr = scaled_learning_rate(c.optim.base_lr, c.optim.batch_size)
         self.optimizer = build_optimizer(
-            self.model, c.optimizer, self.lr, c.weight_decay, c.momentum, c.lars_trust_coefficient
+            self.model,
+            c.optim.optimizer,
+            self.lr,
+            c.optim.weight_decay,
+            c.optim.momentum,
+            c.optim.lars_trust_coefficient,
         )
-        self.tau, self.steps_done = c.tau_base, 0
+        self.tau, self.steps_done = c.schedule.tau_base, 0
         # Given epochs (a folder's) time their own device work into phases["views on device"].
         self.views_timed_here = epochs is None
         if epochs is None:
@@ -108,7 +111,7 @@ class OurRecipe:
                 ((v1, v2),) = micro_batches  # the views are made here
                 torch.set_num_threads(threads)
                 made = time.perf_counter()
-                if self.config.channels_last:
+                if self.config.runtime.channels_last:
                     v1 = v1.contiguous(memory_format=torch.channels_last)
                     v2 = v2.contiguous(memory_format=torch.channels_last)
                 self.phases["copies"] += time.perf_counter() - made
@@ -121,7 +124,7 @@ class OurRecipe:
         self.model.before_step(self.steps_done)  # as `byol pretrain` does
         self.steps_done += 1
         out = train_step(
-            self.model, self.optimizer, *views, self.lr, self.tau, self.config.precision
+            self.model, self.optimizer, *views, self.lr, self.tau, self.config.runtime.precision
         )
         return out.loss.detach()
 

@@ -12,7 +12,6 @@ temperature 0.1, same eval view for both). Writes a JSON of the curves and a PNG
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -78,8 +77,12 @@ def main() -> None:
     queries = _with_transform(subset(test, args.queries, 0), eval_view)
     # Ours: the CPU preset's recipe (fashion-mnist; at 32 px in colour for CIFAR-10), with its
     # peak learning rate held constant like lightly's example, since the budget is in seconds.
-    config = dataclasses.replace(preset("fashion-mnist"), image_size=size)
-    images = subset(train, config.train_subset, 0).images if config.train_subset else train.images
+    config = preset("fashion-mnist").replace(image_size=size)
+    images = (
+        subset(train, config.data.train_subset, 0).images
+        if config.data.train_subset
+        else train.images
+    )
     images = images[:, :1] if info.grayscale else images
 
     curves = {}

@@ -3,7 +3,7 @@
 One code path from one process to many nodes (docs/distributed.md). Under ``torchrun`` each process
 reads RANK, WORLD_SIZE and LOCAL_RANK from the environment, joins the process group, and trains on
 its share of every global batch; without torchrun the same code runs as one process and every
-helper below is a no-op. ``config.batch_size`` is always the global batch.
+helper below is a no-op. ``config.optim.batch_size`` is always the global batch.
 
     torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper
 """

@@ -1,5 +1,5 @@
 """Where a run's numbers go besides ``metrics.jsonl``: TensorBoard (a dependency), MLflow and
-Weights & Biases (optional extras), chosen by ``config.loggers``. Each receives the resolved
+Weights & Biases (optional extras), chosen by ``config.runtime.loggers``. Each receives the resolved
 config once, the same scalars at the same steps, and pictures (the example views T and T' at
 the first step).
 

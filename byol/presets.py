@@ -1,14 +1,19 @@
 """Named presets: each lists only what it changes from the paper's defaults in ``Config``, with one
 comment saying what and why. ``imagenet-paper`` changes nothing: it is the paper.
+
+Keys are those of ``--set`` (short names or dotted paths). What a preset changes in one method's
+own settings is listed under ``METHOD_CHANGES[preset][method]`` and applies when that method is
+chosen, so ``--preset fashion-mnist --method barlow`` gets the preset's Barlow Twins projector.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from byol.config import Config
+from byol.config import Config, apply_changes, apply_overrides
 from byol.errors import ConfigError
+from byol.methods import METHODS
+from byol.settings import split_item
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Every number of the paper (docs/method.md): ResNet-50, 224 px, LARS 0.2 x B/256, batch 4096,
@@ -85,17 +90,21 @@ PRESETS["fashion-mnist"] = dict(
     epochs=4,
     warmup_epochs=0.1,
     tau_base=0.97,
-    predictor_warmup_steps=50,
-    predictor_lr_scale=30.0,
     schedule_epochs=8,
     num_workers=1,
     knn_bank_subset=10000,
-    # Baselines at this scale: Barlow Twins' 8192-wide projector alone would be 138M parameters,
-    # and a 65536-key queue is larger than the 30k images, so MoCo would hold stale copies of the
-    # batch's own images as negatives.
-    barlow_projector_dim=1024,
-    moco_queue_size=4096,
 )
+
+METHOD_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
+    "fashion-mnist": {
+        "byol": {"predictor_warmup_steps": 50, "predictor_lr_scale": 30.0},
+        # Baselines at this scale: Barlow Twins' 8192-wide projector alone would be 138M
+        # parameters, and a 65536-key queue is larger than the 30k images, so MoCo would hold
+        # stale copies of the batch's own images as negatives.
+        "barlow": {"projector_dim": 1024},
+        "moco": {"queue_size": 4096},
+    },
+}
 
 
 # CIFAR-10 at the fashion-mnist recipe's CPU scale, so that ablations have a colour dataset (the
@@ -118,14 +127,32 @@ PRESETS["vit-tiny-fashion-mnist"] = {
     "base_lr": 5e-4,
     "weight_decay": 0.05,
     "warmup_epochs": 0.5,
-    "predictor_lr_scale": 10.0,
+}
+METHOD_CHANGES["cifar10-cpu"] = METHOD_CHANGES["fashion-mnist"]
+METHOD_CHANGES["vit-tiny-fashion-mnist"] = {
+    **METHOD_CHANGES["fashion-mnist"],
+    "byol": {**METHOD_CHANGES["fashion-mnist"]["byol"], "predictor_lr_scale": 10.0},
 }
 
 
-def preset(name: str) -> Config:
+def preset(name: str, method: str = "byol") -> Config:
+    """The config of preset ``name`` with ``method`` (and the preset's changes to its settings)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    return dataclasses.replace(Config(), **PRESETS[name])
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}.")
+    config = apply_changes(Config(), {**PRESETS[name], "method": method})
+    own = METHOD_CHANGES.get(name, {}).get(method, {})
+    return apply_changes(config, {f"method.{key}": value for key, value in own.items()})
 
 
-__all__ = ["PRESETS", "preset"]
+def configure(name: str, overrides: list[str], method: str | None = None) -> Config:
+    """Preset ``name`` with ``--set`` ``overrides`` applied; the method is ``method``, else the
+    last ``method=`` among the overrides, else BYOL, and comes with the preset's changes to it."""
+    chosen = [text for key, text in map(split_item, overrides) if key == "method"]
+    method = method or (chosen[-1] if chosen else "byol")
+    rest = [item for item in overrides if split_item(item)[0] != "method"]
+    return apply_overrides(preset(name, method), rest)
+
+
+__all__ = ["METHOD_CHANGES", "PRESETS", "configure", "preset"]

@@ -13,7 +13,6 @@ metrics log, the summary, and which config changes a resumed run accepts.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from byol.config import Config, from_dict
+from byol.config import Config, from_dict, resume_changes
 from byol.errors import CheckpointError
 from byol.loggers import TENSORBOARD as TENSORBOARD  # its folder, named where the logger is
 from byol.loggers import open_loggers
@@ -43,25 +42,9 @@ FEATURES = "features"
 SUBSETS = "subsets"
 EXPORT = "export"
 VIEWS = "views.png"  # example views T and T' of the first step
-DIVERGED = "diverged.json"  # the run diverged; resuming it may change RECOVERY_CHANGES
+DIVERGED = "diverged.json"  # the run diverged: a resume may change its `recovery` settings
 ABLATION_EVAL = "ablation_eval.json"
 
-# Fields that change how a run executes, not what it computes: they may differ on --resume.
-RESUMABLE_CHANGES = {
-    "max_minutes",
-    "num_workers",
-    "threads",
-    "device",
-    "log_every_steps",
-    "compile",
-    "loggers",
-    # The global batch and the schedules stay; only which images share batch-norm statistics
-    # changes, as it does with the process count: a run can move to fewer devices.
-    "accumulation_steps",
-}
-# What a diverged run (diverged.json present) may change on --resume, beyond RESUMABLE_CHANGES:
-# a lower learning rate or another precision, from its last good checkpoint on.
-RECOVERY_CHANGES = {"base_lr", "precision"}
 _CHUNK = 1 << 22
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
 os.umask(_UMASK)
@@ -161,7 +144,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 class MetricsLog:
     """Appends records to ``metrics.jsonl`` and mirrors their numbers to the loggers that
-    ``config.loggers`` names (TensorBoard by default; ``byol/loggers.py``)."""
+    ``config.runtime.loggers`` names (TensorBoard by default; ``byol/loggers.py``)."""
 
     def __init__(
         self,
@@ -179,7 +162,7 @@ class MetricsLog:
             kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step]
             write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")
-        names = config.loggers if config is not None else "tensorboard"
+        names = config.runtime.loggers if config is not None else "tensorboard"
         self.loggers = open_loggers(run_dir, names, config.to_dict() if config else None)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -224,9 +207,9 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 def check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -> None:
     """Refuse a checkpoint of another method, or of a run configured differently."""
     method = checkpoint.get("method", "byol")
-    if method != config.method:
+    if method != config.method.name:
         raise CheckpointError(
-            f"{source} was written by a {method} run, not {config.method}; resume it with the "
+            f"{source} was written by a {method} run, not {config.method.name}; resume it with the "
             "method that wrote it, or start a new run."
         )
     missing = [k for k in ("model", "optimizer", "step", "config") if k not in checkpoint]
@@ -239,12 +222,8 @@ def check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) ->
             "resume from checkpoint-previous.pt or start a new run."
         )
     saved = from_dict(checkpoint["config"])
-    free = RESUMABLE_CHANGES | (RECOVERY_CHANGES if (source.parent / DIVERGED).exists() else set())
-    changed = [
-        f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
-        for f in dataclasses.fields(Config)
-        if f.name not in free and getattr(saved, f.name) != getattr(config, f.name)
-    ]
+    # Which settings may change is each setting's own `resumable`/`recovery` flag (config/tree.py).
+    changed = resume_changes(saved, config, diverged=(source.parent / DIVERGED).exists())
     if changed:
         raise CheckpointError(
             f"cannot resume {source.parent}: the config differs from the one it was started with "

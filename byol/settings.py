@@ -292,8 +292,8 @@ def set_text(tree: Any, path: str, text: str, what: str = "config key") -> Any:
     kinds = f.metadata.get("kinds") if f is not None else None
     if kinds is not None:
         return replace(tree, path, kinds(text.strip())())
-    if is_settings(current):
-        raise ConfigError(f"{path} is a group of settings; set one of them, e.g. {path}.<name>.")
+    if is_settings(current) or (isinstance(current, tuple) and all(map(is_settings, current))):
+        raise ConfigError(f"{path} is a group of settings; set one of them (`byol config`).")
     return replace(tree, path, parse_value(path, text, current, variable_length(f)))
 
 
@@ -338,6 +338,23 @@ def _fill(node: Any, values: Any, prefix: str, what: str) -> Any:
         else:
             changes[key] = typed_value(f"{prefix}{key}", value, current)
     return dataclasses.replace(node, **changes)
+
+
+def has_key(tree: Any, key: str) -> bool:
+    return normalise_key(key) in {leaf.path for leaf in leaves(tree)}
+
+
+def split_by_owner(overrides: list[str], *owners: Callable[[str], bool]) -> list[list[str]]:
+    """Sort ``key=value`` strings by which owner (a test of the key) takes them, in ``owners``
+    order: a key that several take goes to each of them (``seed`` repeats a whole experiment); a
+    key none takes goes to the first owner, whose parser then names it as unknown."""
+    groups: list[list[str]] = [[] for _ in owners]
+    for item in overrides:
+        key, _ = split_item(item)
+        found = [i for i, owns in enumerate(owners) if owns(key)]
+        for i in found or [0]:
+            groups[i].append(item)
+    return groups
 
 
 def check_rules(tree: Any) -> None:

@@ -126,7 +126,7 @@ def test_view_specs_of_default_config_are_table_6():
 
 
 def test_paper_views_builds_t_then_t_prime_at_config_size():
-    config = dataclasses.replace(Config(), image_size=64)
+    config = Config().replace(image_size=64)
     views = paper_views(config, MEAN, STD)
     assert isinstance(views, TwoViews)
     t, t_prime = view_specs(config)
@@ -342,7 +342,7 @@ def test_each_draw_is_new_and_a_seed_reproduces_it():
 
 
 def test_two_views_are_different_draws_and_reproducible():
-    views = paper_views(dataclasses.replace(Config(), image_size=32), MEAN, STD)
+    views = paper_views(Config().replace(image_size=32), MEAN, STD)
     image = random_image(40, 40, seed=2)
     v1, v2_ = views(image, generator(3))
     assert v1.shape == v2_.shape == (3, 32, 32)

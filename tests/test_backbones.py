@@ -1,7 +1,6 @@
 """timm backbones (a tiny ResNet, a tiny ViT) through pretraining, evaluation, export and embed;
 ViT parameter groups; `byol models`; loggers; the one-line errors when an extra is missing."""
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -57,7 +56,7 @@ def tiny_config(folder: Path, kind: str, **changes) -> Config:
         num_workers=0, log_every_steps=1, knn_bank_subset=0, knn_references=False,
         precision="fp32", predictor_warmup_steps=1, schedule_epochs=0, threads=2,
     )  # fmt: skip
-    return dataclasses.replace(preset("fashion-mnist"), **{**settings, **changes})
+    return preset("fashion-mnist").replace(**{**settings, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -71,12 +71,12 @@ def test_small_image_presets_use_small_image_settings():
     assert (preset("cifar10").image_size, preset("cifar10").backbone) == (32, "resnet18")
     assert preset("cifar10").cifar_stem is True
     fashion = preset("fashion-mnist")
-    assert (fashion.image_size, fashion.backbone, fashion.dataset) == (
+    assert (fashion.data.image_size, fashion.model.backbone, fashion.data.dataset) == (
         28,
         "resnet18",
         "fashion-mnist",
     )
-    assert fashion.eval_crop_fraction == 1.0  # no centre crop of 28 px images
+    assert fashion.monitor.eval_crop_fraction == 1.0  # no centre crop of 28 px images
     # presets change only what they list: other view parameters stay the paper's
     for name in PRESETS:
         if "blur_prob" not in PRESETS[name]:
@@ -112,14 +112,18 @@ def test_overrides_are_parsed_against_the_field_types():
             "batch-size=64",
         ],
     )
-    assert c.epochs == 5 and type(c.epochs) is int
-    assert c.base_lr == 0.3 and type(c.base_lr) is float
-    assert c.warmup_epochs == 2.0 and type(c.warmup_epochs) is float
-    assert c.download is True and c.channels_last is True
-    assert c.dataset == "cifar100"
-    assert c.blur_prob == (0.5, 0.5) and type(c.blur_prob) is tuple
-    assert c.crop_scale == (0.2, 1.0) and all(type(v) is float for v in c.crop_scale)
-    assert c.batch_size == 64
+    assert c.schedule.epochs == 5 and type(c.schedule.epochs) is int
+    assert c.optim.base_lr == 0.3 and type(c.optim.base_lr) is float
+    assert c.schedule.warmup_epochs == 2.0 and type(c.schedule.warmup_epochs) is float
+    assert c.data.download is True and c.runtime.channels_last is True
+    assert c.data.dataset == "cifar100"
+    assert (c.views[0].blur_prob, c.views[1].blur_prob) == (0.5, 0.5) and type(
+        (c.views[0].blur_prob, c.views[1].blur_prob)
+    ) is tuple
+    assert c.views[0].crop_scale == (0.2, 1.0) and all(
+        type(v) is float for v in c.views[0].crop_scale
+    )
+    assert c.optim.batch_size == 64
     assert base == Config()  # the input is not modified
     for text, value in [("off", False), ("no", False), ("0", False), ("YES", True), ("on", True)]:
         assert apply_overrides(Config(), [f"download={text}"]).download is value
@@ -215,7 +219,7 @@ def test_save_load_round_trip(tmp_path):
     assert loaded == config
     for field in dataclasses.fields(Config):
         assert type(getattr(loaded, field.name)) is type(getattr(config, field.name)), field.name
-    assert loaded.crop_ratio == (3 / 4, 4 / 3)  # floats survive JSON exactly
+    assert loaded.views[0].crop_ratio == (3 / 4, 4 / 3)  # floats survive JSON exactly
 
 
 def test_load_rejects_unknown_keys_and_fills_missing_ones(tmp_path):
@@ -223,7 +227,7 @@ def test_load_rejects_unknown_keys_and_fills_missing_ones(tmp_path):
     path.write_text(json.dumps({"epochs": 3, "learning_rate": 0.1}))
     with pytest.raises(ConfigError, match="learning_rate"):
         Config.load(path)
-    assert from_dict({"epochs": 3}) == dataclasses.replace(Config(), epochs=3)
+    assert from_dict({"epochs": 3}) == Config().replace(epochs=3)
 
 
 # --- the command line --------------------------------------------------------------------------

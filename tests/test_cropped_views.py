@@ -7,7 +7,6 @@ and the colour statistics of the views follow the same distributions; and odd fi
 (unreadable, gray, RGBA, 16-bit, of any size) go through as they do on the per-image path.
 """
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -40,7 +39,7 @@ LEVELS = STD[0] * 255  # a normalised view times this is in uint8 levels
 
 
 def paper_config(size: int = 32, **changes):
-    return dataclasses.replace(preset("imagenet-paper"), image_size=size, **changes)
+    return preset("imagenet-paper").replace(image_size=size, **changes)
 
 
 def odd_images(count: int, channels: int = 3, seed: int = 0) -> list[torch.Tensor]:
@@ -121,7 +120,7 @@ def test_crop_boxes_follow_the_per_image_distribution_with_independent_seeds():
     config = paper_config(
         size, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=(0.0, 0.0)
     )
-    config = dataclasses.replace(config, solarize_prob=(0.0, 0.0))
+    config = config.replace(solarize_prob=(0.0, 0.0))
     image = ramp_image(120, 200)  # wide: the ratio range and the fallback box both matter
     fast, _ = cropped_path(config, [image] * n, range(n))
     reference = per_image_path(config, [image] * n, range(10**6, 10**6 + n))
@@ -188,9 +187,9 @@ def test_views_config_picks_the_path():
     in_memory = TensorImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4))
     on_disk = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8))
     for views, expected in (("auto", ("batched", "cropped")), ("batched", ("batched", "cropped"))):
-        config = dataclasses.replace(preset("cifar10"), views=views)
+        config = preset("cifar10").replace(view_path=views)
         assert (view_path(config, in_memory), view_path(config, on_disk)) == expected
-    per_image = dataclasses.replace(preset("cifar10"), views="per-image")
+    per_image = preset("cifar10").replace(view_path="per-image")
     assert view_path(per_image, in_memory) == view_path(per_image, on_disk) == "per-image"
 
 
@@ -230,8 +229,7 @@ def test_pretrain_on_a_folder_read_from_files_takes_the_cropped_path(tmp_path: P
     monkeypatch.setattr(CroppedViews, "finish", lambda s, b: finished.append(1) or finish(s, b))
 
     folder = _write_odd_folder(tmp_path / "odd")
-    config = dataclasses.replace(
-        preset("fashion-mnist"),
+    config = preset("fashion-mnist").replace(
         dataset=str(folder),
         backbone="resnet18-narrow",
         image_size=16,

@@ -87,7 +87,7 @@ def tiny_config(**changes):
         predictor_warmup_steps=0,  # one process only (DDP cannot skip the encoder's gradients)
         schedule_epochs=0,  # schedules end with the run, as the paper's do
     )
-    return dataclasses.replace(preset("fashion-mnist"), **{**settings, **changes})
+    return preset("fashion-mnist").replace(**{**settings, **changes})
 
 
 def noise_images(n: int = 64) -> torch.Tensor:
@@ -132,7 +132,7 @@ def test_batched_views_of_the_ranks_make_the_one_process_views():
     config = tiny_config(accumulation_steps=2)
     views = batch_paper_views(config, (0.5,) * 3, (0.25,) * 3)
     images = noise_images()
-    one = BatchedEpochs(images, views, dataclasses.replace(config, accumulation_steps=1))
+    one = BatchedEpochs(images, views, config.replace(accumulation_steps=1))
     ranks = [BatchedEpochs(images, views, config, distributed.Ranks(r, 2)) for r in range(2)]
     epochs = zip(one.epoch(1, 0), *(r.epoch(1, 0) for r in ranks), strict=True)
     for whole, *parts in list(epochs)[:2]:
@@ -156,11 +156,11 @@ def train_a_few_steps(
     epochs = BatchedEpochs(noise_images(), views, config, ranks)
     torch.manual_seed(config.seed)
     model = build_model(config)
-    if config.method == "moco":
+    if config.method.name == "moco":
         # One batch-norm group per process: with global BN the key shuffle then changes nothing,
         # so one process and two compute the same keys (MoCo's default 2 groups emulate 2 devices).
         model.bn_splits = 1
-    if ranks.world_size > 1 and config.sync_batchnorm:
+    if ranks.world_size > 1 and config.model.sync_batchnorm:
         model = convert_sync_batchnorm(model, torch.device("cpu"))
     model = model.to(dtype)
     trained = distributed.wrap(model, torch.device("cpu"))
@@ -170,7 +170,7 @@ def train_a_few_steps(
         micro_batches = [(v1.to(dtype), v2.to(dtype)) for v1, v2 in micro_batches]
         tau = target_tau(step, steps, 0.9)  # a fast target, so that the EMA shows in 3 steps
         output = accumulated_step(
-            trained, optimizer, micro_batches, 0.5, tau, "fp32", config.accumulation_steps
+            trained, optimizer, micro_batches, 0.5, tau, "fp32", config.optim.accumulation_steps
         )
         losses.append(distributed.mean_over_ranks(output.loss).item())
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -443,14 +443,14 @@ def test_torchrun_cli_then_resume_in_one_process(image_folder, one_process_run, 
 @pytest.mark.parametrize("views", ["batched", "per-image"])
 def test_accumulation_counts_schedules_in_optimizer_steps(image_folder, tmp_path, views):
     torch.set_num_threads(1)
-    config = run_config(image_folder, accumulation_steps=2, warmup_epochs=0.5, views=views)
+    config = run_config(image_folder, accumulation_steps=2, warmup_epochs=0.5, view_path=views)
     result = pretrain(config, tmp_path, quiet=True)
     total = 2 * 64 // 16  # optimizer steps: epochs x images / global batch, micro-batches aside
     assert result.steps == total
     records = [r for r in read_metrics(tmp_path) if "loss" in r]
     assert [r["step"] for r in records] == list(range(1, total + 1))
     for r in records:  # the values used by the step that ended at r["step"]
-        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, total, config.tau_base))
+        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, total, config.schedule.tau_base))
         assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, total, 2, 16 / 256))
     # Counting micro-batches would have put tau at 1 halfway; it is still far from 1 there.
     assert records[total // 2 - 1]["tau"] < 1 - 1e-3

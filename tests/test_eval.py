@@ -1,6 +1,5 @@
 """Evaluation protocols on synthetic features and on a few hundred real Fashion-MNIST images."""
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -98,13 +97,13 @@ def run_dir(tmp_path_factory) -> Path:
             Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
     run = root / "run"
     run.mkdir()
-    config = dataclasses.replace(
-        preset("fashion-mnist"), dataset=str(root / "data"), backbone="resnet18-narrow"
-    )
+    config = preset("fashion-mnist").replace(dataset=str(root / "data"), backbone="resnet18-narrow")
     save_config(run, config)
     torch.manual_seed(1)  # not the seed-0 random-init reference
-    encoder, _ = build_backbone(config.backbone, config.cifar_stem)
-    save_encoder(run / "encoder.safetensors", encoder, config.backbone, config.cifar_stem)
+    encoder, _ = build_backbone(config.model.backbone, config.model.cifar_stem)
+    save_encoder(
+        run / "encoder.safetensors", encoder, config.model.backbone, config.model.cifar_stem
+    )
     return run
 
 
@@ -262,15 +261,15 @@ def test_auto_keeps_fp32_training_where_bf16_gradients_break_on_cpu(monkeypatch)
 
     def resolved(config):  # the one rule training, the kNN monitor and `byol eval` share
         return runtime.resolve_precision(
-            cpu, config.precision, config.image_size, config.cifar_stem
+            cpu, config.runtime.precision, config.data.image_size, config.model.cifar_stem
         )
 
     fashion = preset("fashion-mnist")
     assert resolved(fashion) == "bf16"  # 28 px: layer4 sees 2x2
-    tiny = dataclasses.replace(fashion, image_size=16)
+    tiny = fashion.replace(image_size=16)
     assert resolved(tiny) == "fp32"  # 16 px: layer4 sees 1x1
-    assert resolved(dataclasses.replace(tiny, cifar_stem=True)) == "bf16"
-    assert resolved(dataclasses.replace(tiny, precision="bf16")) == "bf16"
+    assert resolved(tiny.replace(cifar_stem=True)) == "bf16"
+    assert resolved(tiny.replace(precision="bf16")) == "bf16"
 
 
 def test_pixel_knn_of_grey_images_scores_as_the_three_channel_pixels_do():
@@ -282,7 +281,7 @@ def test_pixel_knn_of_grey_images_scores_as_the_three_channel_pixels_do():
     generator = torch.Generator().manual_seed(0)
     grey = torch.randint(0, 256, (300, 1, 8, 8), generator=generator, dtype=torch.uint8)
     labels = torch.randint(0, 3, (300,), generator=generator)
-    config = dataclasses.replace(preset("fashion-mnist"), image_size=8, knn_k=20)
+    config = preset("fashion-mnist").replace(image_size=8, knn_k=20)
     info = DatasetInfo("grey", ["a", "b", "c"], (0.3,) * 3, (0.2,) * 3, True)
     train = TensorImageDataset(grey[:200].repeat(1, 3, 1, 1), labels[:200])
     test = TensorImageDataset(grey[200:].repeat(1, 3, 1, 1), labels[200:])

@@ -4,7 +4,6 @@ browser whose screenshot must show the plots."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import re
@@ -50,8 +49,7 @@ def coloured_folder(root: Path) -> Path:
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run (4 steps), evaluated with `byol eval knn` and exported with `byol export`."""
     tmp = tmp_path_factory.mktemp("report")
-    config = dataclasses.replace(
-        preset("fashion-mnist"),
+    config = preset("fashion-mnist").replace(
         dataset=str(coloured_folder(tmp / "images")),
         backbone="resnet18-narrow",  # 1/8-width ResNet-18: behaviour, not accuracy
         image_size=16,

@@ -1,6 +1,5 @@
 """End to end on real Fashion-MNIST images: pretrain, checkpoint, resume, kNN, export."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -59,7 +58,7 @@ def small_config(folder: Path, **changes):
         predictor_warmup_steps=3,  # the preset's 50 would outlast these runs; 3 crosses the switch
         schedule_epochs=0,  # schedules end with the run, as the paper's do
     )
-    return dataclasses.replace(config, **{**settings, **changes})
+    return config.replace(**{**settings, **changes})
 
 
 def encoder_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -69,12 +68,12 @@ def encoder_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 @needs_fashion_mnist
 @pytest.mark.parametrize("views", ["batched", "per-image"])
 def test_pretrain_resume_matches_uninterrupted_run(fashion_folder, tmp_path, views):
-    config = small_config(fashion_folder, views=views)
+    config = small_config(fashion_folder, view_path=views)
     full = pretrain(config, tmp_path / "full", quiet=True)
     assert full.steps == 2 * (512 // 64)
 
     # Stop after the first step (a deadline that has passed), then resume to the end.
-    stopped = pretrain(dataclasses.replace(config, max_minutes=1e-9), tmp_path / "cut", quiet=True)
+    stopped = pretrain(config.replace(max_minutes=1e-9), tmp_path / "cut", quiet=True)
     assert stopped.steps == 1
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["stopped_early"]
     resumed = pretrain(config, tmp_path / "cut", resume=True, quiet=True)
@@ -105,7 +104,7 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
     assert 0.0 < summary["data_wait_s"] < summary["wall_time_s"]
     total = result.steps
     for r in step_records:  # the tau used by the step that ended at r["step"]
-        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, total, config.tau_base))
+        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, total, config.schedule.tau_base))
         assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, total, 4, 0.25))
     taus = [r["tau"] for r in step_records]
     assert taus == sorted(taus) and taus[-1] == pytest.approx(1.0, abs=1e-3)
@@ -123,9 +122,9 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
     assert list((tmp_path / "tensorboard").iterdir())
 
     # The exported encoder loads back into its architecture and gives the run's features.
-    assert encoder_metadata(tmp_path / ENCODER)["architecture"] == config.backbone
+    assert encoder_metadata(tmp_path / ENCODER)["architecture"] == config.model.backbone
     loaded, _ = load_encoder(tmp_path / ENCODER)
-    trained = build_backbone(config.backbone)[0]
+    trained = build_backbone(config.model.backbone)[0]
     trained.load_state_dict(encoder_weights(tmp_path))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -261,7 +260,9 @@ def test_schedules_can_span_more_epochs_than_the_run(fashion_folder, tmp_path):
     assert [r["step"] for r in records] == list(range(1, result.steps + 1))
     for r in records:  # the step that ended at r["step"] used the schedules at r["step"] - 1
         assert r["lr"] == pytest.approx(learning_rate(r["step"] - 1, schedule, warmup, 0.25))
-        assert r["tau"] == pytest.approx(target_tau(r["step"] - 1, schedule, config.tau_base))
+        assert r["tau"] == pytest.approx(
+            target_tau(r["step"] - 1, schedule, config.schedule.tau_base)
+        )
     assert records[-1]["lr"] > 0.2 and records[-1]["tau"] < 0.99  # stopped before they decayed
 
 
@@ -275,16 +276,16 @@ def test_predictor_warmup_trains_the_predictor_alone_then_everything(fashion_fol
         k: v.detach().clone() for k, v in build_model(config).online_encoder.named_parameters()
     }
 
-    pretrain(dataclasses.replace(config, predictor_warmup_steps=8), tmp_path / "all", quiet=True)
+    pretrain(config.replace(predictor_warmup_steps=8), tmp_path / "all", quiet=True)
     frozen = encoder_weights(tmp_path / "all")
     for name, weight in initial.items():  # parameters only: BN running statistics still update
         torch.testing.assert_close(frozen[name], weight, rtol=0, atol=0, msg=name)
 
-    pretrain(dataclasses.replace(config, predictor_warmup_steps=3), tmp_path / "some", quiet=True)
+    pretrain(config.replace(predictor_warmup_steps=3), tmp_path / "some", quiet=True)
     trained = encoder_weights(tmp_path / "some")
     assert any(not torch.equal(trained[name], weight) for name, weight in initial.items())
 
     # The baselines and the predictor ablation have no predictor to warm up: the option is inert.
-    assert not hasattr(build_model(dataclasses.replace(config, method="simclr")), "predictor")
-    no_predictor = build_model(dataclasses.replace(config, use_predictor=False))
-    assert no_predictor.predictor_warmup_steps == 0
+    assert not hasattr(build_model(config.replace(method="simclr")), "predictor")
+    no_predictor = build_model(config.replace(use_predictor=False))
+    assert no_predictor.method.predictor_warmup_steps == 0

@@ -5,7 +5,6 @@ create a file (shown in the first test)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import pickle
@@ -110,7 +109,7 @@ def test_resume_from_a_code_running_checkpoint_is_one_line_and_runs_nothing(
 def tiny(backbone: str = "resnet18", **changes):
     config = preset("fashion-mnist")
     sizes = dict(projector_hidden_dim=32, predictor_hidden_dim=32, projection_dim=16)
-    return dataclasses.replace(config, backbone=backbone, **{**sizes, **changes})
+    return config.replace(backbone=backbone, **{**sizes, **changes})
 
 
 def checkpoint_of(config, method: str = "byol", claimed=None) -> dict:
@@ -133,8 +132,7 @@ def noise_run(tmp_path: Path, config):
     rng = np.random.default_rng(0)
     for i in range(16):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    config = dataclasses.replace(
-        config,
+    config = config.replace(
         dataset=str(images),
         image_size=16,
         batch_size=8,
@@ -147,7 +145,7 @@ def noise_run(tmp_path: Path, config):
 
 def test_checkpoint_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> None:
     config, run = noise_run(tmp_path, tiny("resnet34"))
-    other = dataclasses.replace(config, backbone="resnet18")
+    other = config.replace(backbone="resnet18")
     save_checkpoint(run / CHECKPOINT, checkpoint_of(other))
     with pytest.raises(CheckpointError) as error:
         pretrain(config, run, resume=True, quiet=True)
@@ -157,7 +155,7 @@ def test_checkpoint_of_another_architecture_is_refused_naming_it(tmp_path: Path)
 def test_weights_that_do_not_match_their_claimed_config_are_refused(tmp_path: Path) -> None:
     # The config inside says resnet34 (matching the run), the tensors are a resnet18's.
     config, run = noise_run(tmp_path, tiny("resnet34"))
-    weights_of = dataclasses.replace(config, backbone="resnet18")
+    weights_of = config.replace(backbone="resnet18")
     save_checkpoint(run / CHECKPOINT, checkpoint_of(weights_of, claimed=config))
     with pytest.raises(CheckpointError) as error:
         pretrain(config, run, resume=True, quiet=True)

@@ -8,10 +8,11 @@ import json
 import sys
 from pathlib import Path
 
+from byol import settings
 from byol.config import METHODS, Config, apply_overrides
 from byol.distributed import env_rank
 from byol.errors import ByolError
-from byol.presets import PRESETS, preset
+from byol.presets import PRESETS, configure
 
 DEFAULT_PRESET = "fashion-mnist"
 
@@ -29,15 +30,18 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
         if not saved.is_file():
             raise ByolError(f"{run_dir} has no config.json; is it a byol run folder?")
         config, resume = Config.load(saved), True
+        method = getattr(args, "method", None)
+        config = apply_overrides(
+            config, ([f"method={method}"] if method else []) + (args.set or [])
+        )
     else:
-        config = preset(args.preset or DEFAULT_PRESET)
+        name = args.preset or DEFAULT_PRESET
+        config = configure(name, args.set or [], getattr(args, "method", None))
         run_dir = None
-    method = getattr(args, "method", None)
-    config = apply_overrides(config, ([f"method={method}"] if method else []) + (args.set or []))
     config.validate()
     if run_dir is None:  # a baseline gets its own default folder, next to BYOL's
         name = args.preset or DEFAULT_PRESET
-        suffix = "" if config.method == "byol" else f"-{config.method}"
+        suffix = "" if config.method.name == "byol" else f"-{config.method.name}"
         run_dir = Path(args.run_dir or f"runs/{name}{suffix}")
         resume = args.resume == "auto" and has_checkpoint(run_dir)
     return config, run_dir, resume
@@ -65,12 +69,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     encoder = result.run_dir / "encoder.safetensors"
     print(f"encoder:    {encoder}")
     rows = [
-        (f"{METHODS[config.method]} encoder", result.knn_top1),
+        (f"{METHODS[config.method.name]} encoder", result.knn_top1),
         ("random-init encoder", result.knn_top1_random_init),
         ("raw pixels", result.knn_top1_pixels),
     ]
     if result.knn_top1 is not None:
-        print(f"kNN top-1 on the test set (k={config.knn_k}, T={config.knn_temperature}):")
+        print(
+            f"kNN top-1 on the test set (k={config.monitor.knn_k}, T={config.monitor.knn_temperature}):"
+        )
         for name, value in rows:
             if value is not None:
                 print(f"  {name:<22}{value:6.2f}%")
@@ -90,9 +96,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    config = apply_overrides(preset(args.preset), args.set or [])
+    config = configure(args.preset, args.set or [], getattr(args, "method", None))
     config.validate()
-    print(json.dumps(config.to_dict(), indent=2))
+    print(json.dumps(config.to_dict(), indent=2) if args.json else settings.describe(config))
     return 0
 
 
@@ -141,9 +147,13 @@ def add_catalog(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("config", help="print a preset's resolved config")
+    p = sub.add_parser(
+        "config", help="print a preset's resolved settings, each with its help (--json: as saved)"
+    )
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS))
+    p.add_argument("--method", choices=list(METHODS), help="the same as --set method=NAME")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="the config.json a run would save")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(

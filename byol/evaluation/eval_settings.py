@@ -5,46 +5,70 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from byol import settings
-from byol.config import Config
+from byol.config import is_config_key
 from byol.errors import ConfigError
+from byol.settings import setting
+
+_FRACTION = {"above": 0.0, "high": 1.0}
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalSettings:
-    """Evaluation hyper-parameters; ``--set key=value`` reaches these and any Config field."""
+    """Evaluation hyper-parameters; ``--set key=value`` reaches these and any run setting."""
 
-    seed: int = 0
-    knn_ks: tuple[int, ...] = (20, 200)
-    knn_temperature: float = 0.1
-    linear_mode: str = "fast"  # fast: cached centre-view features | paper: crop + flip views
-    linear_lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    linear_epochs: int = 50
-    linear_batch_size: int = 256
-    val_fraction: float = 0.1  # carved from the training set to choose the linear lr
-    label_fractions: tuple[float, ...] = (0.01, 0.1)
-    finetune_epochs: tuple[int, ...] = (30, 15)  # one per label fraction
-    finetune_lr: float = 0.05
-    finetune_batch_size: int = 64
-    finetune_weight_decay: float = 5e-4
-    train_crop_scale: tuple[float, ...] = (0.08, 1.0)
-    transfer_fractions: tuple[float, ...] = (1.0,)  # the paper fine-tunes on all labels
-    transfer_epochs: tuple[int, ...] = (10,)
+    seed: int = setting(0, "seeds subsets, probes and fine-tuning", low=0, high=2**32 - 1)
+    knn_ks: tuple[int, ...] = setting((20, 200), "neighbours of the weighted kNN", low=1)
+    knn_temperature: float = setting(0.1, "temperature of the kNN weights", above=0.0)
+    linear_mode: str = setting(
+        "fast",
+        "fast: cached centre-view features | paper: crop + flip views",
+        choices=("fast", "paper"),
+    )
+    linear_lrs: tuple[float, ...] = setting(
+        (0.01, 0.03, 0.1, 0.3, 1.0), "linear probe: learning rates tried", above=0.0
+    )
+    linear_epochs: int = setting(50, "linear probe: epochs", low=1)
+    linear_batch_size: int = setting(256, "linear probe: batch", low=1)
+    val_fraction: float = setting(
+        0.1, "share of the training set held out to choose the linear lr", above=0.0, high=0.5
+    )
+    label_fractions: tuple[float, ...] = setting(
+        (0.01, 0.1), "fine-tuning: shares of the labels", **_FRACTION
+    )
+    finetune_epochs: tuple[int, ...] = setting(
+        (30, 15), "fine-tuning: epochs, one per label fraction", low=1
+    )
+    finetune_lr: float = setting(0.05, "fine-tuning: learning rate", above=0.0)
+    finetune_batch_size: int = setting(64, "fine-tuning: batch", low=2)
+    finetune_weight_decay: float = setting(5e-4, "fine-tuning: weight decay", low=0.0)
+    train_crop_scale: tuple[float, ...] = setting(
+        (0.08, 1.0),
+        "fine-tuning and paper probe: crop scale range",
+        above=0.0,
+        high=1.0,
+        ordered=True,
+    )
+    transfer_fractions: tuple[float, ...] = setting(
+        (1.0,), "transfer: shares of the labels (the paper fine-tunes on all)", **_FRACTION
+    )
+    transfer_epochs: tuple[int, ...] = setting((10,), "transfer: epochs, one per fraction", low=1)
 
 
 def split_overrides(overrides: list[str]) -> tuple[EvalSettings, list[str]]:
     """``key=value`` strings -> (EvalSettings, the rest for the Config)."""
-    names = settings.field_names(EvalSettings)
+    defaults = EvalSettings()
     for item in overrides:
         key, _ = settings.split_item(item)
-        if key not in names and key not in settings.field_names(Config):
+        if not settings.has_key(defaults, key) and not is_config_key(key):
+            names = sorted(leaf.path for leaf in settings.leaves(defaults))
             raise ConfigError(
-                f"unknown setting {key!r}; evaluation settings are {', '.join(sorted(names))}, "
+                f"unknown setting {key!r}; evaluation settings are {', '.join(names)}, "
                 "and any key that `byol config` prints is accepted too."
             )
-    mine = [item for item in overrides if settings.split_item(item)[0] in names]
-    rest = [item for item in overrides if settings.split_item(item)[0] not in names]
-    result = settings.apply_overrides(EvalSettings(), mine, "evaluation setting")
-    settings.check_rules(result, RULES)
+    mine = [item for item in overrides if settings.has_key(defaults, settings.split_item(item)[0])]
+    rest = [item for item in overrides if item not in mine]
+    result = settings.apply_overrides(defaults, mine, "evaluation setting")
+    settings.check_rules(result)
     for fractions, epochs in (
         (result.label_fractions, result.finetune_epochs),
         (result.transfer_fractions, result.transfer_epochs),
@@ -56,26 +80,3 @@ def split_overrides(overrides: list[str]) -> tuple[EvalSettings, list[str]]:
                 "finetune_epochs=30,15."
             )
     return result, rest
-
-
-R = settings.Rule
-FRACTION = R(above=0.0, high=1.0)
-# What each evaluation setting accepts beyond its type (tests/test_config.py sweeps them).
-RULES: dict[str, settings.Rule] = {
-    "seed": R(low=0, high=2**32 - 1),
-    "knn_ks": R(low=1),
-    "knn_temperature": R(above=0.0),
-    "linear_mode": R(choices=("fast", "paper")),
-    "linear_lrs": R(above=0.0),
-    "linear_epochs": R(low=1),
-    "linear_batch_size": R(low=1),
-    "val_fraction": R(above=0.0, high=0.5),
-    "label_fractions": FRACTION,
-    "finetune_epochs": R(low=1),
-    "finetune_lr": R(above=0.0),
-    "finetune_batch_size": R(low=2),
-    "finetune_weight_decay": R(low=0.0),
-    "train_crop_scale": R(above=0.0, high=1.0, ordered=True),
-    "transfer_fractions": FRACTION,
-    "transfer_epochs": R(low=1),
-}

@@ -8,7 +8,6 @@ Everything lands in the run folder (or the folder of the given ``encoder.safeten
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -63,24 +62,26 @@ class Evaluation:
             )
         self.settings, config_overrides = split_overrides(overrides)
         config, saved = self._saved_config(dataset)
-        self.pretrained_on = config.dataset if saved else "an unknown dataset"
+        self.pretrained_on = config.data.dataset if saved else "an unknown dataset"
         self.config = apply_overrides(config, config_overrides)
         self.config.validate()
         # --dataset, else --set dataset=..., else the dataset the encoder was pretrained on
-        self.dataset = dataset or self.config.dataset
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        self.device = resolve_device(self.config.device)
+        self.dataset = dataset or self.config.data.dataset
+        if self.config.runtime.threads:
+            torch.set_num_threads(self.config.runtime.threads)
+        self.device = resolve_device(self.config.runtime.device)
         c = self.config
         # Resolved once, by the rule training uses, for every protocol below.
-        self.precision = resolve_precision(self.device, c.precision, c.image_size, c.cifar_stem)
+        self.precision = resolve_precision(
+            self.device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
+        )
         # The run's data_dir belongs to its own dataset; another dataset is found in its usual
         # place unless --set data_dir names one.
         set_keys = {settings.split_item(item)[0] for item in config_overrides}
-        same = self.dataset == config.dataset or "data_dir" in set_keys
-        data_dir = self.config.data_dir if same else None
+        same = self.dataset == config.data.dataset or "data_dir" in set_keys
+        data_dir = self.config.data.data_dir if same else None
         train, test, self.info = load_datasets(
-            self.dataset, data_dir or None, self.config.download, in_memory=True
+            self.dataset, data_dir or None, self.config.data.download, in_memory=True
         )
         if test is None or not self.info.classes:
             raise ByolError(
@@ -91,10 +92,10 @@ class Evaluation:
         self.num_classes = len(self.info.classes)
         c = self.config
         self.eval_transform = EvalTransform(
-            c.image_size, self.info.mean, self.info.std, c.eval_crop_fraction
+            c.data.image_size, self.info.mean, self.info.std, c.monitor.eval_crop_fraction
         )
         self.train_transform = probes.crop_flip_transform(
-            c.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
+            c.data.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
         self._sha: str | None = None
         self.subsets_name = ""  # names the training set in saved subsets once narrowed
@@ -112,18 +113,15 @@ class Evaluation:
                 f"{self.encoder_path} is not a readable safetensors file ({error})."
             ) from None
         config = preset(dataset) if dataset in PRESETS else Config()
-        config = dataclasses.replace(
-            config,
-            backbone=meta.get("architecture", config.backbone),
+        config = config.replace(
+            backbone=meta.get("architecture", config.model.backbone),
             cifar_stem=meta.get("cifar_stem") == "true",
             backbone_kwargs="",
         )
-        if is_timm(config.backbone):  # a ViT is evaluated at the size it was built for
+        if is_timm(config.model.backbone):  # a ViT is evaluated at the size it was built for
             kwargs = timm_kwargs(meta)
-            size = kwargs.pop("img_size", config.image_size)
-            config = dataclasses.replace(
-                config, backbone_kwargs=format_kwargs(kwargs), image_size=int(size)
-            )
+            size = kwargs.pop("img_size", config.data.image_size)
+            config = config.replace(backbone_kwargs=format_kwargs(kwargs), image_size=int(size))
         return config, False
 
     # --- encoders and features ---
@@ -139,13 +137,19 @@ class Evaluation:
             return encoder
         torch.manual_seed(self.config.seed)  # the weights the pretraining run started from
         c = self.config
-        return build_backbone(c.backbone, c.cifar_stem, c.image_size, c.backbone_kwargs)[0]
+        return build_backbone(
+            c.model.backbone, c.model.cifar_stem, c.data.image_size, c.model.backbone_kwargs
+        )[0]
 
     def _encoder_id(self, method: str) -> str:
         c = self.config
         if method != "byol":
-            architecture = f"{c.backbone}-{c.backbone_kwargs}" if c.backbone_kwargs else c.backbone
-            return f"random-{architecture}-{c.cifar_stem}-seed{c.seed}"
+            architecture = (
+                f"{c.model.backbone}-{c.model.backbone_kwargs}"
+                if c.model.backbone_kwargs
+                else c.model.backbone
+            )
+            return f"random-{architecture}-{c.model.cifar_stem}-seed{c.seed}"
         if self._sha is None:
             self._sha = hashlib.sha256(self.encoder_path.read_bytes()).hexdigest()
         return self._sha
@@ -154,13 +158,15 @@ class Evaluation:
         dataset = self.train if split == "train" else self.test
         c = self.config
         key = f"{self._encoder_id(method)}|{self.dataset}|{split}|{len(dataset)}|"
-        key += f"{c.image_size}|{c.eval_crop_fraction}"
+        key += f"{c.data.image_size}|{c.monitor.eval_crop_fraction}"
         path = self.out_dir / run_folder.FEATURES / f"{method}-{safe_name(self.dataset)}-{split}.pt"
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
             encoder = self.encoder(method).to(self.device)
             view = probes.Transformed(dataset, self.eval_transform)
-            return extract_features(encoder, view, self.device, c.eval_batch_size, self.precision)
+            return extract_features(
+                encoder, view, self.device, c.monitor.eval_batch_size, self.precision
+            )
 
         return cached_features(path, key, compute)
 
@@ -168,7 +174,7 @@ class Evaluation:
     def use_pretraining_images(self) -> None:
         """Narrow the training set to the images the run was pretrained on (its train_subset,
         drawn as pretraining drew it); label subsets drawn after are saved under its own name."""
-        count = self.config.train_subset
+        count = self.config.data.train_subset
         if 0 < count < len(self.train):
             self.train = subset(self.train, count, self.config.seed)
             self.subsets_name = f"{safe_name(self.dataset)}-pretraining{count}"
@@ -222,7 +228,7 @@ class Evaluation:
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
         return update_results(
-            self.out_dir, self.pretrained_on, self.dataset, method, values, self.config.method
+            self.out_dir, self.pretrained_on, self.dataset, method, values, self.config.method.name
         )
 
     # --- protocols ---

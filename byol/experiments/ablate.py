@@ -12,7 +12,6 @@ interrupted ablation continues where it stopped, and ablations share their commo
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from byol import settings
-from byol.config import Config, apply_overrides
+from byol.config import METHODS, Config, apply_overrides, config_keys, is_config_key
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
 from byol.experiments.ablation_runs import (
@@ -44,32 +43,23 @@ from byol.experiments.budgets import (
 from byol.experiments.parallel import train_side_by_side
 from byol.experiments.variants import CLAIMS, FROZEN, Variant, ablation_variants
 from byol.presets import preset
+from byol.settings import setting
 
 
-@dataclass
+@dataclass(frozen=True)
 class AblationSettings:
-    """``byol ablate``'s own settings, beside the Config's and the evaluation's."""
+    """``byol ablate``'s own settings, beside the run's and the evaluation's."""
 
-    # kNN bank and linear-probe training set: this many labelled training images (0 = all;
-    # -1 = the preset's EVAL_TRAIN_IMAGES).
-    eval_train_images: int = -1
-    # Every row is trained this many times, with seeds seed, seed + 1, ...: mean and spread.
-    seeds: int = 1
-    # Only these rows (variant names, comma-separated) and methods; "" keeps every one. A table
-    # cut to the rows its claims compare costs a fraction of the whole.
-    rows: str = ""
-    methods: str = ""
-    # `byol ablate transfer`: the dataset the encoders are scored on ("" = TRANSFER_DATASETS).
-    transfer_dataset: str = ""
-
-
-ABLATION_RULES = {
-    "eval_train_images": settings.Rule(low=-1),
-    "seeds": settings.Rule(low=1, high=100),
-    "rows": settings.Rule(),
-    "methods": settings.Rule(),
-    "transfer_dataset": settings.Rule(),
-}
+    eval_train_images: int = setting(
+        -1, "kNN bank and linear-probe training images (0 = all; -1 = the preset's)", low=-1
+    )
+    seeds: int = setting(
+        1, "train every row this many times, seeds seed, seed + 1, ...", low=1, high=100
+    )
+    # A table cut to the rows its claims compare costs a fraction of the whole.
+    rows: str = setting("", "only these rows (variant names, comma-separated; '' = all)")
+    methods: str = setting("", "only these methods (comma-separated; '' = all)")
+    transfer_dataset: str = setting("", "`byol ablate transfer`: the dataset scored on")
 
 
 def run_ablation(
@@ -87,11 +77,9 @@ def run_ablation(
     started = time.perf_counter()
     overrides = list(overrides or [])
     # A key of both (seed) goes to both: `--set seed=1` repeats the whole experiment.
-    config_overrides, eval_overrides, own = settings.split_by_owner(
-        overrides, Config, EvalSettings, AblationSettings
-    )
+    config_overrides, eval_overrides, own = _split(overrides)
     own_settings = settings.apply_overrides(AblationSettings(), own, "ablation setting")
-    settings.check_rules(own_settings, ABLATION_RULES)
+    settings.check_rules(own_settings)
     train_images = own_settings.eval_train_images
     if train_images < 0:
         train_images = EVAL_TRAIN_IMAGES.get(preset_name, 0)
@@ -100,9 +88,9 @@ def run_ablation(
         raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
-    runtime = [f"{k}={getattr(base, k)}" for k in ("threads", "device")]
+    runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
     eval_overrides = EVAL_DEFAULTS + eval_overrides + runtime
-    plan = _plan(ablation, base, own_settings.seeds, folder)
+    plan = _plan(ablation, preset_name, config_overrides, own_settings.seeds, folder)
     plan = _select(plan, own_settings.rows, own_settings.methods)
     scoring = Scoring(eval_overrides, train_images, transfer_dataset(ablation, preset_name,
                       own_settings.transfer_dataset))  # fmt: skip
@@ -131,25 +119,48 @@ def run_ablation(
     return folder
 
 
-def _base_config(ablation: str, preset_name: str, config_overrides: list[str]) -> Config:
-    """The preset at its ablation budget, with the runs' defaults and the user's overrides."""
+def _base_config(
+    ablation: str, preset_name: str, config_overrides: list[str], method: str = "byol"
+) -> Config:
+    """The preset with ``method`` at its ablation budget, with the runs' defaults and the user's
+    overrides; an override of another method's own setting is left to that method's runs."""
     budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
-    base = dataclasses.replace(preset(preset_name), **budget, **RUN_DEFAULTS)
-    base = apply_overrides(base, config_overrides)
+    base = preset(preset_name, method).replace(**budget, **RUN_DEFAULTS)
+    mine = [item for item in config_overrides if _applies(base, item)]
+    base = apply_overrides(base, mine)
     base.validate()
     return base
 
 
+def _applies(config: Config, item: str) -> bool:
+    """Whether ``key=value`` is for ``config``: a key of its own, or one of no method at all
+    (which ``apply_overrides`` then names as unknown); not another method's own setting."""
+    key, _ = settings.split_item(item)
+    return key in config_keys(config) or not is_config_key(key)
+
+
+def _split(overrides: list[str]) -> list[list[str]]:
+    """``--set`` items -> (the runs', the evaluation's, the ablation's own); ``seed`` goes to the
+    runs and the evaluation both, so `--set seed=1` repeats the whole experiment."""
+    return settings.split_by_owner(
+        overrides,
+        is_config_key,
+        lambda key: settings.has_key(EvalSettings(), key),
+        lambda key: settings.has_key(AblationSettings(), key),
+    )
+
+
 def _plan(
-    ablation: str, base: Config, seeds: int, folder: Path
+    ablation: str, preset_name: str, config_overrides: list[str], seeds: int, folder: Path
 ) -> list[tuple[Variant, Config, Path]]:
     """(variant, its config, its run folder) for every seed, seed-major: a table cut short by a
     stop has every row at its first seeds."""
     plan = []
+    bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
     for index in range(seeds):
-        seeded = dataclasses.replace(base, seed=base.seed + index)
-        for variant in ablation_variants(ablation, seeded):
-            config = dataclasses.replace(seeded, method=variant.trains, **variant.overrides)
+        for variant in ablation_variants(ablation, bases["byol"]):
+            base = bases[variant.trains]
+            config = base.replace(seed=base.seed + index, **variant.overrides)
             config.validate()
             name = variant.key if seeds == 1 else f"{variant.key}-seed{config.seed}"
             plan.append((variant, config, folder / name))

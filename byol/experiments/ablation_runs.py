@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from byol import run_folder
-from byol.config import Config
+from byol.config import Config, identity
 from byol.data import subset, subset_indices
 from byol.errors import ByolError, ConfigError, RunInterrupted, TrainingDiverged
 from byol.evaluation import probes
@@ -25,26 +25,16 @@ from byol.evaluation.results import fraction_tag
 from byol.experiments.budgets import TRANSFER_DATASETS
 from byol.experiments.variants import FINETUNE, RANDOM_INIT, TRANSFER, Variant
 from byol.methods.losses import COLLAPSED_BELOW
-from byol.run_folder import CHECKPOINT, RESUMABLE_CHANGES
+from byol.run_folder import CHECKPOINT
 from byol.training.loop import pretrain
 
 EVAL_JSON = run_folder.ABLATION_EVAL
 EVAL_METHOD = "byol"  # Evaluation.encoder's name for a run's trained encoder, whatever its method
 
 
-# Fields that only one method reads: another method's run does not depend on them.
-METHOD_FIELDS = {
-    "simclr": ("simclr_temperature",),
-    "barlow": ("barlow_lambda", "barlow_projector_dim"),
-    "moco": ("moco_queue_size", "moco_temperature"),
-}
-
-
 def comparable(config: Config) -> dict[str, Any]:
-    """The fields that decide what a run computes (not how it runs, nor other methods' knobs)."""
-    ignored = {f for m, fs in METHOD_FIELDS.items() if m != config.method for f in fs}
-    ignored |= RESUMABLE_CHANGES
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
+    """What decides what a run computes: the config's identity (``byol.config.identity``)."""
+    return identity(config)
 
 
 def same_config(run_dir: Path, config: Config) -> bool:
@@ -61,8 +51,8 @@ def finished(run_dir: Path) -> bool:
 
 
 def _config_mismatch(run_dir: Path, config: Config) -> ByolError:
-    saved = Config.load(run_dir / run_folder.CONFIG).to_dict()
-    wanted = config.to_dict()
+    saved = comparable(Config.load(run_dir / run_folder.CONFIG))
+    wanted = comparable(config)
     changed = [
         f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in comparable(config) if saved[k] != wanted[k]
     ]
@@ -140,7 +130,9 @@ def evaluate_run(
 
     def features(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
         view = probes.Transformed(dataset, evaluation.eval_transform)
-        return extract_features(encoder, view, device, c.eval_batch_size, evaluation.precision)
+        return extract_features(
+            encoder, view, device, c.monitor.eval_batch_size, evaluation.precision
+        )
 
     (train_x, train_y), (test_x, test_y) = features(train), features(evaluation.test)
     k = s.knn_ks[-1]

@@ -8,7 +8,6 @@ continues.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import sys
@@ -22,7 +21,7 @@ from byol.errors import ByolError, RunInterrupted
 
 
 def threads_per_job(config: Config, jobs: int) -> int:
-    total = config.threads or os.cpu_count() or 1
+    total = config.runtime.threads or os.cpu_count() or 1
     return max(1, total // jobs)
 
 
@@ -46,7 +45,7 @@ def train_side_by_side(
     if not jobs_list:
         return
     threads = threads_per_job(jobs_list[0][0], jobs)
-    work = [(dataclasses.replace(c, threads=threads), d, r) for c, d, r in jobs_list]
+    work = [(c.replace(threads=threads), d, r) for c, d, r in jobs_list]
     # spawn: no fork of a process holding torch's threads; one run per worker process, so no
     # memory is carried from run to run (max_tasks_per_child exists from Python 3.11).
     options: dict = {"mp_context": multiprocessing.get_context("spawn")}

@@ -54,9 +54,9 @@ def augmentation_overrides(name: str, config: Config) -> dict[str, Any]:
             f"unknown augmentation variant {name!r}; choose one of {', '.join(AUGMENTATIONS)}."
         )
     if name == "no-blur-t2":  # T keeps its blur probability
-        return {"blur_prob": (config.blur_prob[0], 0.0)}
+        return {"blur_prob": (config.views[0].blur_prob, 0.0)}
     if name == "no-solarize-t2":
-        return {"solarize_prob": (config.solarize_prob[0], 0.0)}
+        return {"solarize_prob": (config.views[0].solarize_prob, 0.0)}
     return dict(AUGMENTATIONS[name][1])
 
 
@@ -166,7 +166,7 @@ def _tau_zero_rows(config: Config) -> list[tuple[str, str, dict[str, Any]]]:
     predictor's departures from the paper undone (its lr scale, its warm-up, the schedule sized
     beyond the run), and with all three undone."""
     paper = {"predictor_lr_scale": 1.0, "predictor_warmup_steps": 0}
-    paper["schedule_epochs"] = config.epochs
+    paper["schedule_epochs"] = config.schedule.epochs
     return [
         ("baseline", "moving-average target (the preset)", {}),
         ("tau-0", "tau = 0, the preset's predictor", _STOP_GRADIENT),
@@ -174,7 +174,7 @@ def _tau_zero_rows(config: Config) -> list[tuple[str, str, dict[str, Any]]]:
         ("tau-0-nowarm", "tau = 0, no predictor warm-up",
          {**_STOP_GRADIENT, "predictor_warmup_steps": 0}),
         ("tau-0-schedule", "tau = 0, schedule = run length",
-         {**_STOP_GRADIENT, "schedule_epochs": config.epochs}),
+         {**_STOP_GRADIENT, "schedule_epochs": config.schedule.epochs}),
         ("tau-0-paper", "tau = 0, all three as the paper", {**_STOP_GRADIENT, **paper}),
     ]  # fmt: skip
 

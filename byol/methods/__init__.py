@@ -1,9 +1,10 @@
 """The methods ``byol pretrain --method`` trains: BYOL and the baselines, one file each.
 
-``config.METHODS`` is the registry: a method named ``name`` there lives in
-``byol/methods/<name>.py``, whose ``METHOD`` class (a ``Method``, see ``base.py``) is built with
-``METHOD.from_config(config, encoder, feature_dim)``. Adding a method is one new file plus its
-line in ``METHODS``; the training loop never names a method.
+``METHODS`` is the registry: a method named ``name`` there lives in ``byol/methods/<name>.py``,
+whose ``METHOD`` class (a ``Method``, see ``base.py``) declares its own settings
+(``METHOD.Settings``, a ``MethodSettings``: the ``method.*`` keys of the run's config) and is
+built with ``METHOD.from_settings(settings, encoder, feature_dim, seed)``. Adding a method is one
+new file plus its line in ``METHODS``; the training loop never names a method.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import importlib
 
 from torch import nn
 
-from byol.config import METHODS, Config
 from byol.errors import ConfigError
-from byol.methods.base import Method, MethodOutput, ema_update
+from byol.methods.base import Method, MethodOutput, MethodSettings, ema_update
+
+# name -> the name tables and plots give it.
+METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
 
 
 def method_class(name: str) -> type[Method]:
@@ -23,9 +26,25 @@ def method_class(name: str) -> type[Method]:
     return importlib.import_module(f"byol.methods.{name}").METHOD
 
 
-def build_method(config: Config, encoder: nn.Module, feature_dim: int) -> Method:
-    """``config.method`` around ``encoder`` (which outputs ``feature_dim``-d representations)."""
-    return method_class(config.method).from_config(config, encoder, feature_dim)
+def settings_class(name: str) -> type[MethodSettings]:
+    """The settings class of method ``name``: what ``--set method=NAME`` starts from."""
+    return method_class(name).Settings
 
 
-__all__ = ["Method", "MethodOutput", "build_method", "ema_update", "method_class"]
+def build_method(
+    settings: MethodSettings, encoder: nn.Module, feature_dim: int, seed: int = 0
+) -> Method:
+    """The method ``settings.name`` around ``encoder`` (``feature_dim``-d representations)."""
+    return method_class(settings.name).from_settings(settings, encoder, feature_dim, seed)
+
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodOutput",
+    "MethodSettings",
+    "build_method",
+    "ema_update",
+    "method_class",
+    "settings_class",
+]

@@ -8,13 +8,29 @@ Under torchrun C is computed over the global batch, gathered with gradients from
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from byol import distributed
-from byol.config import Config
-from byol.methods.base import Method, MethodOutput
+from byol.methods.base import Method, MethodOutput, MethodSettings
 from byol.methods.losses import barlow_twins_loss
+from byol.settings import setting
+
+
+@dataclass(frozen=True)
+class BarlowSettings(MethodSettings):
+    """Barlow Twins' wide projector and the weight of its redundancy term."""
+
+    name: str = "barlow"
+    projector_dim: int = setting(8192, "width of each of the projector's three layers", low=1)
+    lambda_: float = setting(5e-3, "weight of the off-diagonal (redundancy) term", low=0.0)
+    OLD_NAMES: ClassVar[dict[str, str]] = {
+        "barlow_projector_dim": "projector_dim",
+        "barlow_lambda": "lambda_",
+    }
 
 
 def wide_projector(in_dim: int, width: int = 8192) -> nn.Sequential:
@@ -39,9 +55,13 @@ class BarlowTwins(Method):
         self.online_projector = wide_projector(feature_dim, width)
         self.lambda_ = lambda_
 
+    Settings: ClassVar[type[MethodSettings]] = BarlowSettings
+
     @classmethod
-    def from_config(cls, config: Config, encoder: nn.Module, feature_dim: int) -> BarlowTwins:
-        return cls(encoder, feature_dim, config.barlow_projector_dim, config.barlow_lambda)
+    def from_settings(
+        cls, settings: BarlowSettings, encoder: nn.Module, feature_dim: int, seed: int
+    ) -> BarlowTwins:
+        return cls(encoder, feature_dim, settings.projector_dim, settings.lambda_)
 
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> MethodOutput:
         z_1 = self.online_projector(self.online_encoder(view_1))  # NxD

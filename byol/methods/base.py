@@ -13,10 +13,13 @@ instead of the loop knowing it by name:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
+
+from byol.settings import setting
 
 
 class MethodOutput(NamedTuple):
@@ -34,10 +37,29 @@ def ema_update(pairs: list[tuple[nn.Module, nn.Module]], tau: float) -> None:
     torch._foreach_lerp_(target, online, 1.0 - tau)
 
 
+@dataclass(frozen=True)
+class MethodSettings:
+    """A method's own settings: each method subclasses this next to its code, with its name as
+    the default of ``name`` and every field declared with ``byol.settings.setting``."""
+
+    name: str = setting("byol", "the method (byol | simclr | barlow | moco | vicreg)")
+    # Flat names of earlier releases (config.json of old run folders) -> this class's fields.
+    OLD_NAMES: ClassVar[dict[str, str]] = {}
+
+
 class Method(nn.Module):
     """The interface the loop, the checkpoints and the evaluation rely on."""
 
     online_encoder: nn.Module
+    Settings: ClassVar[type[MethodSettings]]
+
+    @classmethod
+    def from_settings(
+        cls, settings: MethodSettings, encoder: nn.Module, feature_dim: int, seed: int
+    ) -> Method:
+        """This method around ``encoder`` (``feature_dim``-d outputs); ``seed`` seeds any random
+        stream the method keeps of its own (MoCo's batch shuffle)."""
+        raise NotImplementedError
 
     def online_parameters(self) -> list[nn.Parameter]:
         """What the optimizer trains: every parameter outside the momentum targets."""

@@ -9,15 +9,39 @@ update:  theta <- optimizer step;  xi <- tau xi + (1 - tau) theta
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from byol.config import Config
 from byol.errors import ConfigError
-from byol.methods.base import Method, MethodOutput
+from byol.methods.base import Method, MethodOutput, MethodSettings
 from byol.methods.heads import mlp
 from byol.methods.losses import byol_loss
+from byol.settings import setting
+
+
+@dataclass(frozen=True)
+class BYOLSettings(MethodSettings):
+    """BYOL's heads (arXiv:2006.07733, Section 3.3) and two knobs for short budgets."""
+
+    name: str = "byol"
+    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
+    projection_dim: int = setting(256, "output width of the projector g", low=1)
+    predictor_hidden_dim: int = setting(4096, "hidden width of the predictor q", low=1)
+    use_predictor: bool = setting(True, "false: BYOL without q_theta (an ablation; it collapses)")
+    # Not in the paper, for short budgets: q_theta alone for the first steps, so that its random
+    # initial map does not steer the encoder (docs/cpu-preset.md measures it).
+    predictor_warmup_steps: int = setting(
+        0, "train the predictor alone for this many first steps (not in the paper)", low=0
+    )
+    # Not in the paper either: Tian et al. (ICML 2021) find that a faster predictor helps.
+    predictor_lr_scale: float = setting(
+        1.0,
+        "the predictor's learning rate is this times the others' (not in the paper)",
+        above=0.0,
+    )
 
 
 class BYOL(Method):
@@ -47,18 +71,22 @@ class BYOL(Method):
         # Without q_theta there is nothing to warm up.
         self.predictor_warmup_steps = predictor_warmup_steps if use_predictor else 0
 
+    Settings: ClassVar[type[MethodSettings]] = BYOLSettings
+
     @classmethod
-    def from_config(cls, config: Config, encoder: nn.Module, feature_dim: int) -> BYOL:
-        c = config
+    def from_settings(
+        cls, settings: BYOLSettings, encoder: nn.Module, feature_dim: int, seed: int
+    ) -> BYOL:
+        s = settings
         return cls(
             encoder,
             feature_dim,
-            c.projector_hidden_dim,
-            c.projection_dim,
-            c.predictor_hidden_dim,
-            c.use_predictor,
-            c.predictor_lr_scale,
-            c.predictor_warmup_steps,
+            s.projector_hidden_dim,
+            s.projection_dim,
+            s.predictor_hidden_dim,
+            s.use_predictor,
+            s.predictor_lr_scale,
+            s.predictor_warmup_steps,
         )
 
     def online_parameters(self) -> list[nn.Parameter]:

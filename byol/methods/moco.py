@@ -17,16 +17,33 @@ per step; the original MoCo v2 uses one order.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from byol import distributed
-from byol.config import Config
-from byol.methods.base import Method, MethodOutput
+from byol.methods.base import Method, MethodOutput, MethodSettings
 from byol.methods.heads import mlp
 from byol.methods.losses import at_least_float32, info_nce
+from byol.settings import setting
+
+
+@dataclass(frozen=True)
+class MoCoSettings(MethodSettings):
+    """MoCo v2 with BYOL's projector; its momentum is the run's tau schedule."""
+
+    name: str = "moco"
+    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
+    projection_dim: int = setting(256, "output width of the projector g", low=1)
+    queue_size: int = setting(65536, "negatives kept from earlier steps", low=1)
+    temperature: float = setting(0.2, "InfoNCE temperature", above=0.0)
+    OLD_NAMES: ClassVar[dict[str, str]] = {
+        "moco_queue_size": "queue_size",
+        "moco_temperature": "temperature",
+    }
 
 
 class MoCo(Method):
@@ -56,17 +73,21 @@ class MoCo(Method):
         self.seed, self._shuffle_seed = seed, seed * 1_000_003
         self._shuffle: torch.Generator | None = None
 
+    Settings: ClassVar[type[MethodSettings]] = MoCoSettings
+
     @classmethod
-    def from_config(cls, config: Config, encoder: nn.Module, feature_dim: int) -> MoCo:
-        c = config
+    def from_settings(
+        cls, settings: MoCoSettings, encoder: nn.Module, feature_dim: int, seed: int
+    ) -> MoCo:
+        s = settings
         return cls(
             encoder,
             feature_dim,
-            c.projector_hidden_dim,
-            c.projection_dim,
-            c.moco_queue_size,
-            c.moco_temperature,
-            seed=c.seed,
+            s.projector_hidden_dim,
+            s.projection_dim,
+            s.queue_size,
+            s.temperature,
+            seed=seed,
         )
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

@@ -10,14 +10,28 @@ view still sees every other view of the global batch as a negative, as with one 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from byol import distributed
-from byol.config import Config
-from byol.methods.base import Method, MethodOutput
+from byol.methods.base import Method, MethodOutput, MethodSettings
 from byol.methods.heads import mlp
 from byol.methods.losses import nt_xent
+from byol.settings import setting
+
+
+@dataclass(frozen=True)
+class SimCLRSettings(MethodSettings):
+    """SimCLR with BYOL's projector, so that only the objective differs."""
+
+    name: str = "simclr"
+    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
+    projection_dim: int = setting(256, "output width of the projector g", low=1)
+    temperature: float = setting(0.1, "NT-Xent temperature (the paper's range: 0.1-0.5)", above=0.0)
+    OLD_NAMES: ClassVar[dict[str, str]] = {"simclr_temperature": "temperature"}
 
 
 class SimCLR(Method):
@@ -35,12 +49,14 @@ class SimCLR(Method):
         self.online_projector = mlp(feature_dim, projector_hidden_dim, projection_dim)
         self.temperature = temperature
 
+    Settings: ClassVar[type[MethodSettings]] = SimCLRSettings
+
     @classmethod
-    def from_config(cls, config: Config, encoder: nn.Module, feature_dim: int) -> SimCLR:
-        c = config
-        return cls(
-            encoder, feature_dim, c.projector_hidden_dim, c.projection_dim, c.simclr_temperature
-        )
+    def from_settings(
+        cls, settings: SimCLRSettings, encoder: nn.Module, feature_dim: int, seed: int
+    ) -> SimCLR:
+        s = settings
+        return cls(encoder, feature_dim, s.projector_hidden_dim, s.projection_dim, s.temperature)
 
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> MethodOutput:
         z_1 = self.online_projector(self.online_encoder(view_1))  # NxD

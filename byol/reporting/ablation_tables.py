@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import shlex
@@ -10,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from byol.config import METHODS, Config
+from byol.config import METHODS, Config, departures
 from byol.evaluation.eval_settings import EvalSettings
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.reporting.verdicts import Claim, Stat, aggregate, judge_rows
@@ -30,13 +29,13 @@ def _number(value: Any, sign: bool = False) -> str:
 
 
 def _setup(config: Config, settings: EvalSettings, train_images: int) -> str:
-    images = f"{config.train_subset}" if config.train_subset else "all"
+    images = f"{config.data.train_subset}" if config.data.train_subset else "all"
     bank = f"{train_images} labelled training images" if train_images else "every labelled image"
     return (
-        f"**Ours:** {config.dataset}, {config.backbone} at {config.image_size} px, {images} "
-        f"training images x {config.epochs} epoch(s), batch {config.batch_size}, "
-        f"{config.optimizer} base lr {config.base_lr} x B/256, tau_base {config.tau_base} "
-        f"({config.tau_schedule}), unless the row changes it. Test-set top-1 (%): weighted kNN "
+        f"**Ours:** {config.data.dataset}, {config.model.backbone} at {config.data.image_size} px, {images} "
+        f"training images x {config.schedule.epochs} epoch(s), batch {config.optim.batch_size}, "
+        f"{config.optim.optimizer} base lr {config.optim.base_lr} x B/256, tau_base {config.schedule.tau_base} "
+        f"({config.schedule.tau_schedule}), unless the row changes it. Test-set top-1 (%): weighted kNN "
         f"(k={settings.knn_ks[-1]}, T={settings.knn_temperature}) and a linear classifier on "
         f"frozen, standardised features ({settings.linear_epochs} epochs, lr chosen on a "
         f"{settings.val_fraction:.0%} validation split), both trained on {bank} (class-balanced)."
@@ -48,22 +47,9 @@ def _setup(config: Config, settings: EvalSettings, train_images: int) -> str:
 
 
 # How a run executes and how it is scored, not what it trains: left out of the departures.
-_NOT_TRAINING = {"device", "precision", "channels_last", "views", "compile", "num_workers",
-                 "threads", "log_every_steps", "checkpoint_every_steps", "max_minutes",
-                 "strict_images", "download", "data_dir", "eval_batch_size"}  # fmt: skip
-
-
 def _departures(config: Config) -> str:
-    """The fields in which ``config`` departs from the paper's defaults (``Config()``)."""
-    paper = Config()
-    changed = [
-        f"{f.name}={getattr(config, f.name)}"
-        for f in dataclasses.fields(Config)
-        if getattr(config, f.name) != getattr(paper, f.name)
-        and f.name not in _NOT_TRAINING
-        and not f.name.startswith("knn_")
-    ]
-    return ", ".join(changed) or "none"
+    """The settings in which ``config`` departs from the paper's defaults."""
+    return ", ".join(departures(config)) or "none"
 
 
 def markdown(

@@ -70,14 +70,12 @@ def encoder_source(source: str | Path, overrides: list[str] | None = None) -> En
             raise CheckpointError(
                 f"{encoder_path} is not readable safetensors ({error})."
             ) from None
-        config = dataclasses.replace(Config(), backbone=meta.get("architecture", "resnet50"))
-        if is_timm(config.backbone):  # a ViT is fed the size it was built for
+        config = Config().replace(backbone=meta.get("architecture", "resnet50"))
+        if is_timm(config.model.backbone):  # a ViT is fed the size it was built for
             kwargs = timm_kwargs(meta)
-            size = int(kwargs.pop("img_size", config.image_size))
-            config = dataclasses.replace(
-                config, backbone_kwargs=format_kwargs(kwargs), image_size=size
-            )
-        config.cifar_stem = meta.get("cifar_stem") == "true"
+            size = int(kwargs.pop("img_size", config.data.image_size))
+            config = config.replace(backbone_kwargs=format_kwargs(kwargs), image_size=size)
+        config.model.cifar_stem = meta.get("cifar_stem") == "true"
     config = apply_overrides(config, overrides or [])
     config.validate()
     return EncoderSource(encoder_path, out_dir, config, saved.is_file())
@@ -114,11 +112,15 @@ def embed(
     images = ImageFolderDataset(root)
     c = src.config
     mean, std = _pretraining_stats(c, images)
-    device = resolve_device(c.device)
-    precision = resolve_precision(device, c.precision, c.image_size, c.cifar_stem)
-    rows = _Files(images.samples, EvalTransform(c.image_size, mean, std, c.eval_crop_fraction))
+    device = resolve_device(c.runtime.device)
+    precision = resolve_precision(
+        device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
+    )
+    rows = _Files(
+        images.samples, EvalTransform(c.data.image_size, mean, std, c.monitor.eval_crop_fraction)
+    )
     encoder = src.load().to(device)
-    features, index = extract_features(encoder, rows, device, c.eval_batch_size, precision)
+    features, index = extract_features(encoder, rows, device, c.monitor.eval_batch_size, precision)
     kept = index >= 0
     files = [images.samples[i][0].relative_to(root).as_posix() for i in index[kept].tolist()]
     done = set(index[kept].tolist())
@@ -129,7 +131,7 @@ def embed(
     written = _write(out_dir, array, files)
     manifest: dict[str, Any] = dict(
         encoder=str(src.encoder_path), folder=str(root), count=len(files), dim=array.shape[1],
-        image_size=c.image_size, mean=list(mean), std=list(std), unreadable_skipped=skipped,
+        image_size=c.data.image_size, mean=list(mean), std=list(std), unreadable_skipped=skipped,
         classes=images.classes,
     )  # fmt: skip
     run_folder.write_json(out_dir / MANIFEST, manifest)
@@ -139,10 +141,10 @@ def embed(
 def _pretraining_stats(config: Config, images: ImageFolderDataset) -> tuple:
     """(mean, std) the encoder's inputs were normalised with: a known dataset's, the statistics
     of the image folder it was pretrained on, or (that folder gone) the embedded folder's own."""
-    known = known_stats(config.dataset)
+    known = known_stats(config.data.dataset)
     if known is not None:
         return known
-    trained_on = Path(config.dataset).expanduser()
+    trained_on = Path(config.data.dataset).expanduser()
     if (trained_on / "train").is_dir():
         trained_on = trained_on / "train"
     source = ImageFolderDataset(trained_on) if trained_on.is_dir() else images

@@ -68,7 +68,11 @@ def _embedding_section(run_dir: Path, points: int, overrides: list[str]) -> str:
     encoder = ev.encoder("byol").to(ev.device)
     c = ev.config
     features, labels = extract_features(
-        encoder, Transformed(images, ev.eval_transform), ev.device, c.eval_batch_size, ev.precision
+        encoder,
+        Transformed(images, ev.eval_transform),
+        ev.device,
+        c.monitor.eval_batch_size,
+        ev.precision,
     )
     encoded, _ = embedding_figure(features, labels, ev.info.classes)
     return (
@@ -188,11 +192,11 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>BYOL run {html.escape(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>BYOL run <code>{html.escape(str(run_dir))}</code></h1>",
-        f"<p>{html.escape(config.backbone)} on {html.escape(config.dataset)} at "
-        f"{config.image_size} px, batch {config.batch_size}, {config.epochs} "
-        f"epoch{'s' if config.epochs != 1 else ''}, "
-        f"optimizer {html.escape(config.optimizer)}, base lr {config.base_lr}, "
-        f"tau_base {config.tau_base}.</p>",
+        f"<p>{html.escape(config.model.backbone)} on {html.escape(config.data.dataset)} at "
+        f"{config.data.image_size} px, batch {config.optim.batch_size}, {config.schedule.epochs} "
+        f"epoch{'s' if config.schedule.epochs != 1 else ''}, "
+        f"optimizer {html.escape(config.optim.optimizer)}, base lr {config.optim.base_lr}, "
+        f"tau_base {config.schedule.tau_base}.</p>",
     ]
     out += _status_notes(run_dir, records, summary)
     if summary:
@@ -245,7 +249,7 @@ def _curves_section(records: list[dict[str, Any]], config: Any) -> list[str]:
         out.append(f'<img alt="training curves" src="data:image/png;base64,{curves}">')
         out.append(
             f'<p class="muted">The dashed red line is the collapse warning level '
-            f"({COLLAPSED_BELOW}). kNN: weighted k={config.knn_k}, T={config.knn_temperature}, "
+            f"({COLLAPSED_BELOW}). kNN: weighted k={config.monitor.knn_k}, T={config.monitor.knn_temperature}, "
             "on the test split after each epoch and at the end.</p>"
         )
     return out

@@ -31,7 +31,7 @@ def export_onnx(
         raise ConfigError(f"ONNX export needs onnx and onnxruntime: {ONNX_EXTRA}.") from None
     src = encoder_source(source, overrides)
     encoder = src.load().float()
-    size = src.config.image_size
+    size = src.config.data.image_size
     generator = torch.Generator().manual_seed(0)
     traced = torch.randn(2, 3, size, size, generator=generator)
     buffer = io.BytesIO()

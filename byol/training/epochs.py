@@ -102,26 +102,26 @@ def per_image_epoch(
     this rank's micro-batches, made as they are consumed."""
     sampler = EpochBatches(
         len(view_pairs),
-        config.batch_size,
+        config.optim.batch_size,
         config.seed,
         epoch,
         start_batch,
         ranks,
-        config.accumulation_steps,
+        config.optim.accumulation_steps,
     )
     loader = DataLoader(
         view_pairs,
         batch_sampler=sampler,
-        num_workers=config.num_workers,
+        num_workers=config.runtime.num_workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if config.num_workers else None,
+        prefetch_factor=4 if config.runtime.num_workers else None,
     )
     on_device = (tuple(t.to(device, non_blocking=True) for t in batch) for batch in loader)
     finish = view_pairs.finish
     if finish is not None:
-        on_device = map(_beside_workers(finish, config.num_workers, device), on_device)
-    for _ in range(len(sampler) // config.accumulation_steps):
-        yield itertools.islice(on_device, config.accumulation_steps)
+        on_device = map(_beside_workers(finish, config.runtime.num_workers, device), on_device)
+    for _ in range(len(sampler) // config.optim.accumulation_steps):
+        yield itertools.islice(on_device, config.optim.accumulation_steps)
 
 
 def _beside_workers(finish: Callable[[tuple], Pairs], workers: int, device: torch.device):  # noqa: ANN202
@@ -160,7 +160,9 @@ class BatchedEpochs:
         ranks: distributed.Ranks = ONE_PROCESS,
     ) -> None:
         self.images, self.views, self.config = images, views, config
-        self.slices = distributed.shard_slices(config.batch_size, ranks, config.accumulation_steps)
+        self.slices = distributed.shard_slices(
+            config.optim.batch_size, ranks, config.optim.accumulation_steps
+        )
 
     def epoch(self, epoch: int, start_batch: int) -> Iterator[Iterator[Pairs]]:
         """For each optimizer step, this rank's micro-batches, made as they are consumed."""
@@ -169,10 +171,12 @@ class BatchedEpochs:
         order = order.to(self.images.device)
         generator = torch.Generator(self.images.device)
         height, width = self.images.shape[-2:]
-        for b in range(start_batch, self.images.shape[0] // c.batch_size):
+        for b in range(start_batch, self.images.shape[0] // c.optim.batch_size):
             generator.manual_seed(int(view_seeds[b]))  # per batch: resume lands on the same views
-            params = self.views.sample(c.batch_size, height, width, generator)
-            yield self._micro_batches(order[b * c.batch_size : (b + 1) * c.batch_size], params)
+            params = self.views.sample(c.optim.batch_size, height, width, generator)
+            yield self._micro_batches(
+                order[b * c.optim.batch_size : (b + 1) * c.optim.batch_size], params
+            )
 
     def _micro_batches(self, batch: torch.Tensor, params: tuple) -> Iterator[Pairs]:
         for part in self.slices:
@@ -182,6 +186,6 @@ class BatchedEpochs:
 def view_path(config: Config, train_set: Dataset) -> str:
     """Where views are made: "batched" (all on the device; data held in memory), "cropped"
     (crops in workers, the rest batched on the device; images read from files) or "per-image"."""
-    if config.views == "per-image":
+    if config.runtime.view_path == "per-image":
         return "per-image"
     return "batched" if isinstance(train_set, TensorImageDataset) else "cropped"

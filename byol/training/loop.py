@@ -5,8 +5,8 @@ method (``byol.methods``) returns its loss; ``training.step`` takes one optimize
 step of the target; this loop logs, checkpoints, scores kNN at epoch ends and stops cleanly on a
 signal or a time limit. It never names a method: each declares its hooks (``methods/base.py``).
 
-Under torchrun every process runs this loop on its share of each global batch (``config.batch_size``
-is the global batch), cut into ``config.accumulation_steps`` micro-batches; ``byol/distributed.py``
+Under torchrun every process runs this loop on its share of each global batch (``config.optim.batch_size``
+is the global batch), cut into ``config.optim.accumulation_steps`` micro-batches; ``byol/distributed.py``
 holds the process-group plumbing and docs/distributed.md the launch commands.
 """
 
@@ -54,13 +54,13 @@ class PretrainResult:
 def pretrain(
     config: Config, run_dir: Path, resume: bool = False, quiet: bool = False
 ) -> PretrainResult:
-    """Pretrain ``config.method`` as ``config`` says; everything is written into ``run_dir``.
+    """Pretrain ``config.method.name`` as ``config`` says; everything is written into ``run_dir``.
 
     Under torchrun (or in a process group already initialised) every process calls this and
     trains on its share of each global batch; rank 0 alone writes files and scores kNN.
     """
     started = time.perf_counter()
-    with distributed.process_group(resolve_device(config.device)) as (ranks, device):
+    with distributed.process_group(resolve_device(config.runtime.device)) as (ranks, device):
         try:
             run = set_up(config, Path(run_dir), resume, ranks, device)
         except AlreadyFinished as finished:
@@ -90,7 +90,7 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
     """The loop: returns (last collapse metric, images per second, stopped early)."""
     c, method = run.config, run.method
     progress = run.progress_bar(quiet)
-    deadline = started + 60 * c.max_minutes if c.max_minutes else math.inf
+    deadline = started + 60 * c.runtime.max_minutes if c.runtime.max_minutes else math.inf
     train_started, first_step = time.perf_counter(), run.step
     collapse, stopped_early = None, False
     method.train()
@@ -103,26 +103,32 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
                 # Schedules count optimizer steps, never micro-batches: tau reaches 1 at the
                 # schedule's end (the run's, unless schedule_epochs is longer).
                 lr = learning_rate(step, run.schedule_steps, run.warmup_steps, run.peak_lr)
-                tau = target_tau(step, run.schedule_steps, c.tau_base, c.tau_schedule)
+                tau = target_tau(
+                    step, run.schedule_steps, c.schedule.tau_base, c.schedule.tau_schedule
+                )
                 method.before_step(step)
                 output = accumulated_step(
                     run.trained, run.optimizer, micro_batches, lr, tau, run.precision,
-                    c.accumulation_steps,
+                    c.optim.accumulation_steps,
                 )  # fmt: skip
                 run.step = step = step + 1
-                progress.update(c.batch_size)
+                progress.update(c.optim.batch_size)
 
                 epoch_done = step % run.steps_per_epoch == 0
                 interrupted, out_of_time = distributed.any_rank(
                     stop_requests.received is not None, time.perf_counter() > deadline
                 )
                 stop_now = interrupted or out_of_time
-                every = c.checkpoint_every_steps
+                every = c.runtime.checkpoint_every_steps
                 checkpoint_due = epoch_done or stop_now or (every and step % every == 0)
-                if step % c.log_every_steps == 0 or step == run.total_steps or checkpoint_due:
+                if (
+                    step % c.runtime.log_every_steps == 0
+                    or step == run.total_steps
+                    or checkpoint_due
+                ):
                     elapsed = time.perf_counter() - train_started
                     speed = (
-                        (step - first_step) * c.batch_size / elapsed,
+                        (step - first_step) * c.optim.batch_size / elapsed,
                         run.data_wait_s / elapsed,
                     )
                     collapse = _log_step(run, output, lr, tau, speed, progress)
@@ -139,7 +145,11 @@ def _train(run: RunState, started: float, quiet: bool) -> tuple[float | None, fl
                     break
     progress.close()
     train_time = time.perf_counter() - train_started
-    return collapse, (run.step - first_step) * c.batch_size / max(train_time, 1e-9), stopped_early
+    return (
+        collapse,
+        (run.step - first_step) * c.optim.batch_size / max(train_time, 1e-9),
+        stopped_early,
+    )
 
 
 def _show_views(run: RunState, micro_batches: list) -> Iterator:
@@ -176,7 +186,7 @@ def _end_epoch(run: RunState, progress) -> None:  # noqa: ANN001
     record = dict(step=run.step, epoch=run.step // run.steps_per_epoch)
     record["collapse"] = sum(run.epoch_collapse) / len(run.epoch_collapse)
     run.epoch_collapse = []
-    every = c.knn_every_epochs
+    every = c.monitor.knn_every_epochs
     if run.monitor and every and record["epoch"] % every == 0 and run.step < run.total_steps:
         record["knn_top1"] = run.monitor.score(run.method.online_encoder)
         progress.write(f"epoch {record['epoch']}: kNN top-1 {record['knn_top1']:.2f}%")
@@ -217,7 +227,7 @@ def _finish(
     # The checkpoint and the encoder are on disk when any rank returns; rank 0 alone then runs
     # the final kNN and writes the summary, while the others are done.
     distributed.barrier()
-    scores = _final_scores(run) if run.monitor is not None and c.knn_final else {}
+    scores = _final_scores(run) if run.monitor is not None and c.monitor.knn_final else {}
     run.log.write(dict(step=run.step, epoch=run.step / run.steps_per_epoch, final=True, **scores))
     run.log.close()
     result = PretrainResult(
@@ -246,10 +256,10 @@ def _finish(
 def _final_scores(run: RunState) -> dict[str, float]:
     c = run.config
     scores = {"knn_top1": run.monitor.score(run.method.online_encoder, full=True)}
-    if c.knn_references:
+    if c.monitor.knn_references:
         torch.manual_seed(c.seed)  # the same initial weights the run started from
         random_init = build_model(c).online_encoder.to(run.device)
-        if c.channels_last:
+        if c.runtime.channels_last:
             random_init = random_init.to(memory_format=torch.channels_last)
         scores["knn_top1_random_init"] = run.monitor.score(random_init, full=True)
         scores["knn_top1_pixels"] = run.monitor.score_pixels()

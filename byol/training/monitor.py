@@ -30,24 +30,32 @@ class KnnMonitor:
         precision: str,
     ) -> None:
         self.config, self.device, self.precision = config, device, precision
-        transform = EvalTransform(config.image_size, info.mean, info.std, config.eval_crop_fraction)
+        transform = EvalTransform(
+            config.data.image_size, info.mean, info.std, config.monitor.eval_crop_fraction
+        )
         train = labelled(train)
         self.full_bank = _with_transform(train, transform)
         self.bank = self.full_bank
-        if 0 < config.knn_bank_subset < len(train):
-            bank = subset(train, config.knn_bank_subset, config.seed)
+        if 0 < config.monitor.knn_bank_subset < len(train):
+            bank = subset(train, config.monitor.knn_bank_subset, config.seed)
             self.bank = _with_transform(bank, transform)
         self.queries = _with_transform(test, transform)
 
     def _features(self, encoder: torch.nn.Module, dataset: Dataset):
         c = self.config
         return extract_features(
-            encoder, dataset, self.device, c.eval_batch_size, self.precision, 0, c.channels_last
+            encoder,
+            dataset,
+            self.device,
+            c.monitor.eval_batch_size,
+            self.precision,
+            0,
+            c.runtime.channels_last,
         )
 
     def _knn(self, bank: tuple, queries: tuple) -> float:
         c = self.config
-        return knn_accuracy(*bank, *queries, c.knn_k, c.knn_temperature)
+        return knn_accuracy(*bank, *queries, c.monitor.knn_k, c.monitor.knn_temperature)
 
     def score(self, encoder: torch.nn.Module, full: bool = False) -> float:
         bank = self._features(encoder, self.full_bank if full else self.bank)

@@ -45,11 +45,14 @@ class AlreadyFinished(Exception):  # noqa: N818 - a state, not an error
 
 
 def build_model(config: Config) -> Method:
-    """``config.method`` (BYOL or a baseline) on a fresh encoder."""
+    """``config.method.name`` (BYOL or a baseline) on a fresh encoder."""
     encoder, feature_dim = build_backbone(
-        config.backbone, config.cifar_stem, config.image_size, config.backbone_kwargs
+        config.model.backbone,
+        config.model.cifar_stem,
+        config.data.image_size,
+        config.model.backbone_kwargs,
     )
-    return build_method(config, encoder, feature_dim)
+    return build_method(config.method, encoder, feature_dim, config.seed)
 
 
 @dataclass
@@ -92,7 +95,7 @@ class RunState:
             steps = per_image_epoch(
                 self.views, self.config, self.device, epoch, start_batch, self.ranks
             )
-        if self.config.channels_last:
+        if self.config.runtime.channels_last:
             steps = (map(_channels_last, micro_batches) for micro_batches in steps)
         return (self._timed(micro_batches) for micro_batches in self._timed(steps))
 
@@ -112,8 +115,8 @@ class RunState:
 
     def progress_bar(self, quiet: bool) -> tqdm:
         return tqdm(
-            total=self.total_steps * self.config.batch_size,
-            initial=self.step * self.config.batch_size,
+            total=self.total_steps * self.config.optim.batch_size,
+            initial=self.step * self.config.optim.batch_size,
             unit="img",
             unit_scale=True,
             desc="pretrain",
@@ -152,7 +155,7 @@ class RunState:
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step,
                 "config": self.config.to_dict(),
-                "method": self.config.method,
+                "method": self.config.method.name,
                 "world_size": self.ranks.world_size,  # for the record: another count resumes
             }
             try:
@@ -166,7 +169,7 @@ class RunState:
         c = self.config
         path = self.run_dir / run_folder.ENCODER
         encoder = self.method.online_encoder
-        save_encoder(path, encoder, c.backbone, c.cifar_stem, c.backbone_kwargs)
+        save_encoder(path, encoder, c.model.backbone, c.model.cifar_stem, c.model.backbone_kwargs)
 
 
 def _channels_last(pair: Pairs) -> Pairs:
@@ -188,11 +191,15 @@ def set_up(
             if summary.get("steps") == checkpoint["step"]:  # its newest checkpoint is its last
                 raise AlreadyFinished(summary)
     config.validate()
-    distributed.check_batch(config.batch_size, ranks.world_size, config.accumulation_steps)
+    distributed.check_batch(
+        config.optim.batch_size, ranks.world_size, config.optim.accumulation_steps
+    )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    precision = resolve_precision(device, config.precision, config.image_size, config.cifar_stem)
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    precision = resolve_precision(
+        device, config.runtime.precision, config.data.image_size, config.model.cifar_stem
+    )
     train_set, monitor, views, info = _data(config, ranks, device, precision)
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
@@ -204,15 +211,15 @@ def set_up(
         run_folder.remove_stale_temporaries(run_dir)  # left by a process killed while writing
         (run_dir / run_folder.DIVERGED).unlink(missing_ok=True)  # resumed: written again if so
         run_folder.save_config(run_dir, config)
-    steps_per_epoch = len(train_set) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
+    steps_per_epoch = len(train_set) // config.optim.batch_size
+    total_steps = steps_per_epoch * config.schedule.epochs
+    peak_lr = scaled_learning_rate(config.optim.base_lr, config.optim.batch_size)
     run = RunState(
         config, run_dir, ranks, device, info, train_set, monitor, views, method, trained,
         optimizer=build_optimizer(
             method,  # parameter groups skip the target: it has no gradients
-            config.optimizer, peak_lr, config.weight_decay, config.momentum,
-            config.lars_trust_coefficient, method.lr_scales(),
+            config.optim.optimizer, peak_lr, config.optim.weight_decay, config.optim.momentum,
+            config.optim.lars_trust_coefficient, method.lr_scales(),
         ),
         precision=precision,
         peak_lr=peak_lr,
@@ -220,8 +227,8 @@ def set_up(
         total_steps=total_steps,
         # The schedules may span more steps than the run takes (schedule_epochs): lr and tau
         # then stop short of their end values, as a longer run's would at this step.
-        schedule_steps=max(total_steps, int(round(steps_per_epoch * config.schedule_epochs))),
-        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+        schedule_steps=max(total_steps, int(round(steps_per_epoch * config.schedule.schedule_epochs))),
+        warmup_steps=int(round(config.schedule.warmup_epochs * steps_per_epoch)),
     )  # fmt: skip
     if checkpoint is not None:
         _restore(run, checkpoint, source)
@@ -236,28 +243,36 @@ def _data(
 ) -> tuple[Dataset, KnnMonitor | None, BatchedEpochs | ViewPairs, DatasetInfo]:
     with distributed.main_first():  # rank 0 alone downloads or extracts, the others then read
         train_set, test_set, info = load_datasets(
-            config.dataset, config.data_dir or None, config.download, True, config.strict_images
+            config.data.dataset,
+            config.data.data_dir or None,
+            config.data.download,
+            True,
+            config.data.strict_images,
         )
     monitor = None
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
     if test_set is not None and info.classes and ranks.is_main:
         monitor = KnnMonitor(config, train_set, test_set, info, device, precision)
-    if config.train_subset:
-        train_set = subset(train_set, config.train_subset, config.seed)
-    if len(train_set) < config.batch_size:
+    if config.data.train_subset:
+        train_set = subset(train_set, config.data.train_subset, config.seed)
+    if len(train_set) < config.optim.batch_size:
         raise ConfigError(
             f"the training set has {len(train_set)} images, fewer than batch_size="
-            f"{config.batch_size}; lower it with --set batch_size=N."
+            f"{config.optim.batch_size}; lower it with --set batch_size=N."
         )
     path = view_path(config, train_set)
     if path == "batched":
         images = train_set.images[:, :1] if info.grayscale else train_set.images  # gray: 1 channel
         views = BatchedEpochs(
-            images.to(device), batch_paper_views(config, info.mean, info.std), config, ranks
+            images.to(device),
+            batch_paper_views(config.views, config.data.image_size, info.mean, info.std),
+            config,
+            ranks,
         )
     else:
         make = cropped_paper_views if path == "cropped" else paper_views
-        views = ViewPairs(train_set, make(config, info.mean, info.std, info.grayscale))
+        made = make(config.views, config.data.image_size, info.mean, info.std, info.grayscale)
+        views = ViewPairs(train_set, made)
     return train_set, monitor, views, info
 
 
@@ -266,12 +281,12 @@ def _place(
 ) -> tuple[Method, torch.nn.Module]:
     """The method on its device and memory format, and what the step calls: the method,
     DDP-wrapped when there are several ranks."""
-    if ranks.world_size > 1 and config.sync_batchnorm:  # global BN statistics (Section 3.3)
+    if ranks.world_size > 1 and config.model.sync_batchnorm:  # global BN statistics (Section 3.3)
         method = convert_sync_batchnorm(method, device)
     method.to(device)
-    if config.channels_last:
+    if config.runtime.channels_last:
         method.to(memory_format=torch.channels_last)
-    if config.compile:
+    if config.runtime.compile:
         method.compile()  # in place: the state dict keeps its names, so checkpoints are portable
     return method, distributed.wrap(method, device)  # DDP over the online branch
 
