@@ -104,9 +104,10 @@ class StreamingSource(IterableDataset, abc.ABC):
         """Every item, untransformed, in the stored order: the same order on every call."""
 
     def stream_part(self, part: int, parts: int) -> Iterator[Item]:
-        """Items part, part + parts, ... of ``stream()``: ``parts`` disjoint parts that together
-        hold every item once. This default reads the whole stream and skips; a source stored in
-        pieces (tar shards) overrides it to read only its own pieces."""
+        """Part ``part`` of ``parts`` disjoint parts that together hold every item once, each in
+        stream order. Parts nest: part p of n is parts p, p + n, p + 2n, ... of k * n together
+        (ranks split into workers so). This default keeps items p, p + n, ... of the whole
+        stream; a source stored in pieces (tar shards) overrides it to read only its own."""
         return itertools.islice(self.stream(), part, None, parts)
 
     def __iter__(self) -> Iterator[Item]:
@@ -116,7 +117,8 @@ class StreamingSource(IterableDataset, abc.ABC):
             yield (image if self.transform is None else self.transform(image)), int(label)
 
     def shard(self, index: int, count: int) -> StreamingSource:
-        """Items index, index + count, ... of the stream: one rank's part of ``count`` ranks."""
+        """Rank ``index``'s part of ``count`` ranks (``stream_part``), split again across its
+        DataLoader workers."""
         if not 0 <= index < count:
             raise ValueError(f"shard index must be in [0, {count}), got {index}")
         return _Shard(self, index, count)
@@ -151,7 +153,7 @@ class _Shard(_Derived):
         return self.source.stream_part(self.index, self.count)
 
     def stream_part(self, part: int, parts: int) -> Iterator[Item]:
-        # A worker's part of a rank's part: every (count * parts)-th item of the whole stream.
+        # A worker's part of a rank's part: parts nest (see stream_part).
         return self.source.stream_part(self.index + self.count * part, self.count * parts)
 
 
