@@ -1,57 +1,78 @@
-"""Datasets as uint8 (3, H, W) image tensors plus integer labels (-1 = unlabelled).
+"""Dataset sources: uint8 (3, H, W) image tensors plus integer labels (-1 = unlabelled).
 
-Every dataset returned here yields ``(image, label)`` with ``image`` a uint8 tensor of shape
-(3, H, W) when its ``transform`` is None; the caller sets ``.transform`` (augmentations, eval
-preprocessing). Known names: fashion-mnist, cifar10, cifar100, stl10, cifar10-jpeg, imagenet;
-anything else is a path to a folder of images.
+Every source yields ``(image, label)`` with ``image`` a uint8 tensor of shape (3, H, W) while its
+``transform`` is None; the caller sets ``.transform`` (augmentations, eval preprocessing). A
+source declares its kind (``source.py``):
 
-    images.py            image files, a folder of them, tensors held in memory
+- indexable (``IndexableSource``, map-style): ``len``, ``source[i]``, ``label_array()`` (None =
+  unknown, -1 = that item unlabelled), ``take(indices)`` for subsets, and ``images_tensor()``
+  where ``in_memory`` (views are then made a batch at a time on the training device);
+- streaming (``StreamingSource``, iterable): items in a stored order, ``num_samples`` if known,
+  ``labelled``, ``shard(rank, ranks)``; it splits itself across DataLoader workers and cannot be
+  subset by index (``indexable`` refuses it in one line).
+
+Subsets, the labelled part, the kNN monitor and evaluation go through this contract only. A new
+source is one file here that returns its splits from a ``Registered`` loader, plus one line in
+``SOURCES`` below. Known names: fashion-mnist, cifar10, cifar100, stl10, cifar10-jpeg, imagenet,
+folder; anything else is a path to a folder of images.
+
+    source.py            the contract, LoadRequest, Registered
+    tensors.py           images held in memory as one tensor
+    images.py            a folder of image files, decoded per item or into memory
+    decode.py            image files to uint8 RGB tensors
     idx.py               Fashion-MNIST (IDX files)
     torchvision_sets.py  CIFAR-10/100, STL-10
     cifar10_jpeg.py      the CIFAR-10 JPEG copy
-    folders.py           a user's image folder
-    subsets.py           class-balanced subsets
+    folders.py           a user's image folder, ImageNet's
+    subsets.py           class-balanced subsets, the labelled items
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
-from byol.data.cifar10_jpeg import load_cifar10_jpeg
-from byol.data.folders import load_folder
-from byol.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
-from byol.data.images import (
-    IMAGE_EXTENSIONS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageFolderDataset,
-    TensorImageDataset,
-    decode_image,
+from byol.data import cifar10_jpeg, folders, idx, torchvision_sets
+from byol.data.decode import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, decode_image
+from byol.data.idx import FASHION_MNIST_CLASSES, read_idx
+from byol.data.images import ImageFolderDataset
+from byol.data.info import DatasetInfo, default_data_dir
+from byol.data.source import (
+    IndexableSource,
+    LoadRequest,
+    Registered,
+    Source,
+    StreamingSource,
+    indexable,
+    num_items,
 )
-from byol.data.info import KNOWN_DATASETS, DatasetInfo, default_data_dir
 from byol.data.subsets import labelled, subset, subset_indices
-from byol.data.torchvision_sets import load_cifar, load_stl10
+from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
 
-# (mean, std) of the 3-channel RGB images, per channel in [0, 1].
-_KNOWN_STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "fashion-mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar10-jpeg": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+# Every source by name; "folder" and anything that is not a name are image folders.
+SOURCES: dict[str, Registered] = {
+    "fashion-mnist": idx.FASHION_MNIST,
+    "cifar10": torchvision_sets.CIFAR10,
+    "cifar100": torchvision_sets.CIFAR100,
+    "stl10": torchvision_sets.STL10,
+    "cifar10-jpeg": cifar10_jpeg.CIFAR10_JPEG,
+    "imagenet": folders.IMAGENET,
+    "folder": folders.FOLDER,
 }
+KNOWN_DATASETS = tuple(name for name in SOURCES if name != "folder")
 
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
+def _key(name: str) -> str:
+    key = name.strip().lower().replace("_", "-")
+    return _ALIASES.get(key, key)
+
+
 def known_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """(mean, std) a known dataset's images are normalised with; None for a folder."""
-    key = name.strip().lower().replace("_", "-")
-    return _KNOWN_STATS.get(_ALIASES.get(key, key))
+    entry = SOURCES.get(_key(name))
+    return entry.stats if entry is not None else None
 
 
 def load_datasets(
@@ -60,49 +81,29 @@ def load_datasets(
     download: bool = False,
     in_memory: bool = True,
     strict: bool = False,
-) -> tuple[Dataset, Dataset | None, DatasetInfo]:
+) -> tuple[Source, Source | None, DatasetInfo]:
     """Return (train, test or None, info); items are (uint8 (3, H, W) tensor, int label).
 
     ``name`` is fashion-mnist, cifar10, cifar100, stl10 (train = train+unlabeled, label -1 for
     unlabeled), cifar10-jpeg, imagenet (a folder with train/ and val/ at data_dir), "folder"
-    (the folder at data_dir) or a path to a folder. ``data_dir`` "" or None means the usual
-    place. ``in_memory`` matters for image folders only; the other sets always are in memory.
-    Unreadable image files are skipped and listed in ``info.unreadable``, or, with ``strict``,
-    the first one raises DatasetError naming it.
-    Both datasets come with transform=None; the caller sets ``.transform``.
+    (the folder at data_dir), any other name in ``SOURCES``, or a path to a folder. ``data_dir``
+    "" or None means the usual place. ``in_memory`` matters for image folders only; the other
+    sets always are in memory. Unreadable image files are skipped and listed in
+    ``info.unreadable``, or, with ``strict``, the first one raises DatasetError naming it.
+    Both splits come with transform=None; the caller sets ``.transform``.
     """
-    path = Path(data_dir).expanduser() if data_dir else None
-    key = name.strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key == "fashion-mnist":
-        train, test = load_fashion_mnist(path, download)
-        mean, std = _KNOWN_STATS[key]
-        return (
-            train,
-            test,
-            DatasetInfo(key, list(FASHION_MNIST_CLASSES), mean, std, True),
-        )
-    if key in ("cifar10", "cifar100", "stl10", "cifar10-jpeg"):
-        if key == "stl10":
-            train, test, classes = load_stl10(path, download)
-        elif key == "cifar10-jpeg":
-            train, test, classes = load_cifar10_jpeg(path, in_memory, strict)
-        else:
-            train, test, classes = load_cifar(key, path, download)
-        mean, std = _KNOWN_STATS[key]
-        return train, test, DatasetInfo(key, classes, mean, std, False)
-    if key in ("folder", "imagenet"):
-        if path is None:
+    key = _key(name)
+    entry = SOURCES.get(key)
+    if entry is None:
+        path = Path(name).expanduser()
+        if not path.exists():
             raise DatasetNotFoundError(
-                f"Dataset '{name}' needs data_dir: set it to the image folder "
-                "(with train/ and val/ sub-folders for ImageNet)."
+                f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
+                "existing image folder; check the path."
             )
-        train, test, info = load_folder(path, in_memory, strict)
-        if key == "imagenet":
-            info.name = "imagenet"
-            info.mean, info.std = _KNOWN_STATS["imagenet"]
-        return train, test, info
-    return load_folder(Path(name).expanduser(), in_memory, strict)
+        return folders.load_folder(path, in_memory, strict)
+    path = Path(data_dir).expanduser() if data_dir else None
+    return entry.load(LoadRequest(key, path, download, in_memory, strict))
 
 
 __all__ = [
@@ -110,16 +111,25 @@ __all__ = [
     "KNOWN_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SOURCES",
     "DatasetError",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "FASHION_MNIST_CLASSES",
     "ImageFolderDataset",
+    "IndexableSource",
+    "LoadRequest",
+    "Registered",
+    "Source",
+    "StreamingSource",
     "TensorImageDataset",
     "decode_image",
     "default_data_dir",
+    "indexable",
     "known_stats",
     "labelled",
     "load_datasets",
+    "num_items",
     "read_idx",
     "subset",
     "subset_indices",

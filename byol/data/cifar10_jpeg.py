@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
-from byol.data.images import ImageFolderDataset, TensorImageDataset, to_memory, unreadable_summary
-from byol.data.info import _cache_root
+from byol.data.images import ImageFolderDataset, to_memory, unreadable_summary
+from byol.data.info import DatasetInfo, _cache_root
+from byol.data.source import LoadRequest, Registered, Source, Splits
+from byol.data.tensors import TensorImageDataset
+from byol.data.torchvision_sets import CIFAR10_STATS
 from byol.errors import DatasetError, DatasetNotFoundError
 from byol.run_folder import atomic_write
 
@@ -127,7 +129,7 @@ def _extract_cifar10_jpeg(tarball: Path, dest: Path) -> None:
 
 def load_cifar10_jpeg(
     data_dir: Path | None, in_memory: bool, strict: bool = False
-) -> tuple[Dataset, Dataset, list[str]]:
+) -> tuple[Source, Source, list[str]]:
     folder, tarball, looked = _locate_cifar10_jpeg(data_dir)
     if folder is None and tarball is not None:
         folder = _cifar10_jpeg_cache()
@@ -160,3 +162,12 @@ def load_cifar10_jpeg(
             torch.save({"images": ds.images, "labels": ds.labels, "classes": train.classes}, buffer)
             atomic_write(p, [buffer.getbuffer()])
     return mem[0], mem[1], train.classes
+
+
+def load(request: LoadRequest) -> Splits:
+    train, test, classes = load_cifar10_jpeg(request.data_dir, request.in_memory, request.strict)
+    mean, std = CIFAR10_STATS  # normalised as the CIFAR-10 it was made from
+    return train, test, DatasetInfo(request.name, classes, mean, std, False)
+
+
+CIFAR10_JPEG = Registered(load, CIFAR10_STATS)

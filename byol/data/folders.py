@@ -6,23 +6,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
+from byol.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from byol.data.images import ImageFolderDataset, folder_stats, to_memory, unreadable_summary
-from byol.data.info import KNOWN_DATASETS, DatasetInfo
+from byol.data.info import DatasetInfo
+from byol.data.source import LoadRequest, Registered, Source, Splits
 from byol.errors import DatasetError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
 
-def load_folder(
-    path: Path, in_memory: bool, strict: bool = False
-) -> tuple[Dataset, Dataset | None, DatasetInfo]:
+def load_folder(path: Path, in_memory: bool, strict: bool = False) -> Splits:
     if not path.exists():
-        raise DatasetNotFoundError(
-            f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
-            "existing image folder; check the path."
-        )
+        raise DatasetNotFoundError(f"Image folder {path} does not exist; check data_dir.")
     if not path.is_dir():
         raise DatasetError(f"Dataset path {path} is a file, not a folder of images.")
     test_dir = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
@@ -42,7 +37,7 @@ def load_folder(
     else:
         train, test = ImageFolderDataset(path, strict=strict), None
     folders = [ds for ds in (train, test) if ds is not None]
-    splits: list[Dataset] = list(folders)
+    splits: list[Source] = list(folders)
     if in_memory:
         held = []
         for ds in folders:  # decoding drops unreadable files, so the stats below skip them
@@ -57,3 +52,20 @@ def load_folder(
     unreadable = unreadable_summary(folders)
     info = DatasetInfo(path.resolve().name, list(train.classes), mean, std, gray, unreadable)
     return splits[0], splits[1] if test is not None else None, info
+
+
+def _load_named(request: LoadRequest) -> Splits:
+    if request.data_dir is None:
+        raise DatasetNotFoundError(
+            f"Dataset '{request.name}' needs data_dir: set it to the image folder "
+            "(with train/ and val/ sub-folders for ImageNet)."
+        )
+    train, test, info = load_folder(request.data_dir, request.in_memory, request.strict)
+    if request.name == "imagenet":
+        info.name = "imagenet"
+        info.mean, info.std = IMAGENET_MEAN, IMAGENET_STD
+    return train, test, info
+
+
+FOLDER = Registered(_load_named)  # the folder at data_dir
+IMAGENET = Registered(_load_named, (IMAGENET_MEAN, IMAGENET_STD))  # train/ and val/ at data_dir

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byol.data.images import TensorImageDataset
-from byol.data.info import default_data_dir
+from byol.data.info import DatasetInfo, default_data_dir
+from byol.data.source import LoadRequest, Registered, Splits
+from byol.data.tensors import TensorImageDataset
 from byol.data.torchvision_sets import torchvision_dataset
 from byol.errors import DatasetError, DatasetNotFoundError
 
@@ -29,6 +30,8 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
+
+FASHION_MNIST_STATS = ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530))
 
 _IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -116,3 +119,12 @@ def load_fashion_mnist(
         f"{', '.join(str(c) for c in candidates)}; install them with "
         "`apt-get install dataset-fashion-mnist` or fetch them with `--set download=true`."
     )
+
+
+def load(request: LoadRequest) -> Splits:
+    train, test = load_fashion_mnist(request.data_dir, request.download)
+    mean, std = FASHION_MNIST_STATS
+    return train, test, DatasetInfo(request.name, list(FASHION_MNIST_CLASSES), mean, std, True)
+
+
+FASHION_MNIST = Registered(load, FASHION_MNIST_STATS)

@@ -1,5 +1,5 @@
-"""The two dataset shapes of images: a folder of files decoded per item, and uint8 tensors held in
-memory.
+"""A folder of image files as a source decoded item by item, and its decoding into a
+``TensorImageDataset`` held in memory when the images fit.
 
 An unreadable file in a folder is skipped by default: the first few are logged by path and all
 are listed in ``ImageFolderDataset.unreadable``. With ``strict=True`` the first one stops the run
@@ -8,16 +8,14 @@ with a message naming it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from byol.data.decode import (
     GRAY_MODES,
@@ -35,42 +33,14 @@ from byol.data.decode import (
     is_image_file,
     to_rgb,
 )
+from byol.data.source import IndexableSource, Item, Transform
+from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
 
-class TensorImageDataset(Dataset):
-    """Whole dataset held in memory as uint8 (N, 3, H, W) plus int64 labels (-1 = unlabelled)."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        transform: Callable[[torch.Tensor], Any] | None = None,
-    ) -> None:
-        labels = torch.as_tensor(labels, dtype=torch.int64)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
-            )
-        self.images = images
-        self.labels = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        image = self.images[i]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[i])
-
-
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(IndexableSource):
     """A folder of images: by class (root/<class>/**/img) -> labels, or flat -> label -1.
 
     Flat means image files lie directly in ``root`` (sub-folders are then searched too and all
@@ -83,7 +53,7 @@ class ImageFolderDataset(Dataset):
     def __init__(
         self,
         root: str | Path,
-        transform: Callable[[torch.Tensor], Any] | None = None,
+        transform: Transform | None = None,
         classes: list[str] | None = None,
         strict: bool = False,
     ) -> None:
@@ -122,7 +92,7 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
+    def __getitem__(self, i: int) -> Item:
         for offset in range(len(self.samples)):
             path, label = self.samples[(i + offset) % len(self.samples)]
             try:
@@ -134,6 +104,17 @@ class ImageFolderDataset(Dataset):
                 image = self.transform(image)
             return image, label
         raise self._nothing_readable()
+
+    def label_array(self) -> np.ndarray:
+        return np.array([label for _, label in self.samples], dtype=np.int64)
+
+    def take(self, indices: np.ndarray) -> ImageFolderDataset:
+        out = copy.copy(self)
+        out.samples = [self.samples[i] for i in indices]
+        return out
+
+    def files(self) -> list[Path]:
+        return [path for path, _ in self.samples]
 
     def note_unreadable(self, error: UnreadableImage, logged: bool = True) -> None:
         """Record a file that failed to decode; in strict mode, stop with its name instead.

@@ -28,6 +28,3 @@ def default_data_dir() -> Path:
     """Where torchvision datasets are stored: $BYOL_DATA_DIR, else ~/.cache/byol/data."""
     env = os.environ.get("BYOL_DATA_DIR")
     return Path(env).expanduser() if env else Path("~/.cache/byol/data").expanduser()
-
-
-KNOWN_DATASETS = ("fashion-mnist", "cifar10", "cifar100", "stl10", "cifar10-jpeg", "imagenet")

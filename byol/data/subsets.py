@@ -1,22 +1,12 @@
-"""Deterministic, class-balanced subsets of a dataset (label fractions, kNN banks, train_subset)."""
+"""Deterministic, class-balanced subsets of a source (label fractions, kNN banks, train_subset),
+and the labelled part of a partly labelled one (STL-10's train+unlabeled)."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from byol.data.images import ImageFolderDataset, TensorImageDataset
-
-
-def _labels(dataset: Dataset) -> np.ndarray | None:
-    if isinstance(dataset, TensorImageDataset):
-        return dataset.labels.numpy()
-    if isinstance(dataset, ImageFolderDataset):
-        return np.array([label for _, label in dataset.samples], dtype=np.int64)
-    return None
+from byol.data.source import Source, indexable
 
 
 def subset_indices(labels: np.ndarray | None, length: int, n: int, seed: int = 0) -> np.ndarray:
@@ -40,31 +30,26 @@ def subset_indices(labels: np.ndarray | None, length: int, n: int, seed: int = 0
     return np.sort(order[:n])
 
 
-def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
+def subset(dataset: Dataset, n: int, seed: int = 0) -> Source:
     """A deterministic random subset of at most n items, class-balanced when fully labelled.
 
-    A TensorImageDataset or ImageFolderDataset gives a new one of the same kind (same transform);
-    any other dataset gives a torch Subset.
+    An indexable source gives one of the same kind (same transform, through its ``take``); a
+    streaming source is refused in one line: its items cannot be picked by index.
     """
-    length = len(dataset)  # type: ignore[arg-type]
-    return _take(dataset, subset_indices(_labels(dataset), length, n, seed))
-
-
-def _take(dataset: Dataset, idx: np.ndarray) -> Dataset:
-    """The items at idx, as the same kind of dataset when it is one of ours."""
-    if isinstance(dataset, TensorImageDataset):
-        t = torch.from_numpy(idx)
-        return TensorImageDataset(dataset.images[t], dataset.labels[t], dataset.transform)
-    if isinstance(dataset, ImageFolderDataset):
-        out = copy.copy(dataset)
-        out.samples = [dataset.samples[i] for i in idx]
-        return out
-    return torch.utils.data.Subset(dataset, idx.tolist())
+    source = indexable(dataset, f"a subset of {n} items")
+    return source.take(subset_indices(source.label_array(), len(source), n, seed))
 
 
 def labelled(dataset: Dataset) -> Dataset:
-    """The items with a label (>= 0), e.g. STL-10's `train` part of `train+unlabeled`."""
-    labels = _labels(dataset)
+    """The items with a label (>= 0), e.g. STL-10's `train` part of `train+unlabeled`.
+
+    A source whose labels are unknown is returned as it is; a labelled stream is filtered as it
+    is read.
+    """
+    if getattr(dataset, "streaming", False):
+        return dataset.only_labelled() if dataset.labelled else dataset  # type: ignore[attr-defined]
+    source = indexable(dataset, "the labelled items")
+    labels = source.label_array()
     if labels is None or len(labels) == 0 or labels.min() >= 0:
         return dataset
-    return _take(dataset, np.flatnonzero(labels >= 0))
+    return source.take(np.flatnonzero(labels >= 0))

@@ -22,7 +22,7 @@ from byol import run_folder, settings
 from byol.backbones import build_backbone, format_kwargs, is_timm
 from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
 from byol.config import Config, apply_overrides
-from byol.data import labelled, load_datasets, subset, subset_indices
+from byol.data import indexable, labelled, load_datasets, num_items, subset, subset_indices
 from byol.errors import ByolError, CheckpointError
 from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
@@ -157,13 +157,13 @@ class Evaluation:
     def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.train if split == "train" else self.test
         c = self.config
-        key = f"{self._encoder_id(method)}|{self.dataset}|{split}|{len(dataset)}|"
+        key = f"{self._encoder_id(method)}|{self.dataset}|{split}|{num_items(dataset)}|"
         key += f"{c.data.image_size}|{c.monitor.eval_crop_fraction}"
         path = self.out_dir / run_folder.FEATURES / f"{method}-{safe_name(self.dataset)}-{split}.pt"
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
             encoder = self.encoder(method).to(self.device)
-            view = probes.Transformed(dataset, self.eval_transform)
+            view = dataset.with_transform(self.eval_transform)  # a stream too: read in order
             return extract_features(
                 encoder, view, self.device, c.monitor.eval_batch_size, self.precision
             )
@@ -180,12 +180,12 @@ class Evaluation:
             self.subsets_name = f"{safe_name(self.dataset)}-pretraining{count}"
 
     def train_labels(self) -> np.ndarray:
-        labels = getattr(self.train, "labels", None)
+        purpose = "label subsets (a linear probe's validation split, fine-tuning's fractions)"
+        train = indexable(self.train, purpose)
+        labels = train.label_array()
         if labels is not None:
-            return np.asarray(labels)
-        if hasattr(self.train, "samples"):
-            return np.array([label for _, label in self.train.samples])
-        return np.array([int(self.train[i][1]) for i in range(len(self.train))])
+            return labels
+        return np.array([int(train[i][1]) for i in range(len(train))])
 
     def indices(self, tag: str, fraction: float, seed: int) -> np.ndarray:
         """Class-balanced indices into the training set, written once and reused after."""

@@ -85,16 +85,16 @@ class _Files(Dataset):
     """The folder's files in order, each decoded and transformed; an unreadable file yields a
     blank image and index -1, so that it can be left out and listed afterwards."""
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: EvalTransform) -> None:
-        self.samples, self.transform = samples, transform
+    def __init__(self, paths: list[Path], transform: EvalTransform) -> None:
+        self.paths, self.transform = paths, transform
         self.blank = torch.zeros(3, transform.image_size, transform.image_size, dtype=torch.uint8)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         try:
-            return self.transform(decode_image(self.samples[i][0])), i
+            return self.transform(decode_image(self.paths[i])), i
         except UnreadableImage:
             return self.transform(self.blank), -1
 
@@ -116,16 +116,15 @@ def embed(
     precision = resolve_precision(
         device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
     )
-    rows = _Files(
-        images.samples, EvalTransform(c.data.image_size, mean, std, c.monitor.eval_crop_fraction)
-    )
+    paths = images.files()
+    rows = _Files(paths, EvalTransform(c.data.image_size, mean, std, c.monitor.eval_crop_fraction))
     encoder = src.load().to(device)
     features, index = extract_features(encoder, rows, device, c.monitor.eval_batch_size, precision)
     kept = index >= 0
-    files = [images.samples[i][0].relative_to(root).as_posix() for i in index[kept].tolist()]
+    files = [paths[i].relative_to(root).as_posix() for i in index[kept].tolist()]
     done = set(index[kept].tolist())
     skipped = [str(path) for path, _ in images.unreadable]  # met while reading statistics
-    skipped += [str(path) for i, (path, _) in enumerate(images.samples) if i not in done]
+    skipped += [str(path) for i, path in enumerate(paths) if i not in done]
     out_dir = Path(out) if out else src.out_dir / "embed" / (root.resolve().name or "folder")
     array = features[kept].numpy().astype(np.float32)
     written = _write(out_dir, array, files)

@@ -12,25 +12,26 @@ import torch
 import torch.nn.functional as F
 
 from byol import run_folder
-from byol.data import ImageFolderDataset
+from byol.data import ImageFolderDataset, Source
 from byol.evaluation.protocols import Evaluation, safe_name
 
 
-def _sources(dataset: object, name: str, split: str, classes: list[str], count: int) -> list[str]:
+def _sources(dataset: Source, name: str, split: str, classes: list[str], count: int) -> list[str]:
     """A file path per item where the images came from files, else '[index]'.
 
     Folders are held in memory in the order of their file listing, so listing them again
     (cheap: no decoding) recovers each item's path.
     """
-    samples = getattr(dataset, "samples", None)
+    files = dataset.files()
     root = Path(name).expanduser()
-    if samples is None and root.is_dir():
+    if files is None and root.is_dir():
         if split == "train":
             folder = root / "train" if (root / "train").is_dir() else root
         else:
             folder = next((root / s for s in ("test", "val") if (root / s).is_dir()), root)
         samples = ImageFolderDataset(folder, classes=classes or None).samples
-    paths = [str(path) for path, label in samples or [] if label >= 0]
+        files = [path for path, label in samples if label >= 0]
+    paths = [str(path) for path in files or []]
     return paths if len(paths) == count else [f"[{i}]" for i in range(count)]
 
 

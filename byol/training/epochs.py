@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from byol import distributed
 from byol.config import Config
-from byol.data import TensorImageDataset
 from byol.views.batched import BatchTwoViews
 from byol.views.cropped import CroppedViews
 from byol.views.per_image import TwoViews
@@ -188,4 +187,4 @@ def view_path(config: Config, train_set: Dataset) -> str:
     (crops in workers, the rest batched on the device; images read from files) or "per-image"."""
     if config.runtime.view_path == "per-image":
         return "per-image"
-    return "batched" if isinstance(train_set, TensorImageDataset) else "cropped"
+    return "batched" if getattr(train_set, "in_memory", False) else "cropped"

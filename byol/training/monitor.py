@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from byol.config import Config
-from byol.data import DatasetInfo, labelled, subset
+from byol.data import DatasetInfo, indexable, labelled, num_items, subset
 from byol.evaluation.features import extract_features
 from byol.evaluation.knn import knn_accuracy
 from byol.views.per_image import EvalTransform
@@ -36,7 +36,14 @@ class KnnMonitor:
         train = labelled(train)
         self.full_bank = _with_transform(train, transform)
         self.bank = self.full_bank
-        if 0 < config.monitor.knn_bank_subset < len(train):
+        size = num_items(train)  # None: a stream of unknown length
+        if 0 < config.monitor.knn_bank_subset and (
+            size is None or config.monitor.knn_bank_subset < size
+        ):
+            purpose = (
+                f"knn_bank_subset={config.monitor.knn_bank_subset} (a class-balanced kNN bank)"
+            )
+            indexable(train, purpose, "set knn_bank_subset=0 to score against the whole stream")
             bank = subset(train, config.monitor.knn_bank_subset, config.seed)
             self.bank = _with_transform(bank, transform)
         self.queries = _with_transform(test, transform)

@@ -19,7 +19,7 @@ from byol import distributed, run_folder
 from byol.backbones import build_backbone
 from byol.checkpoint import load_latest_checkpoint, load_model_state, save_checkpoint, save_encoder
 from byol.config import Config
-from byol.data import DatasetInfo, load_datasets, subset
+from byol.data import DatasetInfo, indexable, load_datasets, subset
 from byol.errors import CheckpointError, ConfigError, TrainingDiverged
 from byol.methods import Method, build_method
 from byol.run_folder import MetricsLog
@@ -253,6 +253,7 @@ def _data(
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
     if test_set is not None and info.classes and ranks.is_main:
         monitor = KnnMonitor(config, train_set, test_set, info, device, precision)
+    indexable(train_set, "pretraining (a seeded image order per epoch, resumable mid-epoch)")
     if config.data.train_subset:
         train_set = subset(train_set, config.data.train_subset, config.seed)
     if len(train_set) < config.optim.batch_size:
@@ -262,7 +263,7 @@ def _data(
         )
     path = view_path(config, train_set)
     if path == "batched":
-        images = train_set.images[:, :1] if info.grayscale else train_set.images  # gray: 1 channel
+        images = train_set.images_tensor()[:, :1] if info.grayscale else train_set.images_tensor()
         views = BatchedEpochs(
             images.to(device),
             batch_paper_views(config.views, config.data.image_size, info.mean, info.std),
