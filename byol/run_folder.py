@@ -13,15 +13,17 @@ metrics log, the summary, and which config changes a resumed run accepts.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from byol.config import Config, from_dict, resume_changes
 from byol.errors import CheckpointError
+from byol.files import atomic_write as atomic_write  # re-exported: run files are written here
+from byol.files import remove_stale_temporaries as remove_stale_temporaries
+from byol.files import write_bytes as write_bytes
+from byol.files import write_json as write_json
+from byol.files import write_text as write_text
 from byol.loggers import TENSORBOARD as TENSORBOARD  # its folder, named where the logger is
 from byol.loggers import open_loggers
 from byol.run_lock import LOCK as LOCK  # re-exported: every run file's name is found here
@@ -44,83 +46,6 @@ EXPORT = "export"
 VIEWS = "views.png"  # example views T and T' of the first step
 DIVERGED = "diverged.json"  # the run diverged: a resume may change its `recovery` settings
 ABLATION_EVAL = "ablation_eval.json"
-
-_CHUNK = 1 << 22
-_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
-os.umask(_UMASK)
-
-
-def _write_error(path: Path, error: OSError) -> CheckpointError:
-    if error.errno == errno.ENOSPC:
-        cause, fix = f"no space left on the device holding {path.parent}", "free some space"
-    else:
-        cause, fix = str(error.strerror or error), "check the folder's permissions and space"
-    return CheckpointError(
-        f"could not write {path.name} ({cause}); the previous file was left intact: {fix}, "
-        "then resume."
-    )
-
-
-def atomic_write(path: Path, parts: list[Any], previous: Path | None = None) -> None:
-    """Write the bytes-like ``parts`` one after another to ``path`` via a temporary file; with
-    ``previous``, the file it replaces is renamed there first. A failure leaves the files that
-    were there untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide run files from a team's readers
-    try:
-        try:
-            for part in parts:
-                view = memoryview(part)
-                while view:
-                    view = view[os.write(fd, view[:_CHUNK]) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if previous is not None and path.exists():
-            os.replace(path, previous)
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)  # the renames themselves survive a power cut
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        raise _write_error(path, error) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_text(path: Path, text: str) -> None:
-    # A file name that is not UTF-8 reaches Python as lone surrogates: written as escapes.
-    atomic_write(Path(path), [text.encode("utf-8", "backslashreplace")])
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(Path(path), [data])
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2) + "\n")
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files left by a process killed while writing (one run per folder)."""
-    for stale in Path(folder).glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
-
 
 def save_config(run_dir: Path, config: Config) -> None:
     write_json(Path(run_dir) / CONFIG, config.to_dict())

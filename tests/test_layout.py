@@ -6,21 +6,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "byol"
 # The path a batch takes, lowest first. A module may import its own layer and the ones before.
 LAYERS = [
-    (
-        "errors",
-        "settings",
-        "config",
-        "presets",
-        "backbones",
-        "loggers",
-        "run_lock",
-        "run_folder",
-        "checkpoint",
-    ),
+    ("errors", "settings", "files", "backbones", "loggers", "run_lock"),
     ("runtime", "distributed", "sync_batchnorm"),
     ("data",),
     ("views",),
     ("methods",),
+    # The run's config is composed of the settings its parts declare, so it sits above them.
+    ("config", "presets", "run_folder", "checkpoint"),
     ("evaluation",),  # below training: the kNN monitor uses it, never the other way round
     ("training",),
     ("reporting",),

@@ -26,7 +26,7 @@ from byol.data.source import LoadRequest, Registered, Source, Splits
 from byol.data.tensors import TensorImageDataset
 from byol.data.torchvision_sets import CIFAR10_STATS
 from byol.errors import DatasetError, DatasetNotFoundError
-from byol.run_folder import atomic_write
+from byol.files import atomic_write
 
 log = logging.getLogger(__name__)
 
