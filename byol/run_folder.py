@@ -47,6 +47,7 @@ VIEWS = "views.png"  # example views T and T' of the first step
 DIVERGED = "diverged.json"  # the run diverged: a resume may change its `recovery` settings
 ABLATION_EVAL = "ablation_eval.json"
 
+
 def save_config(run_dir: Path, config: Config) -> None:
     write_json(Path(run_dir) / CONFIG, config.to_dict())
 

@@ -42,7 +42,7 @@ class MethodSettings:
     """A method's own settings: each method subclasses this next to its code, with its name as
     the default of ``name`` and every field declared with ``byol.settings.setting``."""
 
-    name: str = setting("byol", "the method (byol | simclr | barlow | moco | vicreg)")
+    name: str = setting("byol", "the method: a name in byol.methods.METHODS")
     # Flat names of earlier releases (config.json of old run folders) -> this class's fields.
     OLD_NAMES: ClassVar[dict[str, str]] = {}
 

@@ -1,205 +1,15 @@
-"""Settings as trees of dataclasses, parsed from ``key=value`` strings and JSON.
-
-Every part of the package declares its own settings next to its code, one field at a time with
-``setting(default, help, <rule>)``: the rule (``Rule``: bounds, choices, a pattern) and the help
-text live in the field's metadata, so nothing parallel has to be kept in sync. A tree nests such
-dataclasses: the run's ``Config`` (``byol/config.py``) holds a section per concern, the view
-pipelines T and T' as a pair of sections, and the chosen method's own settings as a section whose
-class depends on the method's name (a *kinded* section, see ``section``).
-
-Keys are dotted paths: ``optim.batch_size``, ``views.2.solarize_prob`` (views counted from 1),
-``method.temperature``. A value is parsed against the type of the field's default; a tuple field
-annotated ``tuple[float, float]`` takes exactly that many comma-separated numbers, one annotated
-``tuple[int, ...]`` any number. An unknown key, a value of the wrong type or one its rule refuses
-is a one-line ``ConfigError`` naming the key, the value and what is valid.
-"""
+"""Trees from ``key=value`` strings and from JSON, checked against each setting's rule."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from byol.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What values a setting accepts, beyond its type: bounds (``low``/``high`` inclusive,
-    ``above`` exclusive), a set of ``choices``, a ``pattern``, or a (low, high) pair that must be
-    ``ordered``. Bounds apply to each element of a tuple. With ``prefix``, a name that starts
-    with it (and goes on) is accepted besides the ``choices``."""
-
-    low: float | None = None
-    high: float | None = None
-    above: float | None = None
-    choices: tuple[Any, ...] | None = None
-    pattern: str | None = None
-    ordered: bool = False
-    nonempty: bool = False
-    prefix: str | None = None
-
-    def valid(self) -> str:
-        """What is valid, in words."""
-        if self.choices is not None:
-            other = f", or {self.prefix}<name>" if self.prefix else ""
-            return f"one of {', '.join(map(str, self.choices))}{other}"
-        if self.pattern is not None:
-            return f"of the form {self.pattern.replace('|', ' or ')}"
-        if self.nonempty:
-            return "a name or a path, not empty"
-        parts = []
-        if self.above is not None:
-            parts.append(f"> {self.above:g}")
-        if self.low is not None:
-            parts.append(f">= {self.low:g}")
-        if self.high is not None:
-            parts.append(f"<= {self.high:g}")
-        words = " and ".join(parts) or "any value"
-        return f"{words}, low <= high" if self.ordered else words
-
-    def accepts(self, value: Any) -> bool:
-        if self.prefix and str(value).startswith(self.prefix) and str(value) != self.prefix:
-            return True
-        if self.choices is not None:
-            return value in self.choices
-        if self.pattern is not None:
-            return re.fullmatch(self.pattern, str(value)) is not None
-        if self.nonempty:
-            return bool(str(value).strip())
-        values = value if isinstance(value, tuple) else (value,)
-        for v in values:
-            if self.low is not None and v < self.low:
-                return False
-            if self.high is not None and v > self.high:
-                return False
-            if self.above is not None and v <= self.above:
-                return False
-        return not (self.ordered and len(values) == 2 and values[0] > values[1])
-
-
-def setting(
-    default: Any,
-    help: str,  # noqa: A002 - the word argparse and every user know
-    *,
-    identity: bool = True,
-    resumable: bool = False,
-    recovery: bool = False,
-    **rule: Any,
-) -> Any:
-    """A settings field: its default, one line of help and the ``Rule`` keywords it obeys.
-
-    ``identity``: part of what makes two runs the same experiment (what they compute); settings
-    of how a run executes are not. ``resumable``: may differ when a run is resumed.
-    ``recovery``: may differ when a diverged run is resumed from its last good checkpoint.
-    """
-    metadata = {
-        "help": help,
-        "rule": Rule(**rule),
-        "identity": identity,
-        "resumable": resumable,
-        "recovery": recovery,
-    }
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-def section(
-    factory: Callable[[], Any], help: str, *, kinds: Callable[[str], type] | None = None
-) -> Any:
-    """A field holding a nested settings dataclass. With ``kinds``, the section's class depends on
-    its ``name`` field: ``kinds(name)`` gives it, so setting the section to a name (``method=moco``)
-    replaces it with that class's defaults."""
-    return dataclasses.field(default_factory=factory, metadata={"help": help, "kinds": kinds})
-
-
-# --- walking a tree ---
-
-
-@dataclass(frozen=True)
-class Leaf:
-    """One setting of a tree: its dotted path, current value and field."""
-
-    path: str
-    value: Any
-    field: dataclasses.Field
-
-    @property
-    def rule(self) -> Rule:
-        return self.field.metadata.get("rule", Rule())
-
-    @property
-    def help(self) -> str:
-        return self.field.metadata.get("help", "")
-
-    def flag(self, name: str) -> bool:
-        return bool(self.field.metadata.get(name, name == "identity"))
-
-
-def is_settings(value: Any) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
-
-
-def _children(node: Any) -> Iterator[tuple[str, Any, dataclasses.Field]]:
-    for f in dataclasses.fields(node):
-        yield f.name, getattr(node, f.name), f
-
-
-def leaves(node: Any, prefix: str = "") -> Iterator[Leaf]:
-    """Every setting of the tree ``node``, depth first, in declaration order. A tuple of
-    sections (the views) is numbered from 1."""
-    for name, value, f in _children(node):
-        path = f"{prefix}{name}"
-        if is_settings(value):
-            yield from leaves(value, f"{path}.")
-        elif isinstance(value, tuple) and value and all(map(is_settings, value)):
-            for i, item in enumerate(value, start=1):
-                yield from leaves(item, f"{path}.{i}.")
-        else:
-            yield Leaf(path, value, f)
-
-
-def flatten(node: Any) -> dict[str, Any]:
-    """{dotted path: value} of every setting."""
-    return {leaf.path: leaf.value for leaf in leaves(node)}
-
-
-def _step(node: Any, part: str) -> tuple[Any, dataclasses.Field | None]:
-    """The child ``part`` of ``node`` (a field name, or a 1-based index into a tuple)."""
-    if isinstance(node, tuple):
-        if part.isdigit() and 1 <= int(part) <= len(node):
-            return node[int(part) - 1], None
-        raise KeyError(part)
-    for name, value, f in _children(node):
-        if name == part:
-            return value, f
-    raise KeyError(part)
-
-
-def find(node: Any, path: str) -> tuple[Any, dataclasses.Field | None]:
-    """The value at ``path`` and its field (None for an element of a tuple of sections)."""
-    value, f = node, None
-    for part in path.split("."):
-        value, f = _step(value, part)
-    return value, f
-
-
-def replace(node: Any, path: str, value: Any) -> Any:
-    """A copy of the tree with ``value`` at ``path``; every node on the way is copied, the rest
-    shared (settings are treated as immutable)."""
-    head, _, rest = path.partition(".")
-    child, _ = _step(node, head)
-    new = replace(child, rest, value) if rest else value
-    if isinstance(node, tuple):
-        i = int(head) - 1
-        return node[:i] + (new,) + node[i + 1 :]
-    return dataclasses.replace(node, **{head: new})
-
-
-# --- parsing values ---
+from byol.settings.tree import child, find, is_settings, leaves, replace
 
 
 def normalise_key(key: str) -> str:
@@ -279,9 +89,6 @@ def typed_value(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-# --- trees from key=value strings and from JSON ---
-
-
 def set_text(tree: Any, path: str, text: str, what: str = "config key") -> Any:
     """``tree`` with the setting at ``path`` parsed from ``text``. A kinded section given a name
     becomes that kind's defaults."""
@@ -320,7 +127,7 @@ def _fill(node: Any, values: Any, prefix: str, what: str) -> Any:
     for key, value in values.items():
         if key not in names:
             raise unknown_key(f"{prefix}{key}", [f"{prefix}{n}" for n in names], what)
-        current, f = _step(node, key)
+        current, f = child(node, key)
         kinds = f.metadata.get("kinds") if f is not None else None
         if kinds is not None:
             if not isinstance(value, dict) or not isinstance(value.get("name"), str):
