@@ -300,7 +300,7 @@ CLI_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "test_split_unlabelled": (_folder_case(_unlabelled_test_split), ["without class", "sort"]),
     "unknown_key": (lambda tmp: ["learning_rate=0.1"], ["unknown config key", "base_lr"]),
     "wrong_type": (lambda tmp: ["batch_size=big"], ["batch_size='big'", "int"]),
-    "tuple_wrong_length": (lambda tmp: ["blur_prob=0.5"], ["blur_prob", "2 comma-separated"]),
+    "tuple_wrong_length": (lambda tmp: ["crop_scale=0.5"], ["crop_scale", "2 comma-separated"]),
     "not_key_value": (lambda tmp: ["epochs"], ["key=value"]),
     "batch_of_one": (lambda tmp: ["batch_size=1"], ["batch_size=1", ">= 2"]),
     "negative_epochs": (lambda tmp: ["epochs=-3"], ["epochs=-3", ">= 1"]),

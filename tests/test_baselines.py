@@ -38,7 +38,7 @@ from byol.training.optim import build_optimizer
 from byol.training.run_state import build_model
 from byol.training.step import train_step
 from byol.views.per_image import ViewTransform
-from byol.views.spec import view_specs
+
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
@@ -244,19 +244,19 @@ def test_augmentation_removals_reach_both_view_specs():
     }
     for name in AUGMENTATIONS:
         overrides = augmentation_overrides(name, config)
-        t, t2 = view_specs(config.replace(**overrides))
+        t, t2 = config.replace(**overrides).views
         for key, is_off in removed.items():
             if key in overrides and not name.endswith("-t2"):
                 assert is_off(t) and is_off(t2), (name, key)
-    t, t2 = view_specs(config.replace(**augmentation_overrides("no-blur-t2", config)))
+    t, t2 = config.replace(**augmentation_overrides("no-blur-t2", config)).views
     assert t.blur_prob == 1.0 and t2.blur_prob == 0.0
-    t, t2 = view_specs(config.replace(**augmentation_overrides("no-solarize-t2", config)))
+    t, t2 = config.replace(**augmentation_overrides("no-solarize-t2", config)).views
     assert t2.solarize_prob == 0.0 and t2.blur_prob == 0.1
 
 
 def test_crop_only_draws_no_other_operation():
     config = preset("imagenet-paper")
-    spec, _ = view_specs(config.replace(**augmentation_overrides("crop-only", config)))
+    spec, _ = config.replace(**augmentation_overrides("crop-only", config)).views
     transform = ViewTransform(spec, 32, (0.5,) * 3, (0.25,) * 3)
     generator = torch.Generator().manual_seed(0)
     draws = [transform.sample(64, 64, generator) for _ in range(300)]
