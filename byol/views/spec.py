@@ -14,12 +14,17 @@ class ViewSpec:
     """One view pipeline's distribution; the defaults are the paper's T."""
 
     crop_scale: tuple[float, float] = setting(
-        (0.08, 1.0), "random resized crop: range of the crop's share of the image area",
-        above=0.0, high=1.0, ordered=True,
+        (0.08, 1.0),
+        "random resized crop: range of the crop's share of the image area",
+        above=0.0,
+        high=1.0,
+        ordered=True,
     )
     crop_ratio: tuple[float, float] = setting(
-        (3 / 4, 4 / 3), "random resized crop: range of the crop's aspect ratio",
-        above=0.0, ordered=True,
+        (3 / 4, 4 / 3),
+        "random resized crop: range of the crop's aspect ratio",
+        above=0.0,
+        ordered=True,
     )
     flip_prob: float = setting(0.5, "probability of a horizontal flip", low=0.0, high=1.0)
     jitter_prob: float = setting(0.8, "probability of colour jitter", low=0.0, high=1.0)
@@ -33,8 +38,10 @@ class ViewSpec:
         (0.1, 2.0), "Gaussian blur: range of sigma, in pixels", above=0.0, ordered=True
     )
     blur_kernel_fraction: float = setting(
-        0.1, "Gaussian blur: kernel side as a share of the image side (23 px at 224)",
-        above=0.0, high=1.0,
+        0.1,
+        "Gaussian blur: kernel side as a share of the image side (23 px at 224)",
+        above=0.0,
+        high=1.0,
     )
     solarize_prob: float = setting(0.0, "probability of solarisation", low=0.0, high=1.0)
 
