@@ -128,7 +128,7 @@ class Grayscale(RandomApply):
         return TF.rgb_to_grayscale(image, num_output_channels=3)
 
     def apply_batch(self, x: torch.Tensor, params: Params, masked: bool) -> torch.Tensor:
-        # The luma is cheap: computing it for every image costs less than picking the rows.
+        # One weighted sum per pixel: computed for every image and selected, no rows picked.
         if self.p == 0 or x.shape[1] == 1:
             return x
         return torch.where(params["applied"].view(-1, 1, 1, 1), grayscale_of(x).expand_as(x), x)
