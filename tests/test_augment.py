@@ -1,4 +1,5 @@
-"""Tests for byol.augment: the paper's view pipelines T and T' (arXiv:2006.07733, Table 6).
+"""The per-image view pipelines T and T' (arXiv:2006.07733, Table 6): byol.views.per_image over the
+augmentations of byol.views.pipeline.
 
 Probabilities and ranges are measured over thousands of seeded draws and compared with the table
 within about 4 standard errors; the pixel operations are compared with torchvision's own functional
@@ -14,20 +15,21 @@ from collections import Counter
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from byol.config import Config
+from byol.views.augmentation import Draws
+from byol.views.blur import GaussianBlur
+from byol.views.geometric import sample_crops
 from byol.views.per_image import (
     EvalTransform,
     TwoViews,
-    ViewParams,
     ViewTransform,
     as_rgb_tensor,
     paper_views,
-    sample_crop,
 )
-from byol.views.spec import ViewSpec, blur_kernel_size, view_specs
+from byol.views.spec import ViewSpec, blur_kernel_size, paper_view_specs
 
 N_DRAWS = 4000
 SRC_H, SRC_W = 256, 320  # a non-square source, like most photos
@@ -54,17 +56,50 @@ def random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator(seed))
 
 
-def identity_params(height: int, width: int, **changes) -> ViewParams:
-    params = ViewParams(
-        crop=(0, 0, height, width),
-        flip=False,
-        jitter=None,
-        jitter_order=(0, 1, 2, 3),
-        grayscale=False,
-        blur_sigma=None,
-        solarize=False,
+T, T_PRIME = paper_view_specs()
+
+
+def identity_params(
+    height: int,
+    width: int,
+    crop: tuple[int, int, int, int] | None = None,
+    flip: bool = False,
+    jitter: tuple[float, float, float, float] | None = None,
+    jitter_order: tuple[int, ...] = (0, 1, 2, 3),
+    grayscale: bool = False,
+    blur_sigma: float | None = None,
+    solarize: bool = False,
+) -> Draws:
+    """One image's draws of the paper's pipeline, chosen by hand: by default, nothing but a crop
+    of the whole image."""
+    return Draws(
+        crop={"box": torch.tensor(crop or (0, 0, height, width), dtype=torch.float32)},
+        flip={"applied": torch.tensor(flip)},
+        jitter={
+            "applied": torch.tensor(jitter is not None),
+            "factors": torch.tensor(jitter or (1.0, 1.0, 1.0, 0.0)),
+            "order": torch.tensor(jitter_order),
+        },
+        grayscale={"applied": torch.tensor(grayscale)},
+        blur={
+            "applied": torch.tensor(blur_sigma is not None),
+            "sigma": torch.tensor(blur_sigma or 1.0),
+        },
+        solarize={"applied": torch.tensor(solarize)},
     )
-    return dataclasses.replace(params, **changes)
+
+
+def box(draws: Draws) -> tuple[int, int, int, int]:
+    return tuple(int(v) for v in draws["crop"]["box"].tolist())
+
+
+def applied(draws: Draws, name: str) -> torch.Tensor:
+    return draws[name]["applied"]
+
+
+def blur_of(view: ViewTransform) -> GaussianBlur:
+    (blur,) = [a for a in view.augmentations if isinstance(a, GaussianBlur)]
+    return blur
 
 
 def reference(image: torch.Tensor, size: int, mean=MEAN, std=STD) -> torch.Tensor:
@@ -74,13 +109,14 @@ def reference(image: torch.Tensor, size: int, mean=MEAN, std=STD) -> torch.Tenso
 
 
 @pytest.fixture(scope="module")
-def draws() -> dict[str, list[ViewParams]]:
-    """N_DRAWS parameter draws of T and of T', as built by paper_views from the default Config."""
-    views = paper_views(Config(), MEAN, STD)
+def draws() -> dict[str, Draws]:
+    """N_DRAWS per-image draws of T and of T' (paper_views of the paper's specs), each view's
+    made one image at a time and stacked as DataLoader's collate stacks them."""
+    views = paper_views(paper_view_specs(), 224, MEAN, STD)
     out = {}
     for name, view, seed in (("T", views.view_1, 1), ("T'", views.view_2, 2)):
         g = generator(seed)
-        out[name] = [view.sample(SRC_H, SRC_W, g) for _ in range(N_DRAWS)]
+        out[name] = default_collate([view.sample(SRC_H, SRC_W, g) for _ in range(N_DRAWS)])
     return out
 
 
@@ -103,11 +139,11 @@ def assert_uniform(values: list[float], low: float, high: float, what: str) -> N
     assert abs(mean - (low + high) / 2) < 4 * se, f"{what}: mean {mean:.4f}"
 
 
-# --- the specs: Table 6, read from the default Config -------------------------------------------
+# --- the specs: Table 6 -------------------------------------------------------------------------
 
 
-def test_view_specs_of_default_config_are_table_6():
-    t, t_prime = view_specs(Config())
+def test_paper_view_specs_are_table_6():
+    t, t_prime = paper_view_specs()
     shared = dict(
         crop_scale=(0.08, 1.0),
         crop_ratio=(3 / 4, 4 / 3),
@@ -125,14 +161,16 @@ def test_view_specs_of_default_config_are_table_6():
     assert t_prime == ViewSpec(**shared, blur_prob=0.1, solarize_prob=0.2)
 
 
-def test_paper_views_builds_t_then_t_prime_at_config_size():
-    config = Config().replace(image_size=64)
-    views = paper_views(config, MEAN, STD)
+def test_paper_views_builds_t_then_t_prime_at_the_size_given():
+    views = paper_views(paper_view_specs(), 64, MEAN, STD)
     assert isinstance(views, TwoViews)
-    t, t_prime = view_specs(config)
-    assert views.view_1.spec == t and views.view_2.spec == t_prime
+    assert views.view_1.spec == T and views.view_2.spec == T_PRIME
     assert views.view_1.image_size == views.view_2.image_size == 64
-    assert views.view_1.kernel_size == views.view_2.kernel_size == 7  # round(6.4) -> 6 -> odd 7
+    # round(6.4) -> 6 -> odd 7
+    assert blur_of(views.view_1).kernel_size == blur_of(views.view_2).kernel_size == 7
+    assert [a.p for a in views.view_2.augmentations[1:]] == [0.5, 0.8, 0.2, 0.1, 0.2]
+    names = [a.name for a in views.view_1.augmentations]
+    assert names == ["crop", "flip", "jitter", "grayscale", "blur", "solarize"]  # Appendix B
 
 
 # --- 1. probabilities --------------------------------------------------------------------------
@@ -154,24 +192,22 @@ def test_paper_views_builds_t_then_t_prime_at_config_size():
     ],
 )
 def test_operation_probabilities(draws, view, field, p):
-    applied = {
-        "blur": lambda d: d.blur_sigma is not None,
-        "solarize": lambda d: d.solarize,
-        "grayscale": lambda d: d.grayscale,
-        "jitter": lambda d: d.jitter is not None,
-        "flip": lambda d: d.flip,
-    }[field]
-    hits = sum(applied(d) for d in draws[view])
+    hits = int(applied(draws[view], field).sum())
     assert_rate(hits, N_DRAWS, p, f"{view} {field}")
 
 
 def test_operations_are_drawn_independently(draws):
-    # P(grayscale and jitter) = 0.2 * 0.8 and P(solarise and blur) = 0.2 * 0.1 in T'.
+    # Each augmentation has its own random stream: were two to share one, their coins would be
+    # nested (grayscale only where jitter, say), not independent. In T':
     d = draws["T'"]
-    both = sum(x.grayscale and x.jitter is not None for x in d)
-    assert_rate(both, N_DRAWS, 0.16, "T' grayscale and jitter")
-    both = sum(x.solarize and x.blur_sigma is not None for x in d)
-    assert_rate(both, N_DRAWS, 0.02, "T' solarise and blur")
+    for first, second, p in (
+        ("grayscale", "jitter", 0.2 * 0.8),
+        ("solarize", "blur", 0.2 * 0.1),
+        ("flip", "grayscale", 0.5 * 0.2),
+        ("flip", "jitter", 0.5 * 0.8),
+    ):
+        both = int((applied(d, first) & applied(d, second)).sum())
+        assert_rate(both, N_DRAWS, p, f"T' {first} and {second}")
 
 
 # --- 2. jitter factors and order ---------------------------------------------------------------
@@ -188,13 +224,14 @@ def test_operations_are_drawn_independently(draws):
 )
 def test_jitter_factor_ranges(draws, index, name, low, high):
     for view in ("T", "T'"):
-        factors = [d.jitter[index] for d in draws[view] if d.jitter is not None]
+        jitter = draws[view]["jitter"]
+        factors = jitter["factors"][jitter["applied"], index].tolist()
         assert len(factors) > 0.75 * N_DRAWS
         assert_uniform(factors, low, high, f"{view} {name}")
 
 
 def test_jitter_order_is_a_uniform_random_permutation(draws):
-    orders = [d.jitter_order for d in draws["T"]]
+    orders = [tuple(order) for order in draws["T"]["jitter"]["order"].tolist()]
     assert all(sorted(order) == [0, 1, 2, 3] for order in orders)
     counts = Counter(orders)
     assert len(counts) == 24
@@ -208,7 +245,8 @@ def test_jitter_order_is_a_uniform_random_permutation(draws):
 
 def test_blur_sigma_is_uniform_in_0_1_to_2(draws):
     for view in ("T", "T'"):
-        sigmas = [d.blur_sigma for d in draws[view] if d.blur_sigma is not None]
+        blur = draws[view]["blur"]
+        sigmas = blur["sigma"][blur["applied"]].tolist()
         if view == "T":
             assert len(sigmas) == N_DRAWS
             assert_uniform(sigmas, 0.1, 2.0, "T blur sigma")  # mean 1.05
@@ -226,12 +264,12 @@ def test_blur_kernel_size():
             assert abs(k - 0.1 * size) <= 1.5, (size, k)
         else:
             assert k == 3, (size, k)  # never below 3 (32 px images: 3x3)
-    assert ViewTransform(view_specs(Config())[0], 224, MEAN, STD).kernel_size == 23
+    assert blur_of(ViewTransform(T, 224, MEAN, STD)).kernel_size == 23
 
 
 def test_blur_is_applied_with_the_kernel_and_sigma_drawn():
     size = 64
-    view = ViewTransform(view_specs(Config())[0], size, ZERO, ONE)
+    view = ViewTransform(T, size, ZERO, ONE)
     image = random_image(size, size, seed=3)
     out = view.apply(image, identity_params(size, size, blur_sigma=1.7))
     expected = TF.to_dtype(TF.gaussian_blur(image, [7, 7], [1.7, 1.7]), torch.float32, scale=True)
@@ -253,7 +291,7 @@ def crop_stats(boxes, height, width):
 
 
 def test_crop_boxes_follow_table_6(draws):
-    boxes = [d.crop for d in draws["T"]]
+    boxes = [tuple(int(v) for v in b) for b in draws["T"]["crop"]["box"].tolist()]
     fallback = (0, 0, SRC_H, SRC_W)  # the image's own ratio 1.25 lies in [3/4, 4/3]
     for top, left, h, w in boxes:
         assert 0 <= top and 0 <= left and 0 < h and 0 < w
@@ -272,9 +310,9 @@ def test_crop_boxes_follow_table_6(draws):
 
 def test_crop_distribution_matches_torchvision():
     n = N_DRAWS
-    spec = view_specs(Config())[0]
+    spec = T
     g = generator(5)
-    ours = [sample_crop(SRC_H, SRC_W, spec.crop_scale, spec.crop_ratio, g) for _ in range(n)]
+    ours = sample_crops(n, SRC_H, SRC_W, spec.crop_scale, spec.crop_ratio, g).int().tolist()
     rrc = v2.RandomResizedCrop(224, scale=spec.crop_scale, ratio=spec.crop_ratio)
     image = torch.zeros(3, SRC_H, SRC_W, dtype=torch.uint8)
     state = torch.random.get_rng_state()
@@ -306,7 +344,7 @@ def test_crop_fallback_is_torchvisions_central_crop(height, width):
     expected = torchvision_fallback(height, width)
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
     g = generator(0)
-    boxes = [sample_crop(height, width, scale, ratio, g) for _ in range(300)]
+    boxes = [tuple(b) for b in sample_crops(300, height, width, scale, ratio, g).int().tolist()]
     for top, left, h, w in boxes:
         assert 0 <= top and 0 <= left and top + h <= height and left + w <= width
     assert expected in boxes
@@ -325,13 +363,16 @@ def torchvision_fallback(height, width):
 
 
 def test_each_draw_is_new_and_a_seed_reproduces_it():
-    view = ViewTransform(view_specs(Config())[1], 32, MEAN, STD)
+    view = ViewTransform(T_PRIME, 32, MEAN, STD)
     g = generator(7)
     first, second = view.sample(48, 40, g), view.sample(48, 40, g)
-    assert first != second and first.crop != second.crop
+    assert box(first) != box(second)
     many = [view.sample(48, 40, g) for _ in range(200)]
-    assert len({p.crop for p in many}) > 150  # one draw per image, not per batch
-    assert view.sample(48, 40, generator(7)) == first
+    assert len({box(p) for p in many}) > 150  # one draw per image, not per batch
+    again = view.sample(48, 40, generator(7))
+    assert again.keys() == first.keys()
+    for name, params in first.items():
+        assert all(torch.equal(v, again[name][k]) for k, v in params.items()), name
 
     image = random_image(48, 40, seed=1)
     a = view(image, generator(11))
@@ -342,7 +383,7 @@ def test_each_draw_is_new_and_a_seed_reproduces_it():
 
 
 def test_two_views_are_different_draws_and_reproducible():
-    views = paper_views(Config().replace(image_size=32), MEAN, STD)
+    views = paper_views(paper_view_specs(), 32, MEAN, STD)
     image = random_image(40, 40, seed=2)
     v1, v2_ = views(image, generator(3))
     assert v1.shape == v2_.shape == (3, 32, 32)
@@ -360,7 +401,8 @@ def test_two_views_are_different_draws_and_reproducible():
 
 
 def test_two_views_applies_first_then_second_pipeline():
-    plain = ViewSpec.paper(
+    plain = dataclasses.replace(
+        ViewSpec(),
         crop_scale=(1.0, 1.0),
         flip_prob=0.0,
         jitter_prob=0.0,
@@ -379,7 +421,7 @@ def test_two_views_applies_first_then_second_pipeline():
 
 
 def test_apply_output_shape_and_dtype():
-    view = ViewTransform(view_specs(Config())[0], 32, MEAN, STD)
+    view = ViewTransform(T, 32, MEAN, STD)
     g = generator(0)
     image = random_image(50, 70)
     for _ in range(5):
@@ -390,7 +432,7 @@ def test_apply_output_shape_and_dtype():
 
 def test_apply_with_nothing_drawn_is_bicubic_resize_and_normalise():
     image = random_image(50, 70, seed=4)
-    view = ViewTransform(view_specs(Config())[1], 32, MEAN, STD)
+    view = ViewTransform(T_PRIME, 32, MEAN, STD)
     out = view.apply(image, identity_params(50, 70))
     torch.testing.assert_close(out, reference(image, 32), atol=1e-6, rtol=0)
     # normalisation really uses the dataset statistics
@@ -399,14 +441,14 @@ def test_apply_with_nothing_drawn_is_bicubic_resize_and_normalise():
 
 def test_apply_crops_top_left_height_width():
     image = random_image(50, 70, seed=5)
-    view = ViewTransform(view_specs(Config())[0], 24, MEAN, STD)
+    view = ViewTransform(T, 24, MEAN, STD)
     out = view.apply(image, identity_params(50, 70, crop=(5, 11, 30, 40)))
     torch.testing.assert_close(out, reference(image[:, 5:35, 11:51], 24), atol=1e-6, rtol=0)
 
 
 def test_flip_is_horizontal():
     image = random_image(40, 40, seed=6)
-    view = ViewTransform(view_specs(Config())[0], 32, MEAN, STD)
+    view = ViewTransform(T, 32, MEAN, STD)
     plain = view.apply(image, identity_params(40, 40))
     flipped = view.apply(image, identity_params(40, 40, flip=True))
     torch.testing.assert_close(flipped, torch.flip(plain, dims=[-1]), atol=0, rtol=0)
@@ -416,7 +458,7 @@ def test_flip_is_horizontal():
 def test_solarise_inverts_pixels_at_or_above_one_half():
     ramp = torch.arange(256, dtype=torch.uint8).reshape(16, 16)
     image = torch.stack([ramp, ramp.flip(0), ramp.t()])
-    view = ViewTransform(view_specs(Config())[1], 16, ZERO, ONE)  # same size: no resampling
+    view = ViewTransform(T_PRIME, 16, ZERO, ONE)  # same size: no resampling
     plain = view.apply(image, identity_params(16, 16))
     torch.testing.assert_close(plain * 255, image.float(), atol=1e-4, rtol=0)
     out = view.apply(image, identity_params(16, 16, solarize=True))
@@ -428,7 +470,7 @@ def test_solarise_inverts_pixels_at_or_above_one_half():
 
 def test_grayscale_output_has_equal_channels():
     image = random_image(40, 40, seed=7)
-    view = ViewTransform(view_specs(Config())[0], 32, ZERO, ONE)
+    view = ViewTransform(T, 32, ZERO, ONE)
     out = view.apply(image, identity_params(40, 40, grayscale=True))
     assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
     colour = view.apply(image, identity_params(40, 40))
@@ -448,12 +490,13 @@ def test_grayscale_output_has_equal_channels():
 def test_jitter_applies_the_four_factors_in_the_drawn_order(order):
     image = random_image(16, 16, seed=8)
     factors = (1.35, 0.65, 1.15, 0.08)
-    view = ViewTransform(view_specs(Config())[0], 16, ZERO, ONE)
+    view = ViewTransform(T, 16, ZERO, ONE)
     out = view.apply(image, identity_params(16, 16, jitter=factors, jitter_order=order))
     ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    drawn = torch.tensor(factors).tolist()  # a draw is a float32 number: used as it is
     x = image
     for op in order:
-        x = ops[op](x, factors[op])
+        x = ops[op](x, drawn[op])
     torch.testing.assert_close(out, TF.to_dtype(x, torch.float32, scale=True), atol=1e-6, rtol=0)
     other = view.apply(image, identity_params(16, 16, jitter=factors, jitter_order=order[::-1]))
     assert not torch.equal(out, other)  # the order matters, so it must be the drawn one
@@ -470,7 +513,7 @@ def test_grayscale_source_skip_matches_full_pipeline_on_gray_images():
     image = gray.expand(3, 40, 48).contiguous()
     worst = {False: 0.0, True: 0.0}
     total, count = 0.0, 0
-    for spec in view_specs(Config()):
+    for spec in paper_view_specs():
         full = ViewTransform(spec, 32, ZERO, ONE)
         skip = ViewTransform(spec, 32, ZERO, ONE, grayscale_source=True)
         g = generator(0)
@@ -479,9 +522,9 @@ def test_grayscale_source_skip_matches_full_pipeline_on_gray_images():
             a, b = full.apply(image, params), skip.apply(image, params)
             assert torch.equal(b[0], b[1]) and torch.equal(b[1], b[2])
             diff = (a - b).abs()
-            jittered = params.jitter is not None
+            jittered = bool(applied(params, "jitter"))
             worst[jittered] = max(worst[jittered], diff.max().item())
-            if not jittered and not params.grayscale:
+            if not jittered and not applied(params, "grayscale"):
                 assert torch.equal(a, b)  # no colour op drawn: identical work, identical pixels
             total, count = total + diff.mean().item(), count + 1
     assert worst[False] <= 1 / 255 + 1e-6
@@ -490,15 +533,22 @@ def test_grayscale_source_skip_matches_full_pipeline_on_gray_images():
 
 
 def test_grayscale_source_still_applies_brightness_and_contrast():
-    # ...and only those: saturation 0.8 run on a gray uint8 image would lower it by one level.
+    # ...on one channel, and only those: saturation 0.8 run on the three-channel gray uint8 image
+    # would lower it by a level (torchvision's truncating luma and blend).
     gray = torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8, generator=generator(2))
     image = gray.expand(3, 16, 16)
-    view = ViewTransform(view_specs(Config())[0], 16, ZERO, ONE, grayscale_source=True)
+    view = ViewTransform(T, 16, ZERO, ONE, grayscale_source=True)
     plain = view.apply(image, identity_params(16, 16))
-    jittered = view.apply(image, identity_params(16, 16, jitter=(1.3, 0.7, 0.8, 0.1)))
-    expected = TF.adjust_contrast(TF.adjust_brightness(image, 1.3), 0.7)
-    torch.testing.assert_close(jittered, TF.to_dtype(expected, torch.float32, scale=True))
+    factors = torch.tensor((1.3, 0.7, 0.8, 0.1)).tolist()
+    jittered = view.apply(image, identity_params(16, 16, jitter=factors))
+    expected = TF.adjust_contrast(TF.adjust_brightness(gray, factors[0]), factors[1])
+    expected = TF.to_dtype(expected.expand(3, -1, -1), torch.float32, scale=True)
+    torch.testing.assert_close(jittered, expected, atol=1e-6, rtol=0)
     assert not torch.equal(plain, jittered)
+    # The three-channel torchvision ops agree to one level (their luma of gray x is 0.9999 x).
+    rgb = TF.adjust_contrast(TF.adjust_brightness(image, factors[0]), factors[1])
+    rgb = TF.to_dtype(rgb, torch.float32, scale=True)
+    assert (jittered - rgb).abs().max() <= 1 / 255 + 1e-6
 
 
 # --- 7. input kinds ----------------------------------------------------------------------------
@@ -506,7 +556,7 @@ def test_grayscale_source_still_applies_brightness_and_contrast():
 
 def test_pil_and_one_channel_inputs():
     image = random_image(30, 36, seed=9)
-    view = ViewTransform(view_specs(Config())[1], 24, MEAN, STD)
+    view = ViewTransform(T_PRIME, 24, MEAN, STD)
     expected = view(image, generator(4))
 
     pil = Image.fromarray(image.permute(1, 2, 0).numpy(), mode="RGB")

@@ -1,4 +1,4 @@
-"""The batched on-device views against the per-image reference pipeline (augment.py).
+"""The batched on-device views against the per-image reference pipeline (views.per_image).
 
 Two kinds of check keep the fast path from drifting from the paper: with the *same* parameters
 both paths must produce the same pixels (up to the per-image path's uint8 rounding), and the
@@ -11,15 +11,26 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
-from byol.presets import preset
+from byol.views.augmentation import Draws
 from byol.views.batched import BatchViewTransform, batch_paper_views
-from byol.views.batched_ops import blur_matrices, shift_hue
-from byol.views.batched_sampling import BatchViewParams, sample_params
-from byol.views.per_image import ViewParams, ViewTransform
-from byol.views.spec import view_specs
+from byol.views.blur import blur_matrices
+from byol.views.colour import shift_hue
+from byol.views.per_image import ViewTransform
+from byol.views.spec import paper_view_specs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+PAPER = paper_view_specs()  # everything on: crop, flip, jitter, grayscale, blur, solarisation
+NO_BLUR = tuple(dataclasses.replace(s, blur_prob=0.0) for s in PAPER)  # the cifar10 preset's
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def smooth_images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -30,18 +41,9 @@ def smooth_images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.
     return ((0.7 * coarse + 0.3 * fine) * 255).round().to(torch.uint8)
 
 
-def as_batch(params: list[ViewParams]) -> BatchViewParams:
-    return BatchViewParams(
-        crop=torch.tensor([p.crop for p in params], dtype=torch.float32),
-        flip=torch.tensor([p.flip for p in params]),
-        jitter=torch.tensor([p.jitter is not None for p in params]),
-        factors=torch.tensor([p.jitter or (1.0, 1.0, 1.0, 0.0) for p in params]),
-        order=torch.tensor([p.jitter_order for p in params]),
-        grayscale=torch.tensor([p.grayscale for p in params]),
-        blur=torch.tensor([p.blur_sigma is not None for p in params]),
-        blur_sigma=torch.tensor([p.blur_sigma or 1.0 for p in params]),
-        solarize=torch.tensor([p.solarize for p in params]),
-    )
+def as_batch(draws: list[Draws]) -> Draws:
+    """Single images' draws stacked into a batch's, as DataLoader's collate does."""
+    return default_collate(draws)
 
 
 def both_paths(spec, images, size, grayscale_source=False, seed=1):
@@ -59,7 +61,7 @@ def both_paths(spec, images, size, grayscale_source=False, seed=1):
 
 @pytest.mark.parametrize("view", [0, 1])
 def test_same_parameters_give_the_same_pixels_as_the_per_image_path(view):
-    spec = view_specs(preset("imagenet-paper"))[view]  # everything on: crop, jitter, blur, ...
+    spec = PAPER[view]
     fast, reference = both_paths(spec, smooth_images(96, 40), 32)
     difference = (fast - reference).abs()
     # The per-image path truncates to uint8 after each colour op (torchvision's _blend), so it
@@ -70,7 +72,7 @@ def test_same_parameters_give_the_same_pixels_as_the_per_image_path(view):
 
 def test_crop_resize_flip_and_blur_match_torchvision_to_rounding():
     spec = dataclasses.replace(
-        view_specs(preset("imagenet-paper"))[0],
+        PAPER[0],
         jitter_prob=0.0,
         grayscale_prob=0.0,
         crop_scale=(0.08, 1.0),
@@ -83,7 +85,7 @@ def test_crop_resize_flip_and_blur_match_torchvision_to_rounding():
 
 def test_shrinking_crops_are_antialiased_like_torchvision():
     spec = dataclasses.replace(
-        view_specs(preset("imagenet-paper"))[0],
+        PAPER[0],
         crop_scale=(0.9, 1.0),
         jitter_prob=0.0,
         grayscale_prob=0.0,
@@ -94,7 +96,7 @@ def test_shrinking_crops_are_antialiased_like_torchvision():
 
 
 def test_gray_source_stays_gray_and_matches_the_per_image_path():
-    spec = view_specs(preset("imagenet-paper"))[1]
+    spec = PAPER[1]
     gray = smooth_images(64, 28, channels=1)
     fast, reference = both_paths(spec, gray, 28, grayscale_source=True)
     assert fast.shape == (64, 3, 28, 28)
@@ -124,7 +126,7 @@ def test_blur_matrix_rows_are_normalised_gaussians_with_reflect_padding():
 
 
 def test_every_image_draws_its_own_parameters():
-    views = batch_paper_views(preset("cifar10"), MEAN, STD)
+    views = batch_paper_views(NO_BLUR, 32, MEAN, STD)
     same_image = smooth_images(1, 32).expand(64, -1, -1, -1)
     v1, _ = views(same_image, torch.Generator().manual_seed(0))
     distinct = {tuple(v.flatten()[:50].tolist()) for v in v1}
@@ -132,7 +134,7 @@ def test_every_image_draws_its_own_parameters():
 
 
 def test_the_same_generator_seed_gives_the_same_views():
-    views = batch_paper_views(preset("cifar10"), MEAN, STD)
+    views = batch_paper_views(NO_BLUR, 32, MEAN, STD)
     images = smooth_images(16, 32)
     a = views(images, torch.Generator().manual_seed(7))
     b = views(images, torch.Generator().manual_seed(7))
@@ -148,39 +150,43 @@ def _per_image_draws(spec, n, size, seed=0):
 @pytest.mark.parametrize("view", [0, 1])
 def test_parameter_distributions_match_the_per_image_path(view):
     n, size = 4000, 32
-    spec = view_specs(preset("imagenet-paper"))[view]
+    spec = PAPER[view]
     reference = as_batch(_per_image_draws(spec, n, size))
-    fast = sample_params(spec, n, size, size, torch.Generator().manual_seed(1), torch.device("cpu"))
+    batched = BatchViewTransform(spec, size, MEAN, STD)
+    fast = batched.sample(n, size, size, torch.Generator().manual_seed(1))
+    assert fast.keys() == reference.keys()
 
     def close_rate(a, b):  # two binomial rates: 4.5 standard errors of their difference
         p = (a.float().mean() + b.float().mean()) / 2
         bound = 4.5 * math.sqrt(max(p * (1 - p), 1e-4) * 2 / n)
         assert abs(a.float().mean() - b.float().mean()) <= bound
 
-    for field in ("flip", "jitter", "grayscale", "blur", "solarize"):
-        close_rate(getattr(fast, field), getattr(reference, field))
-    area = lambda p: p.crop[:, 2] * p.crop[:, 3] / size**2  # noqa: E731
-    aspect = lambda p: torch.log(p.crop[:, 3] / p.crop[:, 2])  # noqa: E731
+    for name in ("flip", "jitter", "grayscale", "blur", "solarize"):
+        close_rate(fast[name]["applied"], reference[name]["applied"])
+    area = lambda d: d["crop"]["box"][:, 2] * d["crop"]["box"][:, 3] / size**2  # noqa: E731
+    aspect = lambda d: torch.log(d["crop"]["box"][:, 3] / d["crop"]["box"][:, 2])  # noqa: E731
     for stat in (area, aspect):
         a, b = stat(fast), stat(reference)
         assert abs(a.mean() - b.mean()) < 4.5 * math.sqrt((a.var() + b.var()) / n)
-    for stat in (lambda p: p.crop[:, 0], lambda p: p.crop[:, 1]):  # where the box lands
-        assert abs(stat(fast).mean() - stat(reference).mean()) < 0.5
+    for j in (0, 1):  # where the box lands
+        assert abs(fast["crop"]["box"][:, j].mean() - reference["crop"]["box"][:, j].mean()) < 0.5
+    jf, jr = fast["jitter"], reference["jitter"]
     for j in range(4):  # jitter factors (where jitter is drawn) and the blur sigma
-        a, b = fast.factors[fast.jitter, j], reference.factors[reference.jitter, j]
+        a, b = jf["factors"][jf["applied"], j], jr["factors"][jr["applied"], j]
         assert abs(a.mean() - b.mean()) < 4.5 * math.sqrt((a.var() + b.var()) / len(a) + 1e-12)
-    a, b = fast.blur_sigma[fast.blur], reference.views[0].blur_sigma[reference.blur]
+    bf, br = fast["blur"], reference["blur"]
+    a, b = bf["sigma"][bf["applied"]], br["sigma"][br["applied"]]
     if len(b) > 50:
         assert abs(a.mean() - b.mean()) < 4.5 * math.sqrt(a.var() / len(a) + b.var() / len(b))
     # Jitter order: each operation lands in each of the four positions a quarter of the time.
     for op in range(4):
         for stage in range(4):
-            close_rate(fast.order[:, stage] == op, reference.order[:, stage] == op)
+            close_rate(jf["order"][:, stage] == op, jr["order"][:, stage] == op)
 
 
 def test_pixel_statistics_match_over_many_draws():
     """End to end, each path with its own random draws: mean and spread of the views agree."""
-    spec = view_specs(preset("imagenet-paper"))[1]
+    spec = PAPER[1]
     images = smooth_images(64, 32).repeat(8, 1, 1, 1)  # 512 draws
     per_image = ViewTransform(spec, 32, MEAN, STD)
     g = torch.Generator().manual_seed(3)
@@ -193,7 +199,7 @@ def test_pixel_statistics_match_over_many_draws():
 
 def test_sync_free_masked_path_gives_the_same_views():
     """GPUs use the masked path (no host-device sync); it must equal the CPU's subset path."""
-    spec = view_specs(preset("imagenet-paper"))[0]
+    spec = PAPER[0]
     transform = BatchViewTransform(spec, 32, MEAN, STD)
     images = smooth_images(48, 40)
     params = transform.sample(48, 40, 40, torch.Generator().manual_seed(5))

@@ -7,6 +7,7 @@ and the colour statistics of the views follow the same distributions; and odd fi
 (unreadable, gray, RGBA, 16-bit, of any size) go through as they do on the per-image path.
 """
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from torch.utils.data import default_collate
 from byol.data import ImageFolderDataset, TensorImageDataset, load_datasets
 from byol.presets import preset
 from byol.training.epochs import ViewPairs, per_image_epoch, view_path
-from byol.views.cropped import PACKED_FIELDS, CroppedViews, cropped_paper_views, pack, unpack
+from byol.views.augmentation import Draws
+from byol.views.cropped import CroppedViews, cropped_paper_views
 from byol.views.per_image import paper_views
+from byol.views.spec import paper_view_specs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -39,7 +42,20 @@ LEVELS = STD[0] * 255  # a normalised view times this is in uint8 levels
 
 
 def paper_config(size: int = 32, **changes):
-    return preset("imagenet-paper").replace(image_size=size, **changes)
+    return dataclasses.replace(preset("imagenet-paper"), image_size=size, **changes)
+
+
+def paper_specs(**changes):
+    """The paper's T and T' (everything on: crop, flip, jitter, grayscale, blur, solarisation),
+    with ``changes`` made to both."""
+    return tuple(dataclasses.replace(spec, **changes) for spec in paper_view_specs())
+
+
+def equal_draws(a: Draws, b: Draws) -> bool:
+    return a.keys() == b.keys() and all(
+        a[name].keys() == b[name].keys() and all(torch.equal(v, b[name][k]) for k, v in p.items())
+        for name, p in a.items()
+    )
 
 
 def odd_images(count: int, channels: int = 3, seed: int = 0) -> list[torch.Tensor]:
@@ -55,35 +71,38 @@ def odd_images(count: int, channels: int = 3, seed: int = 0) -> list[torch.Tenso
     return images
 
 
-def cropped_path(config, images, seeds, grayscale_source=False):
+def cropped_path(specs, size, images, seeds, grayscale_source=False):
     """The two views of each image (and the workers' items) from views.cropped."""
-    views = cropped_paper_views(config, MEAN, STD, grayscale_source)
+    views = cropped_paper_views(specs, size, MEAN, STD, grayscale_source)
     items = [views(x, torch.Generator().manual_seed(s)) for x, s in zip(images, seeds, strict=True)]
     return views.finish(default_collate(items)), items
 
 
-def per_image_path(config, images, seeds, grayscale_source=False):
-    views = paper_views(config, MEAN, STD, grayscale_source)
+def per_image_path(specs, size, images, seeds, grayscale_source=False):
+    views = paper_views(specs, size, MEAN, STD, grayscale_source)
     pairs = [views(x, torch.Generator().manual_seed(s)) for x, s in zip(images, seeds, strict=True)]
     return [torch.stack([p[v] for p in pairs]) for v in (0, 1)]
 
 
-def both_paths(config, images, seeds, grayscale_source=False):
-    fast, items = cropped_path(config, images, seeds, grayscale_source)
-    return fast, per_image_path(config, images, seeds, grayscale_source), items
+def both_paths(specs, size, images, seeds, grayscale_source=False):
+    fast, items = cropped_path(specs, size, images, seeds, grayscale_source)
+    return fast, per_image_path(specs, size, images, seeds, grayscale_source), items
 
 
 def test_same_seeds_give_the_per_image_paths_draws_and_pixels():
-    config = paper_config()  # everything on: crop, flip, jitter, grayscale, blur, solarisation
+    specs = paper_specs()
     images, seeds = odd_images(48), range(100, 148)
-    fast, reference, items = both_paths(config, images, seeds)
-    per_image = paper_views(config, MEAN, STD)
+    fast, reference, items = both_paths(specs, 32, images, seeds)
+    per_image = paper_views(specs, 32, MEAN, STD)
     for image, seed, item in zip(images, seeds, items, strict=True):
         g = torch.Generator().manual_seed(seed)
         h, w = image.shape[-2:]
         draws = [per_image.view_1.sample(h, w, g), per_image.view_2.sample(h, w, g)]
-        assert torch.equal(item[2], pack(draws[0])) and torch.equal(item[3], pack(draws[1]))
+        assert equal_draws(item[2], draws[0]) and equal_draws(item[3], draws[1])
         assert item[0].dtype == torch.uint8 and item[0].shape == (3, 32, 32)
+        # The crop is the per-image path's first step, the same call on the same draws.
+        crop = per_image.view_1.augmentations[0]
+        assert torch.equal(item[0], crop.apply_image(image, draws[0]["crop"]))
     for view in (0, 1):
         difference = (fast[view] - reference[view]).abs() * LEVELS
         # The per-image path rounds to uint8 after each colour op; a wrong op is tens of levels off.
@@ -92,7 +111,7 @@ def test_same_seeds_give_the_per_image_paths_draws_and_pixels():
 
 def test_gray_source_is_cropped_as_one_channel_and_matches_the_per_image_path():
     images = [x.expand(3, -1, -1) for x in odd_images(32, channels=1, seed=1)]
-    fast, reference, items = both_paths(paper_config(28), images, range(32), True)
+    fast, reference, items = both_paths(paper_specs(), 28, images, range(32), True)
     assert items[0][0].shape == (1, 28, 28)  # a third of the bytes to collate and copy
     assert torch.equal(fast[1][:, 0], fast[1][:, 2])
     assert (fast[1] - reference[1]).abs().mean() * LEVELS < 2.0
@@ -117,13 +136,12 @@ def boxes_seen(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def test_crop_boxes_follow_the_per_image_distribution_with_independent_seeds():
     """End to end, read back from the pixels: each path with its own draws."""
     n, size = 800, 24
-    config = paper_config(
-        size, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=(0.0, 0.0)
+    specs = paper_specs(
+        flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0
     )
-    config = config.replace(solarize_prob=(0.0, 0.0))
     image = ramp_image(120, 200)  # wide: the ratio range and the fallback box both matter
-    fast, _ = cropped_path(config, [image] * n, range(n))
-    reference = per_image_path(config, [image] * n, range(10**6, 10**6 + n))
+    fast, _ = cropped_path(specs, size, [image] * n, range(n))
+    reference = per_image_path(specs, size, [image] * n, range(10**6, 10**6 + n))
     stats = zip(boxes_seen(fast[0]), boxes_seen(reference[0]), strict=True)
     for stat_fast, stat_reference in stats:
         bound = 4.5 * math.sqrt((stat_fast.var() + stat_reference.var()) / n)
@@ -137,8 +155,8 @@ def test_crop_boxes_follow_the_per_image_distribution_with_independent_seeds():
 def test_colour_statistics_follow_the_per_image_distribution_with_independent_seeds():
     n = 192
     images = odd_images(64, seed=2) * (n // 64)
-    fast, _ = cropped_path(paper_config(24), images, range(n))
-    reference = per_image_path(paper_config(24), images, range(5000, 5000 + n))
+    fast, _ = cropped_path(paper_specs(), 24, images, range(n))
+    reference = per_image_path(paper_specs(), 24, images, range(5000, 5000 + n))
     for view in (0, 1):
         a, b = fast[view] * LEVELS, reference[view] * LEVELS
         for stat in (
@@ -187,27 +205,34 @@ def test_views_config_picks_the_path():
     in_memory = TensorImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4))
     on_disk = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8))
     for views, expected in (("auto", ("batched", "cropped")), ("batched", ("batched", "cropped"))):
-        config = preset("cifar10").replace(view_path=views)
+        config = dataclasses.replace(preset("cifar10"), views=views)
         assert (view_path(config, in_memory), view_path(config, on_disk)) == expected
-    per_image = preset("cifar10").replace(view_path="per-image")
+    per_image = dataclasses.replace(preset("cifar10"), views="per-image")
     assert view_path(per_image, in_memory) == view_path(per_image, on_disk) == "per-image"
 
 
-def test_packed_draws_are_one_row_per_view():
-    views = cropped_paper_views(paper_config(), MEAN, STD)
+def test_the_draws_collate_into_one_row_per_image():
+    views = cropped_paper_views(paper_specs(), 32, MEAN, STD)
     assert isinstance(views, CroppedViews)
-    item = views(odd_images(1)[0], torch.Generator().manual_seed(0))
-    assert item[2].shape == item[3].shape == (PACKED_FIELDS,)
+    items = [views(x, torch.Generator().manual_seed(i)) for i, x in enumerate(odd_images(5))]
+    assert isinstance(items[0][2], Draws) and items[0][2]["blur"]["sigma"].shape == ()
+    _, _, draws_1, draws_2 = default_collate(items)
+    assert isinstance(draws_1, Draws) and draws_1.keys() == items[0][2].keys()
+    for name, params in draws_1.items():
+        for key, value in params.items():
+            assert value.shape[0] == 5, (name, key)
+            assert torch.equal(value[3], items[3][2][name][key]), (name, key)
+    assert equal_draws(draws_2[2], items[2][3])
 
 
 def test_finish_is_the_same_with_and_without_masking():
     """GPUs take the masked (sync-free) path; it must equal the CPU's subset path."""
-    views = cropped_paper_views(paper_config(), MEAN, STD)
+    views = cropped_paper_views(paper_specs(), 32, MEAN, STD)
     items = [views(x, torch.Generator().manual_seed(i)) for i, x in enumerate(odd_images(24))]
-    crops, _, rows, _ = default_collate(items)
+    crops, _, draws, _ = default_collate(items)
     transform = views.batched.view_1
-    subset = transform.apply_cropped(crops, unpack(rows), masked=False)
-    assert torch.allclose(transform.apply_cropped(crops, unpack(rows), masked=True), subset)
+    subset = transform.apply_cropped(crops, draws, masked=False)
+    assert torch.allclose(transform.apply_cropped(crops, draws, masked=True), subset)
 
 
 def test_a_resumed_epoch_sees_the_same_views(tmp_path: Path):
@@ -229,7 +254,8 @@ def test_pretrain_on_a_folder_read_from_files_takes_the_cropped_path(tmp_path: P
     monkeypatch.setattr(CroppedViews, "finish", lambda s, b: finished.append(1) or finish(s, b))
 
     folder = _write_odd_folder(tmp_path / "odd")
-    config = preset("fashion-mnist").replace(
+    config = dataclasses.replace(
+        preset("fashion-mnist"),
         dataset=str(folder),
         backbone="resnet18-narrow",
         image_size=16,

@@ -1,9 +1,8 @@
-"""The paper's view pipelines T and T' applied to a whole batch at once, on the training device.
+"""The view pipelines applied to a whole batch at once, on the training device.
 
-``per_image.ViewTransform`` makes one view of one image on the CPU; this module makes the views of a
-batch of uint8 images that already sit on the training device (CPU or GPU), every image drawing its
-own parameters from the same distributions (arXiv:2006.07733, Table 6, through the same
-``ViewSpec``).
+``per_image.ViewTransform`` makes one view of one image on the CPU; this module makes the views of
+a batch of uint8 images that already sit on the training device (CPU or GPU), running the same
+augmentations (``pipeline.pipeline``), every image with its own parameters.
 Written by hand rather than with kornia because a plain-torch batched pipeline measured ~2x
 kornia's per-sample augmentation on a 2-core CPU (BENCHMARKS.md) and adds no dependency.
 
@@ -16,30 +15,18 @@ source stays one channel until the end (saturation, hue and grayscale are no-ops
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Sequence
 
 import torch
 
-from byol.views.batched_ops import (
-    apply_where,
-    colour_jitter,
-    gaussian_blur,
-    grayscale_of,
-    resized_crops,
-)
-from byol.views.batched_sampling import BatchViewParams, sample_params
-from byol.views.spec import ViewSpec, blur_kernel_size
-
-_SOLARIZE_THRESHOLD = 128 / 255  # the per-image path solarises uint8 values >= 128
-
-
-def _mirrored(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-1)
+from byol.views.augmentation import Augmentation, Draws, checked, draw
+from byol.views.pipeline import pipeline, size_stage
+from byol.views.spec import ViewSpec
 
 
 class BatchViewTransform:
     """One view pipeline on a batch: uint8 N x C x H x W (C = 1 or 3) -> normalised float
-    N x 3 x S x S, on the images' device."""
+    N x 3 x S x S, on the images' device. ``augmentations`` replaces the spec's pipeline."""
 
     def __init__(
         self,
@@ -47,57 +34,48 @@ class BatchViewTransform:
         image_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        augmentations: Sequence[Augmentation] | None = None,
     ) -> None:
         self.spec, self.image_size = spec, image_size
         self.mean, self.std = tuple(mean), tuple(std)
-        self.kernel_size = blur_kernel_size(image_size, spec.blur_kernel_fraction)
+        given = pipeline(spec, image_size) if augmentations is None else augmentations
+        self.augmentations = checked(given)
 
-    def sample(
-        self, n: int, height: int, width: int, generator: torch.Generator
-    ) -> BatchViewParams:
-        return sample_params(self.spec, n, height, width, generator, generator.device)
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Draws:
+        """The draws of n images, on the generator's device."""
+        return draw(self.augmentations, n, height, width, generator)
 
-    def apply(
-        self, images: torch.Tensor, params: BatchViewParams, masked: bool | None = None
-    ) -> torch.Tensor:
+    def apply(self, images: torch.Tensor, draws: Draws, masked: bool | None = None) -> torch.Tensor:
         """Masked (default on GPUs): no host-device synchronisation; see ``apply_where``."""
-        x = images.float().div_(255)
-        x = resized_crops(x, params.crop, params.flip, self.image_size)
-        return self.colour_and_after(x, params, masked)
+        return self._run(images, draws, self.augmentations, masked)
 
     def apply_cropped(
-        self, crops: torch.Tensor, params: BatchViewParams, masked: bool | None = None
+        self, crops: torch.Tensor, draws: Draws, masked: bool | None = None
     ) -> torch.Tensor:
-        """The rest of the pipeline on uint8 N x C x S x S crops already cut and resized (in
-        DataLoader workers, by ``cropped.CropsInWorkers``): flip, colour and after; ``params.crop``
-        is not read."""
-        masked = crops.device.type != "cpu" if masked is None else masked
-        x = crops.float().div_(255)
-        x = apply_where(x, params.flip, _mirrored, masked=masked)
-        return self.colour_and_after(x, params, masked)
+        """The augmentations after the size stage, on uint8 N x C x S x S crops already cut and
+        resized in DataLoader workers (``cropped.CroppedViews``)."""
+        rest = self.augmentations[size_stage(self.augmentations) :]
+        return self._run(crops, draws, rest, masked)
 
-    def colour_and_after(
-        self, x: torch.Tensor, params: BatchViewParams, masked: bool | None = None
+    def _run(
+        self,
+        images: torch.Tensor,
+        draws: Draws,
+        augmentations: Sequence[Augmentation],
+        masked: bool | None,
     ) -> torch.Tensor:
-        """Colour jitter, grayscale, blur, solarisation and normalisation of float views in
-        [0, 1], N x C x S x S."""
-        masked = x.device.type != "cpu" if masked is None else masked
-        x = colour_jitter(x, params, masked)
-        if x.shape[1] == 3:
-            x = torch.where(params.grayscale.view(-1, 1, 1, 1), grayscale_of(x).expand_as(x), x)
-        if self.spec.blur_prob > 0:
-            blur = partial(gaussian_blur, kernel_size=self.kernel_size)
-            x = apply_where(x, params.blur, blur, params.blur_sigma, masked=masked)
-        solarize = params.solarize.view(-1, 1, 1, 1) & (x >= _SOLARIZE_THRESHOLD)
-        x = torch.where(solarize, 1.0 - x, x)
+        masked = images.device.type != "cpu" if masked is None else masked
+        x = images.float().div_(255)
+        for augmentation in augmentations:
+            x = augmentation.apply_batch(x, draws[augmentation.name], masked)
         x = x.expand(-1, 3, -1, -1)  # a gray source turns RGB only now, after 1-channel work
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        params = self.sample(images.shape[0], images.shape[-2], images.shape[-1], generator)
-        return self.apply(images, params)
+        draws = self.sample(images.shape[0], images.shape[-2], images.shape[-1], generator)
+        return self.apply(images, draws)
 
 
 class BatchTwoViews:
@@ -108,17 +86,17 @@ class BatchTwoViews:
 
     def sample(
         self, n: int, height: int, width: int, generator: torch.Generator
-    ) -> tuple[BatchViewParams, BatchViewParams]:
-        """The draws of t and t' for n images: all of t's, then all of t''s."""
+    ) -> tuple[Draws, Draws]:
+        """The draws of t and t' for n images (``draws[rows]``: those of some images only)."""
         return (
             self.view_1.sample(n, height, width, generator),
             self.view_2.sample(n, height, width, generator),
         )
 
     def apply(
-        self, images: torch.Tensor, params: tuple[BatchViewParams, BatchViewParams]
+        self, images: torch.Tensor, draws: tuple[Draws, Draws]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.view_1.apply(images, params[0]), self.view_2.apply(images, params[1])
+        return self.view_1.apply(images, draws[0]), self.view_2.apply(images, draws[1])
 
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator
