@@ -98,11 +98,12 @@ PRESETS["fashion-mnist"] = dict(
 METHOD_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "fashion-mnist": {
         "byol": {"predictor_warmup_steps": 50, "predictor_lr_scale": 30.0},
-        # Baselines at this scale: Barlow Twins' 8192-wide projector alone would be 138M
-        # parameters, and a 65536-key queue is larger than the 30k images, so MoCo would hold
-        # stale copies of the batch's own images as negatives.
+        # Baselines at this scale: Barlow Twins' 8192-wide projector (VICReg's expander is the
+        # same) alone would be 138M parameters, and a 65536-key queue is larger than the 30k
+        # images, so MoCo would hold stale copies of the batch's own images as negatives.
         "barlow": {"projector_dim": 1024},
         "moco": {"queue_size": 4096},
+        "vicreg": {"expander_dim": 1024},
     },
 }
 

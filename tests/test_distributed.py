@@ -44,7 +44,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 WORLD = 2
 STEPS = 3
-BASELINES = ("simclr", "barlow", "moco")
+BASELINES = ("simclr", "barlow", "moco", "vicreg")
 ONE = distributed.Ranks()
 
 

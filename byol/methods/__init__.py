@@ -17,7 +17,13 @@ from byol.errors import ConfigError
 from byol.methods.base import Method, MethodOutput, MethodSettings, ema_update
 
 # name -> the name tables and plots give it.
-METHODS = {"byol": "BYOL", "simclr": "SimCLR", "barlow": "Barlow Twins", "moco": "MoCo v2"}
+METHODS = {
+    "byol": "BYOL",
+    "simclr": "SimCLR",
+    "barlow": "Barlow Twins",
+    "moco": "MoCo v2",
+    "vicreg": "VICReg",
+}
 
 
 def method_class(name: str) -> type[Method]:
