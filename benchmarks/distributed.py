@@ -54,7 +54,12 @@ def train(args: argparse.Namespace, sync: bool, out: Path) -> None:
     dtype = torch.float64 if args.float64 else torch.float32
     ranks = distributed.current()
     data = images(args.batch_size * (args.steps + WARMUP))
-    epochs = BatchedEpochs(data, batch_paper_views(config, (0.29,) * 3, (0.35,) * 3), config, ranks)
+    epochs = BatchedEpochs(
+        data,
+        batch_paper_views(config.views, config.data.image_size, (0.29,) * 3, (0.35,) * 3),
+        config,
+        ranks,
+    )
     torch.manual_seed(0)
     model = build_model(config)
     if ranks.world_size > 1 and sync:

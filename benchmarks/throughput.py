@@ -78,7 +78,8 @@ class OurRecipe:
         c = self.config = config
         self.view_threads = view_threads  # intra-op threads for making views (0: the step's)
         self.name = name or (
-            f"byol (ours, {c.runtime.precision}{', channels_last' if c.runtime.channels_last else ''}"
+            f"byol (ours, {c.runtime.precision}"
+            f"{', channels_last' if c.runtime.channels_last else ''}"
             f"{f', views on {view_threads} thread(s)' if view_threads else ''})"
         )
         self.model = build_model(c)
@@ -97,7 +98,9 @@ class OurRecipe:
         # Given epochs (a folder's) time their own device work into phases["views on device"].
         self.views_timed_here = epochs is None
         if epochs is None:
-            epochs = BatchedEpochs(images, batch_paper_views(c, mean, std), c)
+            epochs = BatchedEpochs(
+                images, batch_paper_views(c.views, c.data.image_size, mean, std), c
+            )
         self.epochs = epochs
         # Seconds per phase of the data time, for the breakdown
         self.phases: dict[str, float] = getattr(epochs, "phases", defaultdict(float))

@@ -39,7 +39,6 @@ from byol.training.run_state import build_model
 from byol.training.step import train_step
 from byol.views.per_image import ViewTransform
 
-
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
     not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),

@@ -42,7 +42,7 @@ LEVELS = STD[0] * 255  # a normalised view times this is in uint8 levels
 
 
 def paper_config(size: int = 32, **changes):
-    return dataclasses.replace(preset("imagenet-paper"), image_size=size, **changes)
+    return preset("imagenet-paper").replace(image_size=size, **changes)
 
 
 def paper_specs(**changes):
@@ -205,9 +205,9 @@ def test_views_config_picks_the_path():
     in_memory = TensorImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4))
     on_disk = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8))
     for views, expected in (("auto", ("batched", "cropped")), ("batched", ("batched", "cropped"))):
-        config = dataclasses.replace(preset("cifar10"), views=views)
+        config = preset("cifar10").replace(view_path=views)
         assert (view_path(config, in_memory), view_path(config, on_disk)) == expected
-    per_image = dataclasses.replace(preset("cifar10"), views="per-image")
+    per_image = preset("cifar10").replace(view_path="per-image")
     assert view_path(per_image, in_memory) == view_path(per_image, on_disk) == "per-image"
 
 
@@ -238,7 +238,9 @@ def test_finish_is_the_same_with_and_without_masking():
 def test_a_resumed_epoch_sees_the_same_views(tmp_path: Path):
     train, _, info = load_datasets(str(_write_odd_folder(tmp_path / "odd")))
     config = paper_config(16, batch_size=4, num_workers=0)
-    views = ViewPairs(train, cropped_paper_views(config, info.mean, info.std))
+    views = ViewPairs(
+        train, cropped_paper_views(config.views, config.data.image_size, info.mean, info.std)
+    )
     device = torch.device("cpu")
     whole = [next(m) for m in per_image_epoch(views, config, device, 1, 0)]
     resumed = [next(m) for m in per_image_epoch(views, config, device, 1, 1)]
@@ -254,8 +256,7 @@ def test_pretrain_on_a_folder_read_from_files_takes_the_cropped_path(tmp_path: P
     monkeypatch.setattr(CroppedViews, "finish", lambda s, b: finished.append(1) or finish(s, b))
 
     folder = _write_odd_folder(tmp_path / "odd")
-    config = dataclasses.replace(
-        preset("fashion-mnist"),
+    config = preset("fashion-mnist").replace(
         dataset=str(folder),
         backbone="resnet18-narrow",
         image_size=16,

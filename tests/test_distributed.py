@@ -130,7 +130,7 @@ def test_per_image_batches_of_the_ranks_make_the_one_process_batches():
 
 def test_batched_views_of_the_ranks_make_the_one_process_views():
     config = tiny_config(accumulation_steps=2)
-    views = batch_paper_views(config, (0.5,) * 3, (0.25,) * 3)
+    views = batch_paper_views(config.views, config.data.image_size, (0.5,) * 3, (0.25,) * 3)
     images = noise_images()
     one = BatchedEpochs(images, views, config.replace(accumulation_steps=1))
     ranks = [BatchedEpochs(images, views, config, distributed.Ranks(r, 2)) for r in range(2)]
@@ -152,7 +152,7 @@ def train_a_few_steps(
 ) -> None:
     """Optimizer steps in float64 (so that rounding cannot hide a wrong formula); saves the global
     losses, the averaged gradients of the last step and the model state."""
-    views = batch_paper_views(config, (0.5,) * 3, (0.25,) * 3)
+    views = batch_paper_views(config.views, config.data.image_size, (0.5,) * 3, (0.25,) * 3)
     epochs = BatchedEpochs(noise_images(), views, config, ranks)
     torch.manual_seed(config.seed)
     model = build_model(config)

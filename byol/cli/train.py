@@ -75,7 +75,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     ]
     if result.knn_top1 is not None:
         print(
-            f"kNN top-1 on the test set (k={config.monitor.knn_k}, T={config.monitor.knn_temperature}):"
+            f"kNN top-1 on the test set (k={config.monitor.knn_k}, "
+            f"T={config.monitor.knn_temperature}):"
         )
         for name, value in rows:
             if value is not None:

@@ -11,6 +11,7 @@ together on a label subset; with a random-init encoder it is supervised training
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ def crop_flip_transform(
     crop_scale: tuple[float, float] = (0.08, 1.0),
 ) -> ViewTransform:
     """The paper's training augmentation for supervised heads: random resized crop + flip only."""
-    spec = ViewSpec.paper(
+    spec = dataclasses.replace(
+        ViewSpec(),
         crop_scale=crop_scale,
         jitter_prob=0.0,
         grayscale_prob=0.0,

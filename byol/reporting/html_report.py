@@ -249,7 +249,8 @@ def _curves_section(records: list[dict[str, Any]], config: Any) -> list[str]:
         out.append(f'<img alt="training curves" src="data:image/png;base64,{curves}">')
         out.append(
             f'<p class="muted">The dashed red line is the collapse warning level '
-            f"({COLLAPSED_BELOW}). kNN: weighted k={config.monitor.knn_k}, T={config.monitor.knn_temperature}, "
+            f"({COLLAPSED_BELOW}). kNN: weighted k={config.monitor.knn_k}, "
+            f"T={config.monitor.knn_temperature}, "
             "on the test split after each epoch and at the end.</p>"
         )
     return out

@@ -5,9 +5,9 @@ method (``byol.methods``) returns its loss; ``training.step`` takes one optimize
 step of the target; this loop logs, checkpoints, scores kNN at epoch ends and stops cleanly on a
 signal or a time limit. It never names a method: each declares its hooks (``methods/base.py``).
 
-Under torchrun every process runs this loop on its share of each global batch (``config.optim.batch_size``
-is the global batch), cut into ``config.optim.accumulation_steps`` micro-batches; ``byol/distributed.py``
-holds the process-group plumbing and docs/distributed.md the launch commands.
+Under torchrun every process runs this loop on its share of each global batch
+(``optim.batch_size`` is the global batch), cut into ``optim.accumulation_steps`` micro-batches;
+``byol/distributed.py`` holds the process-group plumbing and docs/distributed.md the launch commands.
 """
 
 from __future__ import annotations

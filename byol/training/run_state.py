@@ -227,9 +227,11 @@ def set_up(
         total_steps=total_steps,
         # The schedules may span more steps than the run takes (schedule_epochs): lr and tau
         # then stop short of their end values, as a longer run's would at this step.
-        schedule_steps=max(total_steps, int(round(steps_per_epoch * config.schedule.schedule_epochs))),
+        schedule_steps=max(
+            total_steps, int(round(steps_per_epoch * config.schedule.schedule_epochs))
+        ),
         warmup_steps=int(round(config.schedule.warmup_epochs * steps_per_epoch)),
-    )  # fmt: skip
+    )
     if checkpoint is not None:
         _restore(run, checkpoint, source)
     # Drops records a killed run wrote after its checkpoint; rank 0 alone writes.
