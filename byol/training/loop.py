@@ -7,7 +7,8 @@ signal or a time limit. It never names a method: each declares its hooks (``meth
 
 Under torchrun every process runs this loop on its share of each global batch
 (``optim.batch_size`` is the global batch), cut into ``optim.accumulation_steps`` micro-batches;
-``byol/distributed.py`` holds the process-group plumbing and docs/distributed.md the launch commands.
+``byol/distributed.py`` holds the process-group plumbing and docs/distributed.md the launch
+commands.
 """
 
 from __future__ import annotations

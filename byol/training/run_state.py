@@ -215,11 +215,24 @@ def set_up(
     total_steps = steps_per_epoch * config.schedule.epochs
     peak_lr = scaled_learning_rate(config.optim.base_lr, config.optim.batch_size)
     run = RunState(
-        config, run_dir, ranks, device, info, train_set, monitor, views, method, trained,
+        config,
+        run_dir,
+        ranks,
+        device,
+        info,
+        train_set,
+        monitor,
+        views,
+        method,
+        trained,
         optimizer=build_optimizer(
             method,  # parameter groups skip the target: it has no gradients
-            config.optim.optimizer, peak_lr, config.optim.weight_decay, config.optim.momentum,
-            config.optim.lars_trust_coefficient, method.lr_scales(),
+            config.optim.optimizer,
+            peak_lr,
+            config.optim.weight_decay,
+            config.optim.momentum,
+            config.optim.lars_trust_coefficient,
+            method.lr_scales(),
         ),
         precision=precision,
         peak_lr=peak_lr,
