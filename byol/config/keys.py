@@ -5,6 +5,7 @@ experiment, all read off the tree's field metadata (``byol/settings.py``)."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 from byol import settings
@@ -20,11 +21,17 @@ def _leaves_named(config: Config, name: str) -> list[str]:
 
 
 def _other_method_owning(config: Config, key: str) -> str | None:
-    """The method (other than ``config``'s) whose settings have the old flat name ``key``."""
-    for name in METHODS:
-        owner = settings_class(name)
-        if name != config.method.name and key in owner.OLD_NAMES:
-            return name
+    """The method (other than ``config``'s) that has a setting named ``key`` (or
+    ``method.key``, or an old flat name of one) when ``config``'s method has none."""
+    name = key.removeprefix("method.")
+    if name in {f.name for f in dataclasses.fields(config.method)}:
+        return None
+    for method in METHODS:
+        owner = settings_class(method)
+        if method != config.method.name and (
+            key in owner.OLD_NAMES or name in {f.name for f in dataclasses.fields(owner)}
+        ):
+            return method
     return None
 
 
@@ -40,18 +47,27 @@ def resolve_key(config: Config, key: str) -> list[str]:
         pass
     if key in config.method.OLD_NAMES:
         return [f"method.{config.method.OLD_NAMES[key]}"]
-    paths = _leaves_named(config, key)
-    if len(paths) == 1 or (paths and all(p.startswith(f"{VIEWS}.") for p in paths)):
-        return paths
-    if paths:
-        raise ConfigError(f"{key!r} names several settings ({', '.join(paths)}); use one path.")
     owner = _other_method_owning(config, key)
     if owner:
         raise ConfigError(
             f"{key} is a setting of method={owner}, and this run's method is "
             f"{config.method.name}; set method={owner} first."
         )
-    raise settings.unknown_key(key, config_keys(config))
+    paths = _leaves_named(config, key)
+    if len(paths) == 1 or (paths and all(p.startswith(f"{VIEWS}.") for p in paths)):
+        return paths
+    if paths:
+        raise ConfigError(f"{key!r} names several settings ({', '.join(paths)}); use one path.")
+    keys = config_keys(config)
+    short = [k for k in keys if "." not in k]
+    close = difflib.get_close_matches(key, keys, n=1) or difflib.get_close_matches(
+        key, [path.rsplit(".", 1)[-1] for path in keys], n=1
+    )
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"unknown config key {key!r}.{hint} Valid keys: {', '.join(short)}, or a dotted path "
+        "(`byol config` prints every one)."
+    )
 
 
 def config_keys(config: Config) -> list[str]:
@@ -99,12 +115,17 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return config
 
 
-def apply_changes(config: Config, changes: dict[str, Any]) -> Config:
-    """``config`` with ``{key: value}`` applied in order, keys as for ``apply_overrides`` and
-    values already typed (a pair for a name both views share is split the same way)."""
+def apply_changes(config: Config, changes: dict[str, Any], other_methods: bool = False) -> Config:
+    """``config`` with ``{key: value}`` applied, keys as for ``apply_overrides`` and values
+    already typed (a pair for a name both views share is split the same way). A change of
+    ``method`` comes first. With ``other_methods``, a setting that only other methods have is
+    left out, as a run of this method never reads it (so one set of changes fits every
+    method); else it is an error."""
+    changes = dict(changes)
+    if "method" in changes:
+        config = dataclasses.replace(config, method=settings_class(str(changes.pop("method")))())
     for key, value in changes.items():
-        if settings.normalise_key(key) == "method":
-            config = dataclasses.replace(config, method=settings_class(str(value))())
+        if other_methods and _other_method_owning(config, settings.normalise_key(key)):
             continue
         paths = resolve_key(config, key)
         current, _ = settings.find(config, paths[0])
@@ -121,31 +142,26 @@ def from_dict(values: dict[str, Any]) -> Config:
     """A Config from a saved dict: the nested form ``Config.to_dict`` writes, or the flat form of
     earlier releases (whose run folders then resume). Unknown keys and values of the wrong type
     are errors."""
-    if "data" in values or "dataset" not in values:
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if set(values) <= sections:
         return settings.from_dict(Config, values)
     return _from_flat(values)
 
 
 # Flat keys of earlier releases that are not a short name of today's tree.
 _RENAMED = {"views": "runtime.view_path"}
-# Settings that moved into a method's own section: other methods' copies were never read.
-_HEADS = ("projector_hidden_dim", "projection_dim", "predictor_hidden_dim")
 
 
 def _from_flat(values: dict[str, Any]) -> Config:
+    """Earlier releases kept every method's settings side by side; the others' were never read."""
     method = values.get("method", "byol")
     if not isinstance(method, str):
         raise ConfigError(f"method={method!r} is not a method name.")
-    config = Config(method=settings_class(method)())
-    method_fields = {f.name for f in dataclasses.fields(config.method)}
-    changes: dict[str, Any] = {}
-    for key, value in values.items():
-        if key == "method" or _other_method_owning(config, key):
-            continue
-        if key in _HEADS and key not in method_fields:
-            continue
-        changes[_RENAMED.get(key, key)] = tuple(value) if isinstance(value, list) else value
-    return apply_changes(config, changes)
+    changes = {
+        _RENAMED.get(key, key): tuple(value) if isinstance(value, list) else value
+        for key, value in values.items()
+    }
+    return apply_changes(Config(), changes, other_methods=True)
 
 
 def identity(config: Config) -> dict[str, Any]:

@@ -169,10 +169,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with ``changes``: keys are dotted paths or short names, as for ``--set``."""
+        """A copy with ``changes``: keys are dotted paths or short names, as for ``--set``;
+        ``method`` first, and settings that only other methods have are left out, so one set of
+        changes fits a run of any method."""
         from byol.config.keys import apply_changes  # keys.py builds on this module
 
-        return apply_changes(self, changes)
+        return apply_changes(self, changes, other_methods=True)
 
     @classmethod
     def load(cls, path: Path) -> Config:

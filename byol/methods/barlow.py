@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from byol import distributed
-from byol.methods.base import Method, MethodOutput, MethodSettings
+from byol.methods.base import Method, MethodOutput, MethodSettings, method_name
 from byol.methods.losses import barlow_twins_loss
 from byol.settings import setting
 
@@ -24,7 +24,7 @@ from byol.settings import setting
 class BarlowSettings(MethodSettings):
     """Barlow Twins' wide projector and the weight of its redundancy term."""
 
-    name: str = "barlow"
+    name: str = method_name("barlow")
     projector_dim: int = setting(8192, "width of each of the projector's three layers", low=1)
     lambda_: float = setting(5e-3, "weight of the off-diagonal (redundancy) term", low=0.0)
     OLD_NAMES: ClassVar[dict[str, str]] = {

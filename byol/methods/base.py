@@ -47,6 +47,11 @@ class MethodSettings:
     OLD_NAMES: ClassVar[dict[str, str]] = {}
 
 
+def method_name(name: str) -> str:
+    """The ``name`` field of a method's settings class: its registry name as the default."""
+    return setting(name, "the method: a name in byol.methods.METHODS")
+
+
 class Method(nn.Module):
     """The interface the loop, the checkpoints and the evaluation rely on."""
 

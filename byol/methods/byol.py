@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from byol.errors import ConfigError
-from byol.methods.base import Method, MethodOutput, MethodSettings
+from byol.methods.base import Method, MethodOutput, MethodSettings, method_name
 from byol.methods.heads import mlp
 from byol.methods.losses import byol_loss
 from byol.settings import setting
@@ -26,7 +26,7 @@ from byol.settings import setting
 class BYOLSettings(MethodSettings):
     """BYOL's heads (arXiv:2006.07733, Section 3.3) and two knobs for short budgets."""
 
-    name: str = "byol"
+    name: str = method_name("byol")
     projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
     projection_dim: int = setting(256, "output width of the projector g", low=1)
     predictor_hidden_dim: int = setting(4096, "hidden width of the predictor q", low=1)

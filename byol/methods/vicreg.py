@@ -21,7 +21,7 @@ from torch import nn
 
 from byol import distributed
 from byol.methods.barlow import wide_projector
-from byol.methods.base import Method, MethodOutput, MethodSettings
+from byol.methods.base import Method, MethodOutput, MethodSettings, method_name
 from byol.methods.losses import at_least_float32
 from byol.settings import setting
 
@@ -30,7 +30,7 @@ from byol.settings import setting
 class VICRegSettings(MethodSettings):
     """VICReg's expander and the weights of its three terms, at the paper's values."""
 
-    name: str = "vicreg"
+    name: str = method_name("vicreg")
     expander_dim: int = setting(8192, "width of each of the expander's three layers", low=1)
     lambda_: float = setting(25.0, "weight of the invariance term s(Z, Z')", low=0.0)
     mu: float = setting(25.0, "weight of the variance terms v(Z) + v(Z')", low=0.0)
