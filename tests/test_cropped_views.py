@@ -192,7 +192,7 @@ def test_a_folder_of_odd_files_goes_through_as_on_the_per_image_path(tmp_path: P
     device = torch.device("cpu")
     pairs = {}
     for name, make in (("cropped", cropped_paper_views), ("per-image", paper_views)):
-        views = ViewPairs(train, make(config, info.mean, info.std))
+        views = ViewPairs(train, make(config.views, config.data.image_size, info.mean, info.std))
         (micro_batches,) = per_image_epoch(views, config, device, 0, 0)
         pairs[name] = next(micro_batches)
     assert train.unreadable[-1][0].name == "cut.jpg"  # replaced by the next file, on both paths

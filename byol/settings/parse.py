@@ -72,7 +72,7 @@ def parse_value(key: str, text: str, default: Any, variable: bool = False) -> An
 
 def typed_value(key: str, value: Any, default: Any) -> Any:
     """``value`` from JSON as the type of ``default``; a value of another type is an error."""
-    if isinstance(default, tuple) and isinstance(value, list):
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
         if len(value) == len(default):
             return tuple(typed_value(key, v, d) for v, d in zip(value, default, strict=True))
     if isinstance(default, bool) or isinstance(value, bool):  # bool is an int: check it first
@@ -136,7 +136,7 @@ def _fill(node: Any, values: Any, prefix: str, what: str) -> Any:
         if is_settings(current):
             changes[key] = _fill(current, value, f"{prefix}{key}.", what)
         elif isinstance(current, tuple) and current and all(map(is_settings, current)):
-            if not isinstance(value, list) or len(value) != len(current):
+            if not isinstance(value, (list, tuple)) or len(value) != len(current):
                 raise ConfigError(f"{prefix}{key} needs a list of {len(current)} groups.")
             changes[key] = tuple(
                 _fill(c, v, f"{prefix}{key}.{i}.", what)
