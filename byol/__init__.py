@@ -55,6 +55,12 @@ _EXPORTS = {
     "ViewTransform": "byol.views.per_image",
     "paper_views": "byol.views.per_image",
     "ViewSpec": "byol.views.spec",
+    "paper_view_specs": "byol.views.spec",
+    "Augmentation": "byol.views",
+    "pipeline": "byol.views",
+    "VICReg": "byol.methods.vicreg",
+    "apply_overrides": "byol.config",
+    "configure": "byol.presets",
 }
 _ALIASES = {"BYOLOutput": "MethodOutput"}  # the name the package gave it first
 

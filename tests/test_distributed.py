@@ -9,7 +9,6 @@ MASTER_PORT in the environment, and ``byol.distributed.process_group`` joins fro
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -23,7 +22,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 from safetensors.torch import load_file
 
-from byol import distributed
+from byol import distributed, settings
 from byol.data import load_datasets
 from byol.errors import ConfigError
 from byol.presets import preset
@@ -86,6 +85,9 @@ def tiny_config(**changes):
         precision="fp32",
         predictor_warmup_steps=0,  # one process only (DDP cannot skip the encoder's gradients)
         schedule_epochs=0,  # schedules end with the run, as the paper's do
+        projector_dim=64,  # Barlow Twins' projector, not its 8192 wide
+        expander_dim=64,  # VICReg's
+        queue_size=64,  # MoCo's
     )
     return preset("fashion-mnist").replace(**{**settings, **changes})
 
@@ -409,10 +411,11 @@ def test_torchrun_cli_then_resume_in_one_process(image_folder, one_process_run, 
     run_dir = tmp_path / "run"
     config, default = run_config(image_folder), preset("fashion-mnist")
     sets = []
-    for field in dataclasses.fields(config):  # the run's config as --set overrides of the preset
-        value = getattr(config, field.name)
-        if value != getattr(default, field.name):
-            sets += ["--set", f"{field.name}={value}"]
+    preset_values = settings.flatten(default)
+    for path, value in settings.flatten(config).items():  # the run's config as --set overrides
+        if value != preset_values[path]:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            sets += ["--set", f"{path}={text}"]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     torchrun += ["--master_port", str(free_port())]
