@@ -48,9 +48,11 @@ def images(n: int) -> torch.Tensor:
 
 
 def train(args: argparse.Namespace, sync: bool, out: Path) -> None:
-    config = preset("fashion-mnist").replace(batch_size=args.batch_size, image_size=args.image_size,
+    config = preset("fashion-mnist").replace(
+        batch_size=args.batch_size,
+        image_size=args.image_size,
         sync_batchnorm=sync,
-    )  # fmt: skip
+    )
     dtype = torch.float64 if args.float64 else torch.float32
     ranks = distributed.current()
     data = images(args.batch_size * (args.steps + WARMUP))
@@ -85,9 +87,12 @@ def train(args: argparse.Namespace, sync: bool, out: Path) -> None:
 
 def _rank(rank: int, world: int, port: int, args: argparse.Namespace, sync: bool, out: Path):
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
-    )  # fmt: skip
+    )
     torch.set_num_threads(args.threads_per_process)
     with distributed.process_group(torch.device("cpu")):
         train(args, sync, out)

@@ -93,9 +93,12 @@ def _convert(module: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         synced = CpuSyncBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine,
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
             module.track_running_stats,
-        )  # fmt: skip
+        )
         if module.affine:  # the same Parameter objects: an optimizer built before still holds them
             synced.weight, synced.bias = module.weight, module.bias
         synced.running_mean = module.running_mean

@@ -51,11 +51,24 @@ def folder(tmp_path_factory) -> Path:
 def tiny_config(folder: Path, kind: str, **changes) -> Config:
     backbone, kwargs = TINY[kind]
     settings = dict(
-        dataset=str(folder), backbone=backbone, backbone_kwargs=kwargs, batch_size=32, epochs=1,
-        warmup_epochs=0.3, projector_hidden_dim=64, predictor_hidden_dim=64, projection_dim=32,
-        num_workers=0, log_every_steps=1, knn_bank_subset=0, knn_references=False,
-        precision="fp32", predictor_warmup_steps=1, schedule_epochs=0, threads=2,
-    )  # fmt: skip
+        dataset=str(folder),
+        backbone=backbone,
+        backbone_kwargs=kwargs,
+        batch_size=32,
+        epochs=1,
+        warmup_epochs=0.3,
+        projector_hidden_dim=64,
+        predictor_hidden_dim=64,
+        projection_dim=32,
+        num_workers=0,
+        log_every_steps=1,
+        knn_bank_subset=0,
+        knn_references=False,
+        precision="fp32",
+        predictor_warmup_steps=1,
+        schedule_epochs=0,
+        threads=2,
+    )
     return preset("fashion-mnist").replace(**{**settings, **changes})
 
 
@@ -172,11 +185,14 @@ def test_missing_timm_is_one_line_naming_the_extra(monkeypatch, capsys):
     assert len(err) == 1 and "pip install 'byol[timm]'" in err[0]
 
 
-@pytest.mark.parametrize("item, words", [
-    ("backbone=timm:no_such_model", ["no_such_model", "byol models"]),
-    ("backbone_kwargs=patch_size=4", ["timm backbones", "resnet50"]),
-    ("loggers=tensorboard,neptune", ["loggers", "mlflow", "wandb"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "item, words",
+    [
+        ("backbone=timm:no_such_model", ["no_such_model", "byol models"]),
+        ("backbone_kwargs=patch_size=4", ["timm backbones", "resnet50"]),
+        ("loggers=tensorboard,neptune", ["loggers", "mlflow", "wandb"]),
+    ],
+)
 def test_backbone_and_logger_settings_are_checked(item, words):
     if "timm:" in item:
         pytest.importorskip("timm", reason="timm backbones need the timm extra")

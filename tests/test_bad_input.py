@@ -408,9 +408,18 @@ def _hostile_folder(root: Path) -> tuple[Path, set[str]]:
 
 def _train_on_hostile_folder(tmp_path: Path, capsys, extra: list[str]) -> None:
     folder, skipped = _hostile_folder(tmp_path / "hostile")
-    items = [f"dataset={folder}", "backbone=resnet18-narrow", "image_size=16", "batch_size=4",
-             "projector_hidden_dim=32", "predictor_hidden_dim=32", "knn_references=false",
-             "threads=1", "predictor_warmup_steps=0", *extra]  # fmt: skip
+    items = [
+        f"dataset={folder}",
+        "backbone=resnet18-narrow",
+        "image_size=16",
+        "batch_size=4",
+        "projector_hidden_dim=32",
+        "predictor_hidden_dim=32",
+        "knn_references=false",
+        "threads=1",
+        "predictor_warmup_steps=0",
+        *extra,
+    ]
     argv = ["pretrain", "--quiet", "--run-dir", str(tmp_path / "run")]
     for item in items:
         argv += ["--set", item]

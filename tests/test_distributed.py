@@ -420,20 +420,45 @@ def test_torchrun_cli_then_resume_in_one_process(image_folder, one_process_run, 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     torchrun += ["--master_port", str(free_port())]
     launched = subprocess.run(
-        [*torchrun, "-m", "byol", "pretrain", "--run-dir", str(run_dir), "--quiet", *sets,
-         "--set", "max_minutes=1e-9"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        [
+            *torchrun,
+            "-m",
+            "byol",
+            "pretrain",
+            "--run-dir",
+            str(run_dir),
+            "--quiet",
+            *sets,
+            "--set",
+            "max_minutes=1e-9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("run folder:") == 1  # rank 0 alone reports
     assert torch.load(run_dir / CHECKPOINT, weights_only=True)["world_size"] == 2
 
     # The same global batch on one process: the run continues where two processes stopped.
     resumed = subprocess.run(
-        [sys.executable, "-m", "byol", "pretrain", "--resume", str(run_dir), "--quiet",
-         "--set", "max_minutes=0"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "byol",
+            "pretrain",
+            "--resume",
+            str(run_dir),
+            "--quiet",
+            "--set",
+            "max_minutes=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 8
     assert_same_early_losses(run_dir, one_process_run)

@@ -51,8 +51,12 @@ def test_knn_of_a_perfect_feature_map_is_100_percent():
     labels = torch.arange(300) % 10
     features = torch.nn.functional.one_hot(labels, 10).float() + 0.01 * torch.rand(300, 10)
     scores = knn_evaluate(features, labels, features[:100], labels[:100], (20, 200), 0.1)
-    assert scores == {"knn20_top1": 100.0, "knn20_top5": 100.0, "knn200_top1": 100.0,
-                      "knn200_top5": 100.0}  # fmt: skip
+    assert scores == {
+        "knn20_top1": 100.0,
+        "knn20_top5": 100.0,
+        "knn200_top1": 100.0,
+        "knn200_top5": 100.0,
+    }
 
 
 def test_subset_indices_are_class_balanced_and_identical_across_calls():
@@ -132,9 +136,18 @@ def test_finetuning_moves_encoder_weights_linear_evaluation_does_not(run_dir):
     test_f, test_l = ev.features("byol", "test")
     crops = Transformed(ev.train, ev.train_transform)
     linear_paper(
-        encoder, crops, train_f, train_l, test_f, test_l, np.arange(0, 300, 10), (0.1,),
-        ev.device, epochs=1, batch_size=100,
-    )  # fmt: skip
+        encoder,
+        crops,
+        train_f,
+        train_l,
+        test_f,
+        test_l,
+        np.arange(0, 300, 10),
+        (0.1,),
+        ev.device,
+        epochs=1,
+        batch_size=100,
+    )
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
 
     subset = Transformed(ev.train, ev.train_transform, np.arange(100))

@@ -50,9 +50,11 @@ class DataSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     backbone: str = setting(
-        "resnet50", "a torchvision ResNet, or timm:<name> (`byol models` lists them)",
-        choices=tuple(BACKBONES), prefix=TIMM,
-    )  # fmt: skip
+        "resnet50",
+        "a torchvision ResNet, or timm:<name> (`byol models` lists them)",
+        choices=tuple(BACKBONES),
+        prefix=TIMM,
+    )
     backbone_kwargs: str = setting(
         "", "timm backbones only: keyword arguments of timm.create_model, e.g. patch_size=4"
     )
@@ -74,9 +76,11 @@ class OptimSettings:
     # The global batch and the schedules stay; only which images share batch-norm statistics
     # changes, as with the process count, so a run can move to fewer devices on resume.
     accumulation_steps: int = setting(
-        1, "micro-batches per optimizer step (BN statistics per micro-batch)", low=1,
+        1,
+        "micro-batches per optimizer step (BN statistics per micro-batch)",
+        low=1,
         resumable=True,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,10 @@ class ScheduleSettings:
     )
     tau_base: float = setting(0.996, "target EMA rate at step 0", low=0.0, high=1.0)
     tau_schedule: str = setting(
-        "cosine", "cosine: tau_base -> 1 | constant: tau_base throughout",
+        "cosine",
+        "cosine: tau_base -> 1 | constant: tau_base throughout",
         choices=("cosine", "constant"),
-    )  # fmt: skip
+    )
 
 
 def _runtime(default: Any, help: str, *, resumable: bool = True, **rule: Any) -> Any:  # noqa: A002
@@ -106,22 +111,28 @@ class RuntimeSettings:
         "auto", "auto | cpu | cuda | cuda:N", pattern=r"auto|cpu|cuda|cuda:[0-9]+|mps"
     )
     precision: str = _runtime(
-        "auto", "fp32 | bf16 (autocast) | auto: bf16 on CUDA and native-bf16 CPUs",
-        resumable=False, recovery=True, choices=("auto", "fp32", "bf16"),
-    )  # fmt: skip
+        "auto",
+        "fp32 | bf16 (autocast) | auto: bf16 on CUDA and native-bf16 CPUs",
+        resumable=False,
+        recovery=True,
+        choices=("auto", "fp32", "bf16"),
+    )
     channels_last: bool = _runtime(False, "channels-last memory layout", resumable=False)
     view_path: str = _runtime(
-        "auto", "batched (on the device; files: crops in workers) | per-image | auto",
-        resumable=False, choices=("auto", "batched", "per-image"),
-    )  # fmt: skip
+        "auto",
+        "batched (on the device; files: crops in workers) | per-image | auto",
+        resumable=False,
+        choices=("auto", "batched", "per-image"),
+    )
     compile: bool = _runtime(False, "torch.compile the encoder (slow first step)")
     num_workers: int = _runtime(8, "DataLoader workers", low=0)
     threads: int = _runtime(0, "torch intra-op threads on CPU (0 = torch's default)", low=0)
     log_every_steps: int = _runtime(10, "a metrics record every this many steps", low=1)
     loggers: str = _runtime(
-        "tensorboard", "comma-separated: tensorboard, mlflow, wandb (extras), or none",
+        "tensorboard",
+        "comma-separated: tensorboard, mlflow, wandb (extras), or none",
         pattern=r"none|(tensorboard|mlflow|wandb)(,(tensorboard|mlflow|wandb))*",
-    )  # fmt: skip
+    )
     checkpoint_every_steps: int = _runtime(
         0, "0 = a checkpoint at the end of every epoch only", low=0
     )

@@ -129,10 +129,16 @@ def embed(
     array = features[kept].numpy().astype(np.float32)
     written = _write(out_dir, array, files)
     manifest: dict[str, Any] = dict(
-        encoder=str(src.encoder_path), folder=str(root), count=len(files), dim=array.shape[1],
-        image_size=c.data.image_size, mean=list(mean), std=list(std), unreadable_skipped=skipped,
+        encoder=str(src.encoder_path),
+        folder=str(root),
+        count=len(files),
+        dim=array.shape[1],
+        image_size=c.data.image_size,
+        mean=list(mean),
+        std=list(std),
+        unreadable_skipped=skipped,
         classes=images.classes,
-    )  # fmt: skip
+    )
     run_folder.write_json(out_dir / MANIFEST, manifest)
     return [*written, out_dir / MANIFEST]
 

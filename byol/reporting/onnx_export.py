@@ -39,9 +39,14 @@ def export_onnx(
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter: the torch.export-based one needs onnxscript besides.
         torch.onnx.export(
-            encoder, (traced,), buffer, input_names=["images"], output_names=["features"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False,
-        )  # fmt: skip
+            encoder,
+            (traced,),
+            buffer,
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            dynamo=False,
+        )
     out_dir = Path(out) if out else src.out_dir / run_folder.EXPORT
     path = out_dir / ONNX_FILE
     run_folder.write_bytes(path, buffer.getvalue())
