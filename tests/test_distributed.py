@@ -87,7 +87,7 @@ def tiny_config(**changes):
         schedule_epochs=0,  # schedules end with the run, as the paper's do
         projector_dim=64,  # Barlow Twins' projector, not its 8192 wide
         expander_dim=64,  # VICReg's
-        queue_size=64,  # MoCo's
+        queue_size=4096,  # MoCo's, as the preset's
     )
     return preset("fashion-mnist").replace(**{**settings, **changes})
 
@@ -397,7 +397,7 @@ def test_two_process_pretrain_writes_from_rank_0_only_and_resumes(
     files = {"config.json", "metrics.jsonl", "tensorboard", "checkpoint.pt", "summary.json"}
     assert files | {ENCODER} <= {p.name for p in whole.iterdir()}
     assert torch.load(tmp_path / "s.pt", weights_only=True) == {"step": 1, "world_size": 2}
-    assert json.loads((whole / "config.json").read_text())["sync_batchnorm"] is True
+    assert json.loads((whole / "config.json").read_text())["model"]["sync_batchnorm"] is True
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["world_size"] == 2
     # Stopped after step 1 and resumed, under two processes: the uninterrupted run, exactly.
@@ -487,7 +487,7 @@ def test_accumulation_counts_schedules_in_optimizer_steps(image_folder, tmp_path
     assert state["online_encoder.bn1.num_batches_tracked"] == total * 2 * 2
     assert state["target_encoder.bn1.num_batches_tracked"] == total * 2 * 2
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["accumulation_steps"] == 2
+    assert saved["optim"]["accumulation_steps"] == 2
 
 
 def test_a_global_batch_that_does_not_split_is_a_clear_error(tmp_path):
