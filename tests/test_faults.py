@@ -466,7 +466,7 @@ def test_a_diverged_run_resumes_with_a_lower_learning_rate_and_finishes(
     assert main(["pretrain", "--quiet", "--resume", str(run), *lower]) == 0, capsys.readouterr()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 * STEPS_PER_EPOCH and not (run / "diverged.json").exists()
-    assert json.loads((run / "config.json").read_text())["base_lr"] == 0.5
+    assert json.loads((run / "config.json").read_text())["optim"]["base_lr"] == 0.5
     assert sorted(logged_steps(run)) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
     capsys.readouterr()
     assert main(["pretrain", "--quiet", "--resume", str(run)]) == 0
