@@ -89,7 +89,7 @@ def test_report_page_holds_everything_and_nothing_external(finished_run: Path) -
     # self-contained: no file or URL is fetched when the page opens
     assert not re.findall(r'(?:src|href)="(?!data:)', page)
     # the config, the evaluation table (from results.json), the final kNN (from summary.json)
-    assert '<th>image_size</th><td class="num">16</td>' in page
+    assert '<th>data.image_size</th><td class="num">16</td>' in page
     results = json.loads((finished_run / "results.json").read_text())
     top1 = results["datasets"][next(iter(results["datasets"]))]["byol"]["knn200_top1"]
     assert "kNN k=200" in page and f"{top1:.2f}" in page

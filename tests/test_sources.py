@@ -333,8 +333,8 @@ def test_features_of_a_stream_are_those_of_the_same_images_in_memory():
 def test_the_knn_monitor_scores_a_partly_labelled_stream_as_the_same_images_in_memory():
     images = toy_images(90, seed=1)
     labels = [-1 if i % 5 == 0 else i % 3 for i in range(90)]
-    config = dataclasses.replace(preset("fashion-mnist"), image_size=8, knn_k=5)
-    config = dataclasses.replace(config, knn_bank_subset=0, eval_batch_size=32)
+    config = preset("fashion-mnist").replace(image_size=8, knn_k=5)
+    config = config.replace(knn_bank_subset=0, eval_batch_size=32)
     cpu = torch.device("cpu")
     held = KnnMonitor(
         config,
@@ -354,7 +354,7 @@ def test_the_knn_monitor_scores_a_partly_labelled_stream_as_the_same_images_in_m
     )
     assert streamed.score(encoder()) == pytest.approx(held.score(encoder()), abs=1e-9)
     assert streamed.score_pixels() == pytest.approx(held.score_pixels(), abs=1e-9)
-    bank = dataclasses.replace(config, knn_bank_subset=20)
+    bank = config.replace(knn_bank_subset=20)
     with pytest.raises(DatasetError) as error:
         KnnMonitor(bank, ListStream(images[:60], labels[:60]), held.queries, TOY_INFO, cpu, "fp32")
     assert_one_line_refusal(error, "knn_bank_subset=20", "set knn_bank_subset=0")
@@ -388,12 +388,14 @@ def test_evaluation_scores_a_stream_by_knn_and_refuses_label_subsets(tmp_path, m
     from byol.run_folder import save_config
 
     register_toys(monkeypatch)
-    config = dataclasses.replace(
-        preset("fashion-mnist"), dataset="toy-stream", backbone="resnet18-narrow", image_size=16
+    config = preset("fashion-mnist").replace(
+        dataset="toy-stream", backbone="resnet18-narrow", image_size=16
     )
     save_config(tmp_path, config)
-    net, _ = build_backbone(config.backbone, config.cifar_stem)
-    save_encoder(tmp_path / "encoder.safetensors", net, config.backbone, config.cifar_stem)
+    net, _ = build_backbone(config.model.backbone, config.model.cifar_stem)
+    save_encoder(
+        tmp_path / "encoder.safetensors", net, config.model.backbone, config.model.cifar_stem
+    )
     settings = ["device=cpu", "precision=fp32", "eval_batch_size=16", "knn_ks=5"]
     streamed = Evaluation(tmp_path, "TOY_STREAM", settings)
     assert streamed.train.streaming and streamed.dataset == "TOY_STREAM"
@@ -408,7 +410,7 @@ def test_pretraining_refuses_a_stream_in_one_line(tmp_path, monkeypatch):
 
     register_toys(monkeypatch)
     changes = dict(dataset="toy-stream", backbone="resnet18-narrow", image_size=16, batch_size=8)
-    config = dataclasses.replace(preset("fashion-mnist"), **changes, knn_bank_subset=0)
+    config = preset("fashion-mnist").replace(**changes, knn_bank_subset=0)
     with pytest.raises(DatasetError) as error:
         pretrain(config, tmp_path / "run", quiet=True)
     assert_one_line_refusal(error, "pretraining")

@@ -15,7 +15,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from byol import run_folder
+from byol import run_folder, settings
 from byol.errors import ByolError
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.reporting.figures import curves_figure, embedding_figure
@@ -206,7 +206,7 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
     out += ["<h2>Embedding map</h2>", _embedding_section(run_dir, points, overrides or [])]
     out += ["<h2>Evaluation</h2>", _results_section(run_dir)]
     out += ["<h2>Nearest neighbours</h2>", _neighbours_section(run_dir)]
-    out += ["<h2>Configuration</h2>", _table(list(config.to_dict().items()))]
+    out += ["<h2>Configuration</h2>", _table(list(settings.flatten(config).items()))]
     out.append("</body></html>\n")
     return "\n".join(out)
 
