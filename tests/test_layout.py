@@ -20,7 +20,9 @@ LAYERS = [
     ("cli", "__main__", "__init__"),  # cli/: one module per group of commands
 ]
 MAX_FILE_LINES = 300
-MAX_FUNCTION_LINES = 60
+# A net against functions nobody can read on one screen, not a cap to cut code to: a function that
+# reads top to bottom beats several made to fit.
+MAX_FUNCTION_LINES = 100
 
 
 def layer_of(module: str) -> int:
@@ -85,6 +87,11 @@ def test_no_function_over_60_lines():
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {length}")
     assert long == []
+
+
+def test_no_formatting_switched_off_to_fit_a_limit():
+    skipped = [name for name, path in modules().items() if "fmt: skip" in path.read_text()]
+    assert skipped == []
 
 
 def test_no_path_outside_the_repository():
