@@ -71,12 +71,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 PRESETS["fashion-mnist"] = dict(
-    # ~10 min on 2 CPU cores: ResNet-18 at the native 28 px, batch 128, 4 passes over 30k images
-    # (936 steps), no random crop (views differ by flip and colour; crops cost kNN in this budget,
-    # and the garments are centred), no blur, LARS 1.0 x B/256, tau_base 0.97 (official 40-epoch
-    # value), the paper's 4096-wide heads, q_theta trained alone for 50 steps then at 30x the lr
-    # (BYOL's slow start), and lr and tau schedules sized for 8 epochs, so the run never idles at
-    # an lr near 0 (+1.8 kNN at 702 steps). Measurements: docs/cpu-preset.md.
+    # Minutes on 2 CPU cores: ResNet-18 at the native 28 px, batch 128, 4 passes over 30k images,
+    # no random crop (the garments are centred, and crops cost accuracy at this budget), no blur,
+    # LARS 1.0 x B/256, tau_base 0.97 (the official 40-epoch value), and lr and tau schedules
+    # sized for 8 epochs, so the run never idles at an lr near 0. Why each: docs/cpu-preset.md.
     dataset="fashion-mnist",
     image_size=28,
     eval_crop_fraction=1.0,
@@ -97,6 +95,7 @@ PRESETS["fashion-mnist"] = dict(
 
 METHOD_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "fashion-mnist": {
+        # q_theta trained alone for 50 steps, then at 30x the lr: BYOL starts slowly otherwise.
         "byol": {"predictor_warmup_steps": 50, "predictor_lr_scale": 30.0},
         # Baselines at this scale: Barlow Twins' 8192-wide projector (VICReg's expander is the
         # same) alone would be 138M parameters, and a 65536-key queue is larger than the 30k
