@@ -2,7 +2,6 @@
 against closed
 forms, MoCo's queue, the tau = 0 target, a real collapse, and `byol ablate` end to end."""
 
-import dataclasses
 import json
 import math
 import shutil

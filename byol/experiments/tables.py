@@ -37,7 +37,7 @@ class Row:
     overrides: tuple[str, ...] = ()
     paper: float | str | None = None  # arXiv:2006.07733, ImageNet top-1 %
     source: str = ""
-    reference: str = "baseline"  # the ``name`` the delta column compares against
+    reference: str = "baseline"  # the row this one is compared with (in results.json)
     protocol: str = FROZEN
     fraction: float = 1.0  # FINETUNE: the share of the training labels
 

@@ -29,8 +29,8 @@ class Report:
     ablation: str
     preset: str
     config: Config  # BYOL's, before any row changes it
-    settings: EvalSettings
-    train_images: int  # the frozen-feature protocols' labelled training images (0 = all)
+    eval_settings: EvalSettings
+    eval_train_images: int  # the frozen-feature protocols' labelled training images (0 = all)
     command: str
     claims: tuple[Claim, ...]
     sources: tuple[str, ...]  # where in arXiv:2006.07733 the paper's numbers are
@@ -41,7 +41,7 @@ def _number(value: Any) -> str:
 
 
 def _setup(report: Report) -> str:
-    config, settings, train_images = report.config, report.settings, report.train_images
+    config, settings, train_images = report.config, report.eval_settings, report.eval_train_images
     images = f"{config.data.train_subset}" if config.data.train_subset else "all"
     bank = f"{train_images} labelled training images" if train_images else "every labelled image"
     where = ", ".join(report.sources) or "Section 5"
@@ -71,7 +71,7 @@ def markdown(
     header = "fine-tuned top-1" if metric == FINETUNED else "kNN | linear"
     lines = [
         f"# Ablation `{report.ablation}` on the `{report.preset}` preset\n",
-        _setup(report) + _scored_on(rows, report.settings),
+        _setup(report) + _scored_on(rows, report.eval_settings),
         f"Command: `{report.command}`; {len(seeds)} seed(s) per row "
         f"({', '.join(map(str, seeds))}); training time {_train_minutes(rows):.0f} min, summed "
         "over the runs (runs side by side with --jobs share it).\n",
@@ -175,64 +175,53 @@ def _stat(stat: Stat | None, digits: int = 1) -> str:
 def plot(
     path: Path, ablation: str, rows: list[dict[str, Any]], references: dict[str, list[dict]]
 ) -> None:
-    """Left: our kNN top-1, mean over seeds with the standard deviation as error bar, hatched
-    when collapsed, and the references as lines; middle: the collapse metric over training;
-    right: the paper's numbers."""
-    plt = _pyplot()
-    stats = aggregate(rows)
-    metric, score = _judged_on(rows)
+    """Left: our score, mean over seeds with the standard deviation as error bar, hatched when
+    collapsed, and the references as lines; middle: the collapse metric over training; right:
+    the paper's numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats, (metric, score) = aggregate(rows), _judged_on(rows)
     names = list(dict.fromkeys(r["name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / len(methods)
-    fig, axes = plt.subplots(1, 3, figsize=(max(12, 1.1 * len(names) * 3), 4.5))
-    for m, method in enumerate(methods):
-        for name in names:
-            group = stats.get((name, method), {})
-            x = names.index(name) - 0.4 + width * (m + 0.5)
-            knn = group.get(metric)
-            if knn is not None:
+    fig, (ours, curves, paper) = plt.subplots(1, 3, figsize=(max(12, 3.3 * len(names)), 4.5))
+    for i, name in enumerate(names):
+        for m, method in enumerate(methods):
+            runs = [r for r in rows if (r["name"], r["method"]) == (name, method)]
+            group, x = stats.get((name, method), {}), i - 0.4 + width * (m + 0.5)
+            if metric in group:
                 collapsed = "collapse" in group and group["collapse"].mean < COLLAPSED_BELOW
                 style = dict(color=f"C{m}", capsize=3, hatch="//" if collapsed else None)
-                label = METHOD_NAMES[method] if name == names[0] else None
-                axes[0].bar(x, knn.mean, width, yerr=knn.std, label=label, **style)
-            paper = next(r["paper"] for r in rows if (r["name"], r["method"]) == (name, method))
-            if isinstance(paper, (int, float)):
-                axes[2].bar(x, paper, width, color=f"C{m}")
+                label = METHOD_NAMES[method] if i == 0 else None
+                ours.bar(x, group[metric].mean, width, yerr=group[metric].std, label=label, **style)
+            if runs and isinstance(runs[0]["paper"], (int, float)):
+                paper.bar(x, runs[0]["paper"], width, color=f"C{m}")
+            lines = [r["collapse_curve"] for r in runs if r.get("collapse_curve")]
+            if lines:  # the mean curve over seeds, as long as the shortest
+                mean = [sum(values) / len(values) for values in zip(*lines, strict=False)]
+                curves.plot(mean, label=f"{name} ({method})")
     for name, label, style in (("random-init", "random init", "--"), ("pixels", "pixels", ":")):
         values = [v["knn_top1"] for v in references.get(name) or []]
         if values:
-            axes[0].axhline(sum(values) / len(values), color="grey", ls=style, label=label)
-    for (name, method), _ in stats.items():
-        mine = [r for r in rows if (r["name"], r["method"]) == (name, method)]
-        curves = [r["collapse_curve"] for r in mine if r.get("collapse_curve")]
-        if curves:
-            length = min(len(c) for c in curves)
-            mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
-            axes[1].plot(mean, label=f"{name} ({method})")
-    axes[1].axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
-    axes[0].set_title(f"ours: {score}, mean ± std over seeds", fontsize=10)
-    axes[1].set_title("collapse metric over training (logged steps)", fontsize=10)
-    axes[2].set_title("paper: ImageNet top-1 (ResNet-50)", fontsize=10)
-    for ax in (axes[0], axes[2]):
+            ours.axhline(sum(values) / len(values), color="grey", ls=style, label=label)
+    curves.axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
+    ours.set_title(f"ours: {score}, mean ± std over seeds", fontsize=10)
+    curves.set_title("collapse metric over training (logged steps)", fontsize=10)
+    paper.set_title("paper: ImageNet top-1 (ResNet-50)", fontsize=10)
+    for ax in (ours, paper):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_ylim(0, 100)
-    axes[0].legend(fontsize=8, loc="lower left")
-    axes[1].legend(fontsize=7)
+    ours.legend(fontsize=8, loc="lower left")
+    curves.legend(fontsize=7)
     fig.suptitle(f"byol ablate {ablation}")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     write_bytes(path, buffer.getvalue())
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def write_report(
@@ -246,16 +235,9 @@ def write_report(
     text = markdown(report, rows, references)
     write_text(folder / TABLE_MD, text)
     plot(folder / PLOT_PNG, report.ablation, rows, references)
-    record = dict(
-        ablation=report.ablation,
-        preset=report.preset,
-        command=report.command,
-        config=report.config.to_dict(),
-        eval_settings=vars(report.settings),
-        eval_train_images=report.train_images,
-        rows=rows,
-        references=references,
-        wall_s=wall_s,
-    )
+    record = dict(ablation=report.ablation, preset=report.preset, command=report.command)
+    record.update(config=report.config.to_dict(), eval_settings=vars(report.eval_settings))
+    record.update(eval_train_images=report.eval_train_images, rows=rows, references=references)
+    record["wall_s"] = wall_s
     write_text(folder / RESULTS_JSON, json.dumps(record, indent=2, default=list) + "\n")
     return text

@@ -42,13 +42,9 @@ class Stat:
 
 @dataclass(frozen=True)
 class Claim:
-    """One sentence of the paper and how to test it on an ablation's rows.
-
-    kind "collapses": ``variant`` learns nothing beyond random init, or its collapse metric falls
-    under ``COLLAPSED_BELOW``. kind "worse": ``variant`` scores below ``reference`` (of method
-    ``other``, when given). kind "drops_less": from ``reference`` to ``variant``, ``method``
-    loses less than ``other``. Judged on ``metric``.
-    """
+    """One sentence of the paper and how to test it on an ablation's rows: its ``kind`` (the
+    expected direction, as byol/experiments/ablations.toml's header defines each), the rows it
+    compares and the ``metric`` it is judged on."""
 
     text: str
     kind: str
