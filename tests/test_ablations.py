@@ -101,6 +101,7 @@ def test_every_claim_compares_rows_its_table_has():
         (lambda t: t["rows"][1].update(protocol="frozen-ish"), "protocol 'frozen-ish'"),
         (lambda t: t["rows"][1].update(refrence="baseline"), "unknown key(s) refrence"),
         (lambda t: t.update(claim=[]), "unknown key(s) claim"),
+        (lambda t: t["rows"][1].pop("label"), "lacks its name, label or methods"),
     ],
 )
 def test_a_broken_table_is_refused_in_one_line(change, words):

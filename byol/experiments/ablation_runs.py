@@ -86,12 +86,15 @@ class AblationEvaluation(Evaluation):
     images (0 = all), so that scoring an encoder costs seconds; the scores go to the run's
     ablation_eval.json, not to results.json, whose numbers use every training image."""
 
-    def __init__(self, source: Path, dataset: str | None, overrides: list[str], images: int = 0):
+    def __init__(
+        self, source: Path, dataset: str | None, overrides: list[str], train_images: int = 0
+    ) -> None:
         super().__init__(source, dataset, overrides)
-        if 0 < images < len(self.train):
-            self.train = subset(self.train, images, self.settings.seed)
+        if 0 < train_images < len(self.train):
+            seed = self.settings.seed
+            self.train = subset(self.train, train_images, seed)
             # Its own name for the validation split and the cached features of this subset.
-            self.subsets_name = f"{safe_name(self.dataset)}-{images}-seed{self.settings.seed}"
+            self.subsets_name = f"{safe_name(self.dataset)}-{train_images}-seed{seed}"
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
         return values

@@ -93,6 +93,8 @@ def _table(name: str, spec: dict[str, Any]) -> Table:
     rows = []
     for entry in spec.get("rows", []):
         entry = {**spec, **_strict(entry, _ROW_KEYS, f"a row of {name}")}
+        if not {"name", "label", "methods"} <= set(entry):
+            raise ConfigError(f"ablations.toml: a row of {name} lacks its name, label or methods.")
         shared = {key: entry[key] for key in _SHARED if key in entry}
         overrides, paper = tuple(entry.get("set", ())), entry.get("paper", {})
         for method in entry["methods"]:
