@@ -2,7 +2,6 @@
 against closed
 forms, MoCo's queue, the tau = 0 target, a real collapse, and `byol ablate` end to end."""
 
-import dataclasses
 import json
 import math
 import shutil
@@ -20,13 +19,8 @@ from byol.checkpoint import load_encoder
 from byol.cli import main
 from byol.config import Config, apply_overrides
 from byol.data import load_datasets
-from byol.evaluation.protocols import Evaluation
-from byol.experiments.variants import (
-    AUGMENTATIONS,
-    CLAIMS,
-    ablation_variants,
-    augmentation_overrides,
-)
+from byol.experiments.ablation_runs import AblationEvaluation
+from byol.experiments.tables import table
 from byol.methods.barlow import BarlowTwins
 from byol.methods.losses import barlow_twins_loss, info_nce, nt_xent
 from byol.methods.moco import MoCo
@@ -232,6 +226,10 @@ def test_stop_gradient_without_predictor_collapses_byol_does_not(tmp_path):
 
 
 # --- augmentation removals are config values ------------------------------------------------------
+def _augmentation(name: str):
+    return next(row for row in table("augmentations").rows if row.name == name)
+
+
 def test_augmentation_removals_reach_both_view_specs():
     config = preset("imagenet-paper")
     removed = {
@@ -241,21 +239,21 @@ def test_augmentation_removals_reach_both_view_specs():
         "blur_prob": lambda s: s.blur_prob == 0,
         "solarize_prob": lambda s: s.solarize_prob == 0,
     }
-    for name in AUGMENTATIONS:
-        overrides = augmentation_overrides(name, config)
-        t, t2 = config.replace(**overrides).views
-        for key, is_off in removed.items():
-            if key in overrides and not name.endswith("-t2"):
-                assert is_off(t) and is_off(t2), (name, key)
-    t, t2 = config.replace(**augmentation_overrides("no-blur-t2", config)).views
+    for row in table("augmentations").rows:
+        t, t2 = row.config(config).views
+        for item in row.overrides:
+            key = item.split("=")[0]
+            if key in removed:  # a short name: both views (views.2.* is T' alone)
+                assert removed[key](t) and removed[key](t2), (row.name, key)
+    t, t2 = _augmentation("no-blur-t2").config(config).views
     assert t.blur_prob == 1.0 and t2.blur_prob == 0.0
-    t, t2 = config.replace(**augmentation_overrides("no-solarize-t2", config)).views
+    t, t2 = _augmentation("no-solarize-t2").config(config).views
     assert t2.solarize_prob == 0.0 and t2.blur_prob == 0.1
 
 
 def test_crop_only_draws_no_other_operation():
     config = preset("imagenet-paper")
-    spec, _ = config.replace(**augmentation_overrides("crop-only", config)).views
+    spec, _ = _augmentation("crop-only").config(config).views
     transform = ViewTransform(spec, 32, (0.5,) * 3, (0.25,) * 3)
     generator = torch.Generator().manual_seed(0)
     draws = [transform.sample(64, 64, generator) for _ in range(300)]
@@ -263,41 +261,6 @@ def test_crop_only_draws_no_other_operation():
         assert not any(bool(d[name]["applied"]) for d in draws), name
     boxes = {tuple(d["crop"]["box"].int().flatten().tolist()) for d in draws}
     assert len(boxes) > 100  # still a random crop per draw
-
-
-def test_variants_cover_the_papers_tables():
-    config = preset("fashion-mnist")
-    target = ablation_variants("target", config)
-    assert [v.overrides.get("tau_base") for v in target] == [None, 0.0, 0.9, 0.99, 0.999, 1.0]
-    assert target[1].overrides["tau_schedule"] == "constant" and target[1].paper == 0.3
-    assert {v.reference for v in target} == {"baseline"}  # the preset's own tau_base
-    batch = ablation_variants("batch-size", config)
-    assert {(v.method, v.overrides["batch_size"]) for v in batch} == {
-        (m, b) for m in ("byol", "simclr", "barlow") for b in (256, 128, 64, 32)
-    }
-    # Every claim names rows its table has.
-    for ablation, claims in CLAIMS.items():
-        names = {(v.name, v.method) for v in ablation_variants(ablation, config)}
-        for claim in claims:
-            assert (claim.variant, claim.method) in names, claim.text
-            reference = (claim.reference, claim.other or claim.method)
-            assert not claim.reference or reference in names, claim.text
-    augment = {(v.name, v.method): v for v in ablation_variants("augmentations", config)}
-    assert augment["crop-only", "simclr"].paper == 40.3
-    # The CPU preset has no blur: removing it leaves the config as it is, so the run is shared.
-    assert augment["no-blur", "byol"].overrides == {"blur_prob": (0.0, 0.0)}
-    assert (config.views[0].blur_prob, config.views[1].blur_prob) == (0.0, 0.0)
-    # Training from scratch and the untrained encoder are BYOL's run of the same seed, scored
-    # from its initial weights: the same config, so the run is shared, not trained twice.
-    for ablation in ("labels", "transfer"):
-        variants = ablation_variants(ablation, config)
-        scratch = [v for v in variants if v.method == "random-init"]
-        assert scratch and all(v.trains == "byol" and v.overrides == {} for v in scratch)
-        byol = [v for v in variants if v.method == "byol"]
-        assert [variants.index(v) for v in byol] < [variants.index(v) for v in scratch]
-    labels = {(v.name, v.method): v for v in ablation_variants("labels", config)}
-    assert labels["1pct-labels", "byol"].fraction == 0.01
-    assert labels["10pct-labels", "random-init"].paper == 56.4  # supervised, Table 2
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -380,15 +343,16 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         # the budget: the main job's recipe with its schedules sized for the budget's 4 epochs,
         # less the --set changes above
         saved = json.loads((Path(row["run_dir"]) / "config.json").read_text())
-        assert saved["crop_scale"] == [1.0, 1.0]
-        assert (saved["predictor_lr_scale"], saved["schedule_epochs"]) == (30.0, 4)
+        assert saved["views"][0]["crop_scale"] == [1.0, 1.0]
+        assert saved["method"]["predictor_lr_scale"] == 30.0
+        assert saved["schedule"]["schedule_epochs"] == 4
 
     # A second call trains and evaluates nothing: every run and its scores are reused.
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained or evaluated again")
 
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", refuse)
-    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", refuse)
     (folder / "table.md").unlink()
     assert main(args) == 0
     assert (folder / "table.md").read_text() == table
@@ -422,7 +386,7 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         return pretrain(config, run_dir, **kwargs)
 
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", counting)
-    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", Evaluation)
+    monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", AblationEvaluation)
     shutil.rmtree(folder / "byol-no-predictor")
     ablate.run_ablation("predictor", "fashion-mnist", settings, out, quiet=True)
     assert trained == [folder / "byol-no-predictor"]
@@ -443,11 +407,12 @@ def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
 def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
     from byol.experiments.ablation_runs import same_config
 
-    byol_run = preset("fashion-mnist").replace(method="byol")
+    byol_run = preset("fashion-mnist")
     save_config(tmp_path, byol_run)
-    assert same_config(tmp_path, dataclasses.replace(byol_run, moco_queue_size=7, threads=1))
-    assert not same_config(tmp_path, dataclasses.replace(byol_run, tau_base=0.9))
-    assert not same_config(tmp_path, dataclasses.replace(byol_run, method="moco"))
+    # How a run executes is not what it computes; a method's own settings live in its section.
+    assert same_config(tmp_path, byol_run.replace(threads=1, num_workers=0))
+    assert not same_config(tmp_path, byol_run.replace(tau_base=0.9))
+    assert not same_config(tmp_path, byol_run.replace(method="moco"))
 
 
 def test_a_run_folder_with_an_unreadable_config_does_not_stop_the_search_for_shared_runs(
@@ -498,7 +463,7 @@ def test_ablate_jobs_trains_runs_side_by_side_with_the_threads_split(small_folde
     assert len(said) == 2
     for config, run_dir, _ in runs:
         saved = json.loads((run_dir / "config.json").read_text())
-        assert saved["threads"] == 1 and saved["seed"] == config.seed
+        assert saved["runtime"]["threads"] == 1 and saved["seed"] == config.seed
         assert (run_dir / "summary.json").is_file()
     first, second = (load_encoder(d / "encoder.safetensors")[0] for _, d, _ in runs)
     pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
@@ -541,7 +506,7 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     assert drawn["indices"] != large["indices"]
     # Scores are kept: a second call trains and fine-tunes nothing.
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", _refuse)
-    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", _refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", _refuse)
     assert _ablate("labels", out, settings) == 0
     assert (folder / "table.md").read_text() == table
 
@@ -592,7 +557,8 @@ def test_reproduce_runs_each_table_at_its_preset_and_gathers_the_verdicts(
 ):
     from byol.experiments import reproduce
 
-    monkeypatch.setattr(reproduce, "EVIDENCE", [("predictor", "fashion-mnist", ["rows=baseline"])])
+    evidence = [{"table": "predictor", "preset": "fashion-mnist", "set": ["rows=baseline"]}]
+    monkeypatch.setattr(reproduce, "EVIDENCE", evidence)
     out = tmp_path / "reproduce"
     settings = [*TINY, f"dataset={small_folder}", "seeds=1", "linear_epochs=2"]
     args = ["reproduce", "--quiet", "--out", str(out)]

@@ -2,23 +2,23 @@
 
 import pytest
 
+from byol.errors import ConfigError
 from byol.reporting.verdicts import (
     CONTRADICTED,
     HOLDS,
     NOT_SHOWN,
     Claim,
+    References,
     Stat,
     aggregate,
     judge,
+    judge_rows,
 )
 
 
 def rows(name: str, knn: list[float], collapse: float = 0.9, method: str = "byol") -> list[dict]:
-    return [
-        dict(name=name, method=method, seed=s, knn_top1=v, linear_top1=v, collapse=collapse,
-             status="ok")
-        for s, v in enumerate(knn)
-    ]  # fmt: skip
+    scores = dict(method=method, collapse=collapse, status="ok")
+    return [dict(name=name, seed=s, knn_top1=v, linear_top1=v, **scores) for s, v in enumerate(knn)]
 
 
 def test_stat_is_the_mean_and_sample_standard_deviation():
@@ -46,38 +46,36 @@ WORSE = Claim("tau = 1 is worse", "worse", "tau-1", "baseline")
 )
 def test_a_difference_counts_only_beyond_the_sum_of_the_standard_deviations(variant, expected):
     stats = aggregate(rows("baseline", [82.0, 83.0, 84.0]) + rows("tau-1", variant))
-    assert judge(WORSE, stats, None).verdict == expected
+    assert judge(WORSE, stats).verdict == expected
 
 
 def test_one_seed_gives_no_verdict():
     stats = aggregate(rows("baseline", [90.0]) + rows("tau-1", [10.0]))
-    verdict = judge(WORSE, stats, None)
+    verdict = judge(WORSE, stats)
     assert verdict.verdict == NOT_SHOWN and "one seed" in verdict.effect
 
 
 def test_collapse_holds_by_the_collapse_metric_or_by_learning_nothing():
     claim = Claim("no predictor collapses", "collapses", "no-predictor")
-    random_init = Stat(78.0, 0.5, 3)
+    random_init = References(random_init=Stat(78.0, 0.5, 3))
     by_metric = aggregate(rows("no-predictor", [82.0, 83.0, 84.0], collapse=0.05))
     assert judge(claim, by_metric, random_init).verdict == HOLDS
     at_random = aggregate(rows("no-predictor", [77.0, 78.0, 79.0], collapse=0.5))
     assert judge(claim, at_random, random_init).verdict == HOLDS
     learned = aggregate(rows("no-predictor", [82.0, 83.0, 84.0], collapse=0.9))
     assert judge(claim, learned, random_init).verdict == CONTRADICTED
-    assert judge(claim, learned, None).verdict == NOT_SHOWN
+    assert judge(claim, learned).verdict == NOT_SHOWN
 
 
 def test_drops_less_compares_the_two_methods_drops():
     claim = Claim("BYOL loses less", "drops_less", "batch-32", "batch-256", other="simclr")
-    stats = aggregate(
-        rows("batch-256", [80.0, 80.0]) + rows("batch-32", [79.0, 79.0])
-        + rows("batch-256", [70.0, 70.0], method="simclr")
-        + rows("batch-32", [60.0, 60.0], method="simclr")
-    )  # fmt: skip
-    verdict = judge(claim, stats, None)
+    byol = rows("batch-256", [80.0, 80.0]) + rows("batch-32", [79.0, 79.0])
+    simclr = rows("batch-256", [70.0, 70.0], method="simclr")
+    stats = aggregate(byol + simclr + rows("batch-32", [60.0, 60.0], method="simclr"))
+    verdict = judge(claim, stats)
     assert verdict.verdict == HOLDS and "+1.00 (byol) vs +10.00 (simclr)" in verdict.effect
     missing = aggregate(rows("batch-256", [80.0, 80.0]) + rows("batch-32", [79.0, 79.0]))
-    assert judge(claim, missing, None).verdict == NOT_SHOWN
+    assert judge(claim, missing).verdict == NOT_SHOWN
 
 
 def test_a_claim_across_methods_is_judged_on_its_own_metric():
@@ -88,11 +86,38 @@ def test_a_claim_across_methods_is_judged_on_its_own_metric():
         for r, v in zip(rows("1pct", [95, 95], method="random-init"), [49, 51], strict=True)
     ]
     stats = aggregate(byol + scratch)
-    claim = Claim("pretraining beats scratch", "worse", "1pct", "1pct", method="random-init",
-                  other="byol", metric="finetune_top1")  # fmt: skip
-    verdict = judge(claim, stats, None)
+    claim = Claim(
+        "pretraining beats scratch",
+        "worse",
+        "1pct",
+        "1pct",
+        "random-init",
+        "byol",
+        metric="finetune_top1",
+    )
+    verdict = judge(claim, stats)
     # difference 10, spread std(59, 61) + std(49, 51) = 2 * sqrt(2)
     assert verdict.verdict == HOLDS and "+10.00 (spread 2.83" in verdict.effect
-    on_knn = Claim("pretraining beats scratch", "worse", "1pct", "1pct", method="random-init",
-                   other="byol")  # fmt: skip
-    assert judge(on_knn, stats, None).verdict == CONTRADICTED  # 95 vs 90 on kNN
+    on_knn = Claim("pretraining beats scratch", "worse", "1pct", "1pct", "random-init", "byol")
+    assert judge(on_knn, stats).verdict == CONTRADICTED  # 95 vs 90 on kNN
+
+
+def test_a_tables_verdicts_use_its_references_and_name_what_was_not_run():
+    claims = [
+        Claim("no predictor collapses", "collapses", "no-predictor"),
+        Claim("tau = 1 is worse", "worse", "tau-1", "baseline"),
+        Claim("no target collapses", "collapses", "no-target"),  # a row left out by rows=
+    ]
+    table = rows("no-predictor", [77.0, 78.0, 79.0], collapse=0.5) + rows("tau-1", [70.0, 71.0])
+    table += rows("baseline", [80.0, 81.0])
+    references = {"random-init": [{"knn_top1": v} for v in (78.0, 78.5, 77.5)], "pixels": []}
+    verdicts = judge_rows(claims, table, references)
+    assert [v.verdict for v in verdicts] == [HOLDS, HOLDS, NOT_SHOWN]
+    assert "over random init" in verdicts[0].effect and verdicts[2].effect == "not measured"
+    # Without the references a collapse is judged by its collapse metric only.
+    assert judge_rows(claims[:1], table, {})[0].verdict == NOT_SHOWN
+
+
+def test_an_unknown_claim_kind_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="unknown kind 'better'"):
+        judge(Claim("x", "better", "a", "b"), aggregate(rows("a", [1.0, 2.0])))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from byol.cli.train import DEFAULT_PRESET
 from byol.errors import ByolError
-from byol.experiments.variants import ABLATIONS
+from byol.experiments.tables import ABLATIONS
 from byol.presets import PRESETS
 
 

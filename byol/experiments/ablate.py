@@ -1,19 +1,18 @@
-"""``byol ablate NAME``: the paper's ablations (arXiv:2006.07733, Section 5) rerun on a preset,
-one table.
+"""``byol ablate NAME``: one of the paper's ablations (``ablations.toml``) rerun on a preset.
 
-Each variant of ``byol.variants`` is pretrained in its own run folder, then scored with the same
-protocols as ``byol eval`` (weighted kNN and the fast linear probe on frozen features). A folder
-with ``summary.json`` is a finished run and is reused, as is a finished run elsewhere under the
-output folder with an identical config; a folder with only a checkpoint is resumed. So an
-interrupted ablation continues where it stopped, and ablations share their common runs.
+Each row is pretrained in its own run folder, then scored by the protocols of ``byol eval``. A
+folder with ``summary.json`` is a finished run and is reused, as is a finished run elsewhere under
+the output folder with an identical config (``byol.config.identity``); a folder with only a
+checkpoint is resumed. So an interrupted ablation continues where it stopped, and ablations share
+their common runs.
 
     runs/ablations/fashion-mnist/target/{table.md, plot.png, results.json, byol-tau-0/, ...}
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -21,29 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from byol import settings
-from byol.config import METHODS, Config, apply_overrides, config_keys, is_config_key
+from byol.config import METHODS, Config, apply_overrides, config_keys, identity, is_config_key
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
-from byol.experiments.ablation_runs import (
-    Scoring,
-    comparable,
-    evaluate_run,
-    finished,
-    run_variant,
-    shared_run,
-    transfer_dataset,
-)
-from byol.experiments.budgets import (
-    ABLATION_BUDGETS,
-    BUDGETS,
-    EVAL_DEFAULTS,
-    EVAL_TRAIN_IMAGES,
-    RUN_DEFAULTS,
-)
+from byol.experiments import tables
+from byol.experiments.ablation_runs import PIXELS, Scoring, finished, run_row, score, shared_run
 from byol.experiments.parallel import train_side_by_side
-from byol.experiments.variants import CLAIMS, FROZEN, Variant, ablation_variants
+from byol.experiments.tables import FROZEN, RANDOM_INIT, TRANSFER, Row
 from byol.presets import preset
 from byol.settings import setting
+
+Plan = list[tuple[Row, Config, Path]]
 
 
 @dataclass(frozen=True)
@@ -70,64 +57,75 @@ def run_ablation(
     quiet: bool = False,
     jobs: int = 1,
 ) -> Path:
-    """Run (or reuse) every variant of ``ablation`` with every seed, ``jobs`` runs at a time;
-    write table.md, plot.png and results.json into ``out/ablation`` and return that folder."""
-    from byol.reporting.ablation_tables import write_report
+    """Run (or reuse) every row of ``ablation`` with every seed, ``jobs`` runs at a time; write
+    table.md, plot.png and results.json into ``out/ablation`` and return that folder."""
+    from byol.reporting.ablation_tables import Report, write_report
 
     started = time.perf_counter()
     overrides = list(overrides or [])
+    table = tables.table(ablation)
     # A key of both (seed) goes to both: `--set seed=1` repeats the whole experiment.
-    config_overrides, eval_overrides, own = _split(overrides)
-    own_settings = settings.apply_overrides(AblationSettings(), own, "ablation setting")
-    settings.check_rules(own_settings)
-    train_images = own_settings.eval_train_images
-    if train_images < 0:
-        train_images = EVAL_TRAIN_IMAGES.get(preset_name, 0)
+    config_overrides, eval_overrides, own = settings.split_by_owner(
+        overrides,
+        is_config_key,
+        lambda key: settings.has_key(EvalSettings(), key),
+        lambda key: settings.has_key(AblationSettings(), key),
+    )
+    mine = settings.apply_overrides(AblationSettings(), own, "ablation setting")
+    settings.check_rules(mine)
+    budget = tables.budget(preset_name)
+    images = budget.eval_train_images if mine.eval_train_images < 0 else mine.eval_train_images
     base = _base_config(ablation, preset_name, config_overrides)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
-    eval_overrides = EVAL_DEFAULTS + eval_overrides + runtime
-    plan = _plan(ablation, preset_name, config_overrides, own_settings.seeds, folder)
-    plan = _select(plan, own_settings.rows, own_settings.methods)
-    scoring = Scoring(eval_overrides, train_images, transfer_dataset(ablation, preset_name,
-                      own_settings.transfer_dataset))  # fmt: skip
+    eval_overrides = tables.defaults("eval") + eval_overrides + runtime
+    plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder)
+    plan = _select(plan, mine.rows, mine.methods)
+    transfer = None
+    if any(row.protocol == TRANSFER for row in table.rows):
+        transfer = mine.transfer_dataset or budget.transfer_dataset
+        if not transfer:
+            raise ConfigError(
+                f"`byol ablate {ablation}` has no default dataset for the {preset_name!r} "
+                "preset; name one with --set transfer_dataset=NAME (or a folder)."
+            )
+    scoring = Scoring(eval_overrides, images, transfer)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
     if jobs > 1:
-        say = functools.partial(_say, quiet=quiet)
         pending = _unfinished(plan, root)
-        say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time); the rest are done")
-        train_side_by_side([(c, d, root) for _, c, d in pending], jobs, say)
+        done = len(plan) - len(pending)
+        _say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time); {done} done", quiet)
+        train_side_by_side([(c, d, root) for _, c, d in pending], jobs, lambda t: _say(t, quiet))
     rows: list[dict[str, Any]] = []
-    for number, (variant, config, run_dir) in enumerate(plan, 1):
+    for number, (row, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
-        _say(f"[{number}/{len(plan)}] {variant.method} {variant.label} seed {config.seed}", quiet)
-        row = run_variant(variant, config, run_dir, root, scoring, quiet)
-        row["shared_with"] = _shared_label(Path(row["run_dir"]), run_dir, root, rows, variant.label)
-        rows.append(row)
-        _say(f"    {_brief(row)} ({time.perf_counter() - step_started:.0f} s)", quiet)
-
-    frozen = any(v.protocol == FROZEN for v, _, _ in plan)  # the references score frozen rows
-    references = _references(rows, eval_overrides, train_images, quiet) if frozen else {}
-    eval_settings, _ = split_overrides(eval_overrides)
-    write_report(
-        folder, ablation, preset_name, base, eval_settings, train_images, rows, references,
-        overrides, time.perf_counter() - started, CLAIMS.get(ablation, []), jobs,
-    )  # fmt: skip
+        _say(f"[{number}/{len(plan)}] {row.method} {row.label} seed {config.seed}", quiet)
+        result = run_row(row, config, run_dir, root, scoring, quiet)
+        result["shared_with"] = _shared_label(Path(result["run_dir"]), run_dir, root, rows, row)
+        rows.append(result)
+        _say(f"    {_brief(result)} ({time.perf_counter() - step_started:.0f} s)", quiet)
+    # The references score frozen features of the pretraining dataset.
+    frozen = any(row.protocol == FROZEN for row, _, _ in plan)
+    references = _references(rows, scoring, quiet) if frozen else {}
+    sources = tuple(dict.fromkeys(row.source for row, _, _ in plan if row.source))
+    text = command(ablation, preset_name, overrides, jobs)
+    eval_settings = split_overrides(eval_overrides)[0]
+    report = Report(ablation, preset_name, base, eval_settings, images, text, table.claims, sources)
+    write_report(folder, report, rows, references, time.perf_counter() - started)
     return folder
 
 
 def _base_config(
     ablation: str, preset_name: str, config_overrides: list[str], method: str = "byol"
 ) -> Config:
-    """The preset with ``method`` at its ablation budget, with the runs' defaults and the user's
+    """The preset with ``method`` at the table's budget, with the runs' defaults and the user's
     overrides; an override of another method's own setting is left to that method's runs."""
-    budget = {**BUDGETS.get(preset_name, {}), **ABLATION_BUDGETS.get((preset_name, ablation), {})}
-    base = preset(preset_name, method).replace(**budget, **RUN_DEFAULTS)
-    mine = [item for item in config_overrides if _applies(base, item)]
-    base = apply_overrides(base, mine)
+    budget = [*tables.budget(preset_name).overrides, *tables.table(ablation).budget(preset_name)]
+    base = apply_overrides(preset(preset_name, method), [*budget, *tables.defaults("run")])
+    base = apply_overrides(base, [item for item in config_overrides if _applies(base, item)])
     base.validate()
     return base
 
@@ -139,43 +137,30 @@ def _applies(config: Config, item: str) -> bool:
     return key in config_keys(config) or not is_config_key(key)
 
 
-def _split(overrides: list[str]) -> list[list[str]]:
-    """``--set`` items -> (the runs', the evaluation's, the ablation's own); ``seed`` goes to the
-    runs and the evaluation both, so `--set seed=1` repeats the whole experiment."""
-    return settings.split_by_owner(
-        overrides,
-        is_config_key,
-        lambda key: settings.has_key(EvalSettings(), key),
-        lambda key: settings.has_key(AblationSettings(), key),
-    )
-
-
 def _plan(
     ablation: str, preset_name: str, config_overrides: list[str], seeds: int, folder: Path
-) -> list[tuple[Variant, Config, Path]]:
-    """(variant, its config, its run folder) for every seed, seed-major: a table cut short by a
-    stop has every row at its first seeds."""
-    plan = []
+) -> Plan:
+    """(row, its config, its run folder) for every seed, seed-major: a table cut short by a stop
+    has every row at its first seeds."""
     bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
+    plan = []
     for index in range(seeds):
-        for variant in ablation_variants(ablation, bases["byol"]):
-            base = bases[variant.trains]
-            config = base.replace(seed=base.seed + index, **variant.overrides)
+        for row in tables.table(ablation).rows:
+            base = bases[row.trains]
+            config = row.config(base.replace(seed=base.seed + index))
             config.validate()
-            name = variant.key if seeds == 1 else f"{variant.key}-seed{config.seed}"
-            plan.append((variant, config, folder / name))
+            name = row.key if seeds == 1 else f"{row.key}-seed{config.seed}"
+            plan.append((row, config, folder / name))
     return plan
 
 
-def _select(
-    plan: list[tuple[Variant, Config, Path]], rows: str, methods: str
-) -> list[tuple[Variant, Config, Path]]:
+def _select(plan: Plan, rows: str, methods: str) -> Plan:
     """The planned runs of the named rows and methods (all, where a name list is empty)."""
     for names, field, what in ((rows, "name", "rows"), (methods, "method", "methods")):
         wanted = [n.strip() for n in names.split(",") if n.strip()]
         if not wanted:
             continue
-        known = list(dict.fromkeys(getattr(v, field) for v, _, _ in plan))
+        known = list(dict.fromkeys(getattr(row, field) for row, _, _ in plan))
         unknown = [n for n in wanted if n not in known]
         if unknown:
             raise ConfigError(
@@ -186,48 +171,44 @@ def _select(
     return plan
 
 
-def _unfinished(plan: list[tuple[Variant, Config, Path]], root: Path) -> list:
+def _unfinished(plan: Plan, root: Path) -> Plan:
     """The planned runs still to train, each config once (rows may share a run)."""
     pending, seen = [], set()
-    for variant, config, run_dir in plan:
-        key = json.dumps(comparable(config), sort_keys=True, default=list)
+    for row, config, run_dir in plan:
+        key = json.dumps(identity(config), sort_keys=True, default=list)
         if key in seen or finished(run_dir) or shared_run(root, config) is not None:
             continue
         seen.add(key)
-        pending.append((variant, config, run_dir))
+        pending.append((row, config, run_dir))
     return pending
 
 
-def _references(
-    rows: list[dict[str, Any]], eval_overrides: list[str], train_images: int, quiet: bool
-) -> dict[str, list[dict[str, float]]]:
+def _references(rows: list[dict[str, Any]], scoring: Scoring, quiet: bool) -> dict[str, list]:
     """Random init (one per seed: each seed starts from other weights) and raw pixels (once)."""
     first_per_seed: dict[int, Path] = {}
     for row in rows:
         if row["status"] != "diverged":
             first_per_seed.setdefault(row["seed"], Path(row["run_dir"]))
-    references: dict[str, list[dict[str, float]]] = {"random-init": [], "pixels": []}
+    references: dict[str, list[dict[str, float]]] = {RANDOM_INIT: [], PIXELS: []}
     for seed, run_dir in sorted(first_per_seed.items()):
         _say(f"random-init encoder, seed {seed} (reference)", quiet)
-        references["random-init"].append(
-            evaluate_run(run_dir, eval_overrides, train_images, "random-init")
-        )
+        references[RANDOM_INIT].append(score(run_dir, RANDOM_INIT, scoring))
     if first_per_seed:
         _say("raw pixels (reference)", quiet)
-        run_dir = next(iter(first_per_seed.values()))
-        references["pixels"].append(evaluate_run(run_dir, eval_overrides, train_images, "pixels"))
+        references[PIXELS].append(score(next(iter(first_per_seed.values())), PIXELS, scoring))
     return references
 
 
 def _shared_label(
-    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]], label: str
+    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]], row: Row
 ) -> str | None:
     """The row (or run folder) whose run this row reuses because the configs are identical."""
     if run_dir == own_dir:
         return None
-    for row in rows:
-        if row["run_dir"] == str(run_dir):  # a random-init row names BYOL's row, not its own
-            return f"{row['method']}, {row['label']}" if row["label"] == label else row["label"]
+    for other in rows:
+        if other["run_dir"] == str(run_dir):  # a random-init row names BYOL's row, not its own
+            same = other["label"] == row.label
+            return f"{other['method']}, {other['label']}" if same else other["label"]
     return str(run_dir.relative_to(root)) if run_dir.is_relative_to(root) else str(run_dir)
 
 
@@ -239,6 +220,13 @@ def _brief(row: dict[str, Any]) -> str:
     if row.get("collapse") is not None:
         scores.append(f"collapse {row['collapse']:.3f}")
     return "  ".join([*scores, row["status"]])
+
+
+def command(name: str, preset_name: str, overrides: list[str], jobs: int = 1) -> str:
+    """The `byol ablate` command line that reproduces a table (or, with name "all", all)."""
+    jobs_args = ["--jobs", str(jobs)] if jobs > 1 else []
+    set_args = [part for item in overrides for part in ("--set", item)]
+    return shlex.join(["byol", "ablate", name, "--preset", preset_name, *jobs_args, *set_args])
 
 
 def _say(text: str, quiet: bool) -> None:

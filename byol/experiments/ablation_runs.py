@@ -11,35 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from byol import run_folder
 from byol.config import Config, identity
-from byol.data import subset, subset_indices
-from byol.errors import ByolError, ConfigError, RunInterrupted, TrainingDiverged
-from byol.evaluation import probes
+from byol.data import subset
+from byol.errors import ByolError, RunInterrupted, TrainingDiverged
 from byol.evaluation.eval_settings import split_overrides
 from byol.evaluation.features import extract_features
-from byol.evaluation.knn import knn_evaluate
-from byol.evaluation.protocols import Evaluation
+from byol.evaluation.protocols import Evaluation, safe_name
 from byol.evaluation.results import fraction_tag
-from byol.experiments.budgets import TRANSFER_DATASETS
-from byol.experiments.variants import FINETUNE, RANDOM_INIT, TRANSFER, Variant
+from byol.experiments.tables import FINETUNE, RANDOM_INIT, TRANSFER, Row
 from byol.methods.losses import COLLAPSED_BELOW
-from byol.run_folder import CHECKPOINT
 from byol.training.loop import pretrain
 
 EVAL_JSON = run_folder.ABLATION_EVAL
-EVAL_METHOD = "byol"  # Evaluation.encoder's name for a run's trained encoder, whatever its method
-
-
-def comparable(config: Config) -> dict[str, Any]:
-    """What decides what a run computes: the config's identity (``byol.config.identity``)."""
-    return identity(config)
+# The raw eval-view pixels as the representation: the reference every encoder must beat to have
+# learned anything a lookup table would not give.
+PIXELS = "pixels"
 
 
 def same_config(run_dir: Path, config: Config) -> bool:
     saved = run_dir / run_folder.CONFIG
-    return saved.is_file() and comparable(Config.load(saved)) == comparable(config)
+    return saved.is_file() and identity(Config.load(saved)) == identity(config)
 
 
 def finished(run_dir: Path) -> bool:
@@ -48,18 +42,6 @@ def finished(run_dir: Path) -> bool:
         return True
     summary = run_folder.read_summary(run_dir)
     return summary is not None and summary.get("stopped_early") is False
-
-
-def _config_mismatch(run_dir: Path, config: Config) -> ByolError:
-    saved = comparable(Config.load(run_dir / run_folder.CONFIG))
-    wanted = comparable(config)
-    changed = [
-        f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in comparable(config) if saved[k] != wanted[k]
-    ]
-    return ByolError(
-        f"{run_dir} holds a run with another config ({'; '.join(changed)}); choose another "
-        "--out, or delete that folder to rerun it."
-    )
 
 
 def shared_run(root: Path, config: Config) -> Path | None:
@@ -78,13 +60,18 @@ def shared_run(root: Path, config: Config) -> Path | None:
 def train_run(config: Config, run_dir: Path, root: Path, quiet: bool) -> Path:
     """The folder holding a finished run of ``config``: reused, resumed or trained here."""
     if (run_dir / run_folder.CONFIG).is_file() and not same_config(run_dir, config):
-        raise _config_mismatch(run_dir, config)  # never overwrite another experiment's run
+        saved, wanted = identity(Config.load(run_dir / run_folder.CONFIG)), identity(config)
+        changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in wanted.items() if saved[k] != v]
+        raise ByolError(  # never overwrite another experiment's run
+            f"{run_dir} holds a run with another config ({'; '.join(changed)}); choose another "
+            "--out, or delete that folder to rerun it."
+        )
     if finished(run_dir):
         return run_dir
     shared = shared_run(root, config)
     if shared is not None:
         return shared
-    resume = (run_dir / CHECKPOINT).is_file()
+    resume = (run_dir / run_folder.CHECKPOINT).is_file()
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt that stopped before its first checkpoint
     try:
@@ -94,91 +81,38 @@ def train_run(config: Config, run_dir: Path, root: Path, quiet: bool) -> Path:
     return run_dir
 
 
-def _stored(run_dir: Path, key: list[Any], overrides: list[str]) -> tuple[dict, str]:
-    """The run's stored scores, and the key of one score under these evaluation settings."""
-    path = run_dir / EVAL_JSON
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    eval_settings, _ = split_overrides(overrides)
-    return stored, json.dumps([*key, dataclasses.asdict(eval_settings)], sort_keys=True)
+class AblationEvaluation(Evaluation):
+    """``byol eval``'s protocols on a class-balanced subset of ``train_images`` labelled training
+    images (0 = all), so that scoring an encoder costs seconds; the scores go to the run's
+    ablation_eval.json, not to results.json, whose numbers use every training image."""
 
+    def __init__(
+        self, source: Path, dataset: str | None, overrides: list[str], train_images: int = 0
+    ) -> None:
+        super().__init__(source, dataset, overrides)
+        if 0 < train_images < len(self.train):
+            seed = self.settings.seed
+            self.train = subset(self.train, train_images, seed)
+            # Its own name for the validation split and the cached features of this subset.
+            self.subsets_name = f"{safe_name(self.dataset)}-{train_images}-seed{seed}"
 
-def evaluate_run(
-    run_dir: Path,
-    overrides: list[str],
-    train_images: int,
-    method: str,
-    dataset: str | None = None,
-) -> dict[str, float]:
-    """kNN and linear top-1 of ``run_dir``'s encoder (``method`` "byol"), of its random init
-    ("random-init") or of raw pixels ("pixels"), by the protocols of ``byol eval`` (weighted
-    kNN, the fast linear probe), with a class-balanced subset of ``train_images`` labelled
-    training images (0 = all) as kNN bank and probe training set, on the run's own dataset or
-    on ``dataset`` (transfer). Kept in the run's ablation_eval.json (not results.json, whose
-    numbers use every training image) and reused while the settings stay the same."""
-    key = [method, train_images] + ([dataset] if dataset else [])
-    stored, key_text = _stored(run_dir, key, overrides)
-    if key_text in stored:
-        return stored[key_text]
-    evaluation = Evaluation(run_dir, dataset, overrides)  # the run's config, encoder
-    s, c, device = evaluation.settings, evaluation.config, evaluation.device
-    train = evaluation.train
-    if 0 < train_images < len(train):
-        train = subset(train, train_images, s.seed)
-    # "pixels": the raw eval-view pixels as the representation, the reference every encoder
-    # must beat to have learned anything a lookup table would not give.
-    encoder = torch.nn.Flatten() if method == "pixels" else evaluation.encoder(method).to(device)
+    def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
+        return values
 
-    def features(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        view = probes.Transformed(dataset, evaluation.eval_transform)
-        return extract_features(
-            encoder, view, device, c.monitor.eval_batch_size, evaluation.precision
-        )
+    def encoder(self, method: str) -> nn.Module:
+        return nn.Flatten() if method == PIXELS else super().encoder(method)
 
-    (train_x, train_y), (test_x, test_y) = features(train), features(evaluation.test)
-    k = s.knn_ks[-1]
-    knn = knn_evaluate(train_x, train_y, test_x, test_y, (k,), s.knn_temperature)
-    # The validation split that picks the probe's lr, as `byol eval linear` draws it.
-    n_val = max(evaluation.num_classes, int(round(s.val_fraction * len(train_y))))
-    val = subset_indices(train_y.numpy(), len(train_y), n_val, s.seed + 1)
-    linear = probes.linear_fast(
-        train_x, train_y, test_x, test_y, val, tuple(s.linear_lrs), s.linear_epochs,
-        s.linear_batch_size, s.seed,
-    )  # fmt: skip
-    stored[key_text] = {"knn_top1": knn[f"knn{k}_top1"], "linear_top1": linear.top1}
-    run_folder.write_json(run_dir / EVAL_JSON, stored)
-    return stored[key_text]
+    def _encoder_id(self, method: str) -> str:
+        own = super()._encoder_id(method)
+        return f"{own}|{self.subsets_name}" if self.subsets_name else own
 
-
-def finetune_run(
-    run_dir: Path, overrides: list[str], fraction: float, method: str
-) -> dict[str, float]:
-    """Test top-1 of ``run_dir``'s encoder (``method`` "byol") or of its random init ("random-init":
-    training from scratch) fine-tuned with a linear head on the labels of a class-balanced
-    ``fraction`` of the images the run was pretrained on (its train_subset, drawn with the
-    evaluation's seed), as the paper labels a fraction of the images it pretrains on, by
-    ``byol eval finetune``'s protocol and its epochs for that fraction. Kept in
-    ablation_eval.json like evaluate_run's scores."""
-    eval_settings, _ = split_overrides(overrides)
-    epochs = dict(zip(eval_settings.label_fractions, eval_settings.finetune_epochs, strict=True))
-    if fraction not in epochs:
-        raise ByolError(
-            f"fine-tuning on {fraction:.0%} of the labels needs its epoch count: set "
-            f"label_fractions to include {fraction} with one finetune_epochs entry each."
-        )
-    key = ["finetune", method, fraction, "of the pretraining images"]
-    stored, key_text = _stored(run_dir, key, overrides)
-    if key_text in stored:
-        return stored[key_text]
-    evaluation = Evaluation(run_dir, None, overrides)
-    evaluation.use_pretraining_images()
-    # Not recorded in results.json: these labels are of the pretraining images, not of the
-    # whole training set that `byol eval finetune` draws from.
-    values = evaluation.finetune(
-        "byol" if method == "byol" else "supervised", (fraction,), (epochs[fraction],), False
-    )
-    stored[key_text] = {"finetune_top1": values[f"finetune_{fraction_tag(fraction)}_top1"]}
-    run_folder.write_json(run_dir / EVAL_JSON, stored)
-    return stored[key_text]
+    def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if method != PIXELS:
+            return super().features(method, split)
+        # Pixels cost no forward pass: recomputed rather than kept at the size of the images.
+        images = (self.train if split == "train" else self.test).with_transform(self.eval_transform)
+        batch = self.config.monitor.eval_batch_size
+        return extract_features(nn.Flatten(), images, self.device, batch, self.precision)
 
 
 @dataclass(frozen=True)
@@ -188,23 +122,59 @@ class Scoring:
 
     eval_overrides: list[str]
     train_images: int
-    transfer_dataset: str | None
+    transfer_dataset: str | None = None
 
 
-def transfer_dataset(ablation: str, preset_name: str, chosen: str) -> str | None:
-    if ablation != "transfer":
-        return None
-    target = chosen or TRANSFER_DATASETS.get(preset_name)
-    if not target:
-        raise ConfigError(
-            f"`byol ablate transfer` has no default dataset for the {preset_name!r} preset; "
-            "name one with --set transfer_dataset=NAME (or a folder)."
+def score(
+    run_dir: Path, encoder: str, scoring: Scoring, row: Row | None = None, seed: int = 0
+) -> dict[str, float]:
+    """The scores of ``run_dir``'s trained encoder ("byol"), of its random init ("random-init")
+    or of raw pixels ("pixels"), by ``row``'s protocol (frozen-feature kNN and linear when
+    None), kept in the run's ablation_eval.json and reused while the settings stay the same."""
+    overrides, protocol = list(scoring.eval_overrides), row.protocol if row else None
+    if protocol == FINETUNE:
+        overrides.append(f"seed={seed}")  # each seed fine-tunes on its own draw of the labels
+        key = ["finetune", encoder, row.fraction, "of the pretraining images"]
+    else:
+        key = [encoder, scoring.train_images]
+        key += [scoring.transfer_dataset] if protocol == TRANSFER else []
+    eval_settings, _ = split_overrides(overrides)
+    key_text = json.dumps([*key, dataclasses.asdict(eval_settings)], sort_keys=True)
+    path = run_dir / EVAL_JSON
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    if key_text not in stored:
+        if protocol == FINETUNE:
+            stored[key_text] = _finetune(run_dir, overrides, row.fraction, encoder)
+        else:
+            dataset = scoring.transfer_dataset if protocol == TRANSFER else None
+            ev = AblationEvaluation(run_dir, dataset, overrides, scoring.train_images)
+            knn = ev.knn(encoder)[f"knn{ev.settings.knn_ks[-1]}_top1"]
+            linear = ev.linear(encoder)
+            top1 = linear.get("linear_top1", linear.get("linear_paper_top1"))
+            stored[key_text] = {"knn_top1": knn, "linear_top1": top1}
+        run_folder.write_json(path, stored)
+    return stored[key_text]
+
+
+def _finetune(run_dir: Path, overrides: list[str], fraction: float, encoder: str) -> dict:
+    """``byol eval finetune`` of the encoder (or from its random init: training from scratch) on
+    the labels of a class-balanced ``fraction`` of the images the run was pretrained on, as the
+    paper labels a fraction of the images it pretrains on, with the epochs set for it."""
+    ev = AblationEvaluation(run_dir, None, overrides)
+    epochs = dict(zip(ev.settings.label_fractions, ev.settings.finetune_epochs, strict=True))
+    if fraction not in epochs:
+        raise ByolError(
+            f"fine-tuning on {fraction:.0%} of the labels needs its epoch count: set "
+            f"label_fractions to include {fraction} with one finetune_epochs entry each."
         )
-    return target
+    ev.use_pretraining_images()
+    method = "byol" if encoder == "byol" else "supervised"
+    values = ev.finetune(method, (fraction,), (epochs[fraction],), record=False)
+    return {"finetune_top1": values[f"finetune_{fraction_tag(fraction)}_top1"]}
 
 
-def run_variant(
-    variant: Variant, config: Config, run_dir: Path, root: Path, scoring: Scoring, quiet: bool
+def run_row(
+    row: Row, config: Config, run_dir: Path, root: Path, scoring: Scoring, quiet: bool
 ) -> dict[str, Any]:
     """Train (or reuse) one run and score it: a row of the table."""
     try:
@@ -213,34 +183,23 @@ def run_variant(
         raise RunInterrupted(
             f"{error.args[0].split(';')[0]}; rerun the same `byol ablate` command to continue."
         ) from None
-    row: dict[str, Any] = dict(
-        name=variant.name, label=variant.label, method=variant.method, seed=config.seed,
-        paper=variant.paper, reference=variant.reference, run_dir=str(run_dir),
-    )  # fmt: skip
+    result: dict[str, Any] = dict(name=row.name, label=row.label, method=row.method)
+    result.update(seed=config.seed, paper=row.paper, reference=row.reference, run_dir=str(run_dir))
     if (run_dir / run_folder.DIVERGED).is_file():
-        row["status"] = "diverged"
-        return row
-    encoder = RANDOM_INIT if variant.method == RANDOM_INIT else EVAL_METHOD
-    overrides, images = scoring.eval_overrides, scoring.train_images
-    if variant.protocol == FINETUNE:
-        # Each seed fine-tunes on its own draw of the labels: seed N draws subset N.
-        row.update(finetune_run(run_dir, [*overrides, f"seed={config.seed}"], variant.fraction,
-                                encoder))  # fmt: skip
-    elif variant.protocol == TRANSFER:
-        row.update(evaluate_run(run_dir, overrides, images, encoder, scoring.transfer_dataset))
-        row["dataset"] = scoring.transfer_dataset
-    else:
-        row.update(evaluate_run(run_dir, overrides, images, encoder))
-    row["train_s"] = None
-    row["status"] = "ok"
+        return {**result, "status": "diverged"}
+    encoder = RANDOM_INIT if row.method == RANDOM_INIT else "byol"
+    result.update(score(run_dir, encoder, scoring, row, config.seed))
+    if row.protocol == TRANSFER:
+        result["dataset"] = scoring.transfer_dataset
+    result.update(train_s=None, status="ok")
     if encoder == RANDOM_INIT:  # nothing was trained: no collapse to report
-        return row
+        return result
     summary = run_folder.read_summary(run_dir) or {}
-    row["collapse"] = summary.get("collapse")
-    row["collapse_curve"] = [
+    result["collapse"] = summary.get("collapse")
+    result["collapse_curve"] = [
         r["collapse"] for r in run_folder.read_metrics(run_dir) if "loss" in r and "collapse" in r
     ]
-    row["train_s"] = summary.get("wall_time_s")
-    collapsed = row["collapse"] is not None and row["collapse"] < COLLAPSED_BELOW
-    row["status"] = "collapsed" if collapsed else "ok"
-    return row
+    result["train_s"] = summary.get("wall_time_s")
+    collapsed = result["collapse"] is not None and result["collapse"] < COLLAPSED_BELOW
+    result["status"] = "collapsed" if collapsed else "ok"
+    return result

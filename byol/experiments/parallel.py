@@ -1,8 +1,7 @@
 """Independent ablation runs side by side: N worker processes, each with its share of the threads.
 
-Two one-thread processes trained 1.38x faster than one two-thread process on a 2-core CPU
-(measured 2026-11-30; the step does not scale linearly with threads), so an ablation with many runs
-finishes sooner as N runs at a time. Runs are resumable as always, so an interrupted table
+A training step does not scale linearly with threads, so a table of many runs finishes sooner
+as N runs at a time (docs/speed.md). Runs are resumable as always, so an interrupted table
 continues.
 """
 

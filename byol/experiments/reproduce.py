@@ -1,45 +1,28 @@
 """``byol ablate all`` (every table on one preset) and ``byol reproduce`` (the evidence that
-docs/ablations.md reports: each table at its own preset, rows and seeds), then one report that
-gathers their verdicts, plots and commands, with the machine and the date."""
+docs/ablations.md reports: each table at its own preset, rows and seeds, as ``ablations.toml``
+lists them), then one report that gathers their verdicts, plots and commands, with the machine
+and the date."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import shlex
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
+from byol.experiments import tables
+from byol.experiments.ablate import command as ablate_command
 from byol.experiments.ablate import run_ablation
-from byol.experiments.variants import ABLATIONS, CLAIMS
+from byol.experiments.tables import ABLATIONS
 from byol.reporting.ablation_html import ABLATIONS_HTML, build_ablation_report
-from byol.reporting.ablation_tables import (
-    PLOT_PNG,
-    REPORT_MD,
-    RESULTS_JSON,
-    TABLE_MD,
-    ablate_command,
-)
+from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, RESULTS_JSON, TABLE_MD
 from byol.reporting.verdicts import judge_rows
 from byol.run_folder import write_text
 
-# (table, preset, its own settings): 3 seeds a row. A table is cut to the rows and methods its
-# claims compare where the whole would not fit a few hours of a 2-core CPU; --set adds to each.
-EVIDENCE: list[tuple[str, str, list[str]]] = [
-    ("target", "fashion-mnist", []),
-    ("predictor", "fashion-mnist", []),
-    ("tau-zero", "fashion-mnist", []),
-    (
-        "batch-size",
-        "fashion-mnist",
-        ["rows=batch-256,batch-128,batch-32", "methods=byol,simclr,barlow"],
-    ),
-    # Fashion-MNIST is grayscale: the colour claims need CIFAR-10.
-    ("augmentations", "cifar10-cpu", ["rows=baseline,no-colour,crop-only"]),
-    ("labels", "fashion-mnist", ["methods=byol,random-init"]),
-    ("transfer", "fashion-mnist", ["methods=byol,simclr,barlow,random-init"]),
-]
+EVIDENCE = tables.reproduce_plan()
 
 
 def machine() -> str:
@@ -49,10 +32,9 @@ def machine() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]  # fmt: skip
-        model = names[0] if names else model
-    cores = len(__import__("os").sched_getaffinity(0))
+        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = lines[0].split(":", 1)[1].strip() if lines else model
+    cores = len(os.sched_getaffinity(0))
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{model}, {cores} cores{gpu}, torch {torch.__version__}"
 
@@ -62,13 +44,9 @@ def evidence_plan(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
     is at hand (a machine without internet), else fetched by torchvision."""
     jpeg = cifar10_jpeg_available()
     plan = []
-    for table, preset_name, own in EVIDENCE:
-        extra = ["seeds=3", *own]
-        if jpeg and preset_name == "cifar10-cpu":
-            extra.append("dataset=cifar10-jpeg")
-        if jpeg and table == "transfer":
-            extra.append("transfer_dataset=cifar10-jpeg")
-        plan.append((table, preset_name, [*extra, *overrides]))
+    for entry in EVIDENCE:
+        own = [*entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
+        plan.append((entry["table"], entry["preset"], ["seeds=3", *own, *overrides]))
     return plan
 
 
@@ -138,8 +116,9 @@ def verdict_table(folders: list[Path]) -> list[str]:
     lines = ["| table | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for folder in folders:
         record = json.loads((folder / RESULTS_JSON).read_text())
-        claims = CLAIMS.get(record["ablation"], [])
+        name = record["ablation"]
+        claims = tables.tables()[name].claims if name in tables.tables() else ()
         for verdict in judge_rows(claims, record["rows"], record.get("references") or {}):
-            lines.append(f"| {record['ablation']} | {verdict.claim.text} | {verdict.claim.paper} "
-                         f"| {verdict.effect} | **{verdict.verdict}** |")  # fmt: skip
+            cells = [name, verdict.claim.text, verdict.claim.paper, verdict.effect]
+            lines.append(f"| {' | '.join(cells)} | **{verdict.verdict}** |")
     return lines

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import shlex
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,29 @@ FINETUNED = "finetune_top1"  # the score of a label-fraction table; kNN and line
 REPORT_MD = "report.md"  # `byol ablate all`: every table's verdicts and plots
 
 
-def _number(value: Any, sign: bool = False) -> str:
-    if isinstance(value, (int, float)):
-        return f"{value:+.1f}" if sign else f"{value:.1f}"
-    return value or "–"
+@dataclass(frozen=True)
+class Report:
+    """What a table's report says beside its rows: the setup every row shares and the claims."""
+
+    ablation: str
+    preset: str
+    config: Config  # BYOL's, before any row changes it
+    eval_settings: EvalSettings
+    eval_train_images: int  # the frozen-feature protocols' labelled training images (0 = all)
+    command: str
+    claims: tuple[Claim, ...]
+    sources: tuple[str, ...]  # where in arXiv:2006.07733 the paper's numbers are
 
 
-def _setup(config: Config, settings: EvalSettings, train_images: int) -> str:
+def _number(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else value or "–"
+
+
+def _setup(report: Report) -> str:
+    config, settings, train_images = report.config, report.eval_settings, report.eval_train_images
     images = f"{config.data.train_subset}" if config.data.train_subset else "all"
     bank = f"{train_images} labelled training images" if train_images else "every labelled image"
+    where = ", ".join(report.sources) or "Section 5"
     return (
         f"**Ours:** {config.data.dataset}, {config.model.backbone} at {config.data.image_size} "
         f"px, {images} training images x {config.schedule.epochs} epoch(s), batch "
@@ -41,28 +55,14 @@ def _setup(config: Config, settings: EvalSettings, train_images: int) -> str:
         f"frozen, standardised features ({settings.linear_epochs} epochs, lr chosen on a "
         f"{settings.val_fraction:.0%} validation split), both trained on {bank} (class-balanced)."
         "\n"
-        "**Paper:** ImageNet, ResNet-50, 300 epochs, linear top-1 (arXiv:2006.07733, Section 5).\n"
-        f"**Outside the paper's settings** (every row, unless it changes them): "
-        f"{_departures(config)}.\n"
+        f"**Paper:** ImageNet, ResNet-50, 300 epochs, linear top-1 (arXiv:2006.07733, {where}).\n"
+        "**Outside the paper's settings** (every row, unless it changes them): "
+        f"{', '.join(departures(config)) or 'none'}.\n"
     )
 
 
-# How a run executes and how it is scored, not what it trains: left out of the departures.
-def _departures(config: Config) -> str:
-    """The settings in which ``config`` departs from the paper's defaults."""
-    return ", ".join(departures(config)) or "none"
-
-
 def markdown(
-    ablation: str,
-    preset_name: str,
-    config: Config,
-    settings: EvalSettings,
-    train_images: int,
-    rows: list[dict[str, Any]],
-    references: dict[str, list[dict[str, float]]],
-    command: str,
-    claims: list[Claim],
+    report: Report, rows: list[dict[str, Any]], references: dict[str, list[dict[str, float]]]
 ) -> str:
     stats = aggregate(rows)
     seeds = sorted({r["seed"] for r in rows if "seed" in r})
@@ -70,11 +70,11 @@ def markdown(
     scores = [FINETUNED] if metric == FINETUNED else ["knn_top1", "linear_top1"]
     header = "fine-tuned top-1" if metric == FINETUNED else "kNN | linear"
     lines = [
-        f"# Ablation `{ablation}` on the `{preset_name}` preset\n",
-        _setup(config, settings, train_images) + _scored_on(rows, settings),
-        f"Command: `{command}`; {len(seeds)} seed(s) per row ({', '.join(map(str, seeds))}); "
-        f"training time {_train_minutes(rows):.0f} min, summed over the runs (runs side by "
-        "side with --jobs share it).\n",
+        f"# Ablation `{report.ablation}` on the `{report.preset}` preset\n",
+        _setup(report) + _scored_on(rows, report.eval_settings),
+        f"Command: `{report.command}`; {len(seeds)} seed(s) per row "
+        f"({', '.join(map(str, seeds))}); training time {_train_minutes(rows):.0f} min, summed "
+        "over the runs (runs side by side with --jobs share it).\n",
         f"| variant | method | {header} | collapse | runs | paper |",
         "|---|---|" + "---:|" * len(scores) + "---:|---|---:|",
     ]
@@ -87,7 +87,7 @@ def markdown(
             lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(values)} | |")
     lines += ["", f"## Verdicts (judged on {judged}: a difference counts beyond its spread)", ""]
     lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
-    for verdict in judge_rows(claims, rows, references):
+    for verdict in judge_rows(report.claims, rows, references):
         claim = verdict.claim
         lines.append(f"| {claim.text} | {claim.paper} | {verdict.effect} | {verdict.verdict} |")
     lines += [
@@ -109,18 +109,14 @@ def _table_rows(
     """One line per (variant, method): the scores over seeds, the runs' statuses, the paper."""
     lines = []
     for (name, method), group in stats.items():
-        row = next(r for r in rows if r["name"] == name and r["method"] == method)
-        runs = [r for r in rows if r["name"] == name and r["method"] == method]
-        statuses = ", ".join(
-            f"{n} {s}" for s, n in Counter(r["status"] for r in runs).most_common()
-        )
+        runs = [r for r in rows if (r["name"], r["method"]) == (name, method)]
+        counts = Counter(r["status"] for r in runs).most_common()
+        statuses = ", ".join(f"{n} {s}" for s, n in counts)
         shared = {r["shared_with"] for r in runs if r.get("shared_with")}
         if shared:
             statuses += f" (shared: {', '.join(sorted(shared))})"
-        cells = [
-            row["label"], METHOD_NAMES[method], *(_stat(group.get(m)) for m in scores),
-            _stat(group.get("collapse"), 3), statuses, _number(row["paper"]),
-        ]  # fmt: skip
+        cells = [runs[0]["label"], METHOD_NAMES[method], *(_stat(group.get(m)) for m in scores)]
+        cells += [_stat(group.get("collapse"), 3), statuses, _number(runs[0]["paper"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -179,49 +175,47 @@ def _stat(stat: Stat | None, digits: int = 1) -> str:
 def plot(
     path: Path, ablation: str, rows: list[dict[str, Any]], references: dict[str, list[dict]]
 ) -> None:
-    """Left: our kNN top-1, mean over seeds with the standard deviation as error bar, hatched
-    when collapsed, and the references as lines; middle: the collapse metric over training;
-    right: the paper's numbers."""
-    plt = _pyplot()
-    stats = aggregate(rows)
-    metric, score = _judged_on(rows)
+    """Left: our score, mean over seeds with the standard deviation as error bar, hatched when
+    collapsed, and the references as lines; middle: the collapse metric over training; right:
+    the paper's numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats, (metric, score) = aggregate(rows), _judged_on(rows)
     names = list(dict.fromkeys(r["name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / len(methods)
-    fig, axes = plt.subplots(1, 3, figsize=(max(12, 1.1 * len(names) * 3), 4.5))
-    for m, method in enumerate(methods):
-        for name in names:
-            group = stats.get((name, method), {})
-            x = names.index(name) - 0.4 + width * (m + 0.5)
-            knn = group.get(metric)
-            if knn is not None:
+    fig, (ours, curves, paper) = plt.subplots(1, 3, figsize=(max(12, 3.3 * len(names)), 4.5))
+    for i, name in enumerate(names):
+        for m, method in enumerate(methods):
+            runs = [r for r in rows if (r["name"], r["method"]) == (name, method)]
+            group, x = stats.get((name, method), {}), i - 0.4 + width * (m + 0.5)
+            if metric in group:
                 collapsed = "collapse" in group and group["collapse"].mean < COLLAPSED_BELOW
-                label = METHOD_NAMES[method] if name == names[0] else None
-                axes[0].bar(x, knn.mean, width, yerr=knn.std, color=f"C{m}", capsize=3,
-                            hatch="//" if collapsed else None, label=label)  # fmt: skip
-            paper = next(r["paper"] for r in rows if (r["name"], r["method"]) == (name, method))
-            if isinstance(paper, (int, float)):
-                axes[2].bar(x, paper, width, color=f"C{m}")
+                style = dict(color=f"C{m}", capsize=3, hatch="//" if collapsed else None)
+                label = METHOD_NAMES[method] if i == 0 else None
+                ours.bar(x, group[metric].mean, width, yerr=group[metric].std, label=label, **style)
+            if runs and isinstance(runs[0]["paper"], (int, float)):
+                paper.bar(x, runs[0]["paper"], width, color=f"C{m}")
+            lines = [r["collapse_curve"] for r in runs if r.get("collapse_curve")]
+            if lines:  # the mean curve over seeds, as long as the shortest
+                mean = [sum(values) / len(values) for values in zip(*lines, strict=False)]
+                curves.plot(mean, label=f"{name} ({method})")
     for name, label, style in (("random-init", "random init", "--"), ("pixels", "pixels", ":")):
         values = [v["knn_top1"] for v in references.get(name) or []]
         if values:
-            axes[0].axhline(sum(values) / len(values), color="grey", ls=style, label=label)
-    for (name, method), _ in stats.items():
-        mine = [r for r in rows if (r["name"], r["method"]) == (name, method)]
-        curves = [r["collapse_curve"] for r in mine if r.get("collapse_curve")]
-        if curves:
-            length = min(len(c) for c in curves)
-            mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
-            axes[1].plot(mean, label=f"{name} ({method})")
-    axes[1].axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
-    axes[0].set_title(f"ours: {score}, mean ± std over seeds", fontsize=10)
-    axes[1].set_title("collapse metric over training (logged steps)", fontsize=10)
-    axes[2].set_title("paper: ImageNet top-1 (ResNet-50)", fontsize=10)
-    for ax in (axes[0], axes[2]):
+            ours.axhline(sum(values) / len(values), color="grey", ls=style, label=label)
+    curves.axhline(COLLAPSED_BELOW, color="tab:red", ls="--", lw=1)
+    ours.set_title(f"ours: {score}, mean ± std over seeds", fontsize=10)
+    curves.set_title("collapse metric over training (logged steps)", fontsize=10)
+    paper.set_title("paper: ImageNet top-1 (ResNet-50)", fontsize=10)
+    for ax in (ours, paper):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_ylim(0, 100)
-    axes[0].legend(fontsize=8, loc="lower left")
-    axes[1].legend(fontsize=7)
+    ours.legend(fontsize=8, loc="lower left")
+    curves.legend(fontsize=7)
     fig.suptitle(f"byol ablate {ablation}")
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -230,49 +224,20 @@ def plot(
     write_bytes(path, buffer.getvalue())
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def ablate_command(name: str, preset_name: str, overrides: list[str], jobs: int = 1) -> str:
-    """The `byol ablate` command line that reproduces a table (or, with name "all", all)."""
-    return shlex.join(
-        ["byol", "ablate", name, "--preset", preset_name]
-        + (["--jobs", str(jobs)] if jobs > 1 else [])
-        + [part for item in overrides for part in ("--set", item)]
-    )
-
-
 def write_report(
     folder: Path,
-    ablation: str,
-    preset_name: str,
-    config: Config,
-    settings: EvalSettings,
-    train_images: int,
+    report: Report,
     rows: list[dict[str, Any]],
     references: dict[str, list[dict[str, float]]],
-    overrides: list[str],
     wall_s: float,
-    claims: list[Claim],
-    jobs: int = 1,
 ) -> str:
     """table.md, plot.png and results.json in ``folder``; returns the table's text."""
-    command = ablate_command(ablation, preset_name, overrides, jobs)
-    text = markdown(
-        ablation, preset_name, config, settings, train_images, rows, references, command, claims
-    )
+    text = markdown(report, rows, references)
     write_text(folder / TABLE_MD, text)
-    plot(folder / PLOT_PNG, ablation, rows, references)
-    record = dict(
-        ablation=ablation, preset=preset_name, command=command, config=config.to_dict(),
-        eval_settings=vars(settings), eval_train_images=train_images, rows=rows,
-        references=references, wall_s=wall_s,
-    )  # fmt: skip
+    plot(folder / PLOT_PNG, report.ablation, rows, references)
+    record = dict(ablation=report.ablation, preset=report.preset, command=report.command)
+    record.update(config=report.config.to_dict(), eval_settings=vars(report.eval_settings))
+    record.update(eval_train_images=report.eval_train_images, rows=rows, references=references)
+    record["wall_s"] = wall_s
     write_text(folder / RESULTS_JSON, json.dumps(record, indent=2, default=list) + "\n")
     return text

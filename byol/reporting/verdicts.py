@@ -12,9 +12,12 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from byol.errors import ConfigError
 from byol.methods.losses import COLLAPSED_BELOW
 
 HOLDS, NOT_SHOWN, CONTRADICTED = "holds", "not shown", "contradicted"
+COLLAPSES, WORSE, DROPS_LESS = "collapses", "worse", "drops_less"
+METRICS = ("knn_top1", "linear_top1", "finetune_top1", "collapse")
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> Stat | None:
+    def of(cls, values: list[Any]) -> Stat | None:
         values = [v for v in values if isinstance(v, (int, float))]
         if not values:
             return None
@@ -39,13 +42,9 @@ class Stat:
 
 @dataclass(frozen=True)
 class Claim:
-    """One sentence of the paper and how to test it on an ablation's rows.
-
-    kind "collapses": ``variant`` learns nothing beyond random init, or its collapse metric falls
-    under ``COLLAPSED_BELOW``. kind "worse": ``variant`` scores below ``reference`` (of method
-    ``other``, when given). kind "drops_less": from ``reference`` to ``variant``, ``method``
-    loses less than ``other``. Judged on ``metric``.
-    """
+    """One sentence of the paper and how to test it on an ablation's rows: its ``kind`` (the
+    expected direction, as byol/experiments/ablations.toml's header defines each), the rows it
+    compares and the ``metric`` it is judged on."""
 
     text: str
     kind: str
@@ -56,6 +55,28 @@ class Claim:
     paper: str = ""  # the paper's numbers behind the claim
     metric: str = "knn_top1"
 
+    @property
+    def rows(self) -> list[tuple[str, str]]:
+        """The (row name, method) pairs the claim compares, the judged row first."""
+        mine = (self.variant, self.method)
+        if self.kind == COLLAPSES:
+            return [mine]
+        if self.kind == WORSE:
+            return [mine, (self.reference, self.other or self.method)]
+        if self.kind == DROPS_LESS:
+            theirs = [(self.reference, self.other), (self.variant, self.other)]
+            return [(self.reference, self.method), mine, *theirs]
+        raise ConfigError(f"claim {self.text!r}: unknown kind {self.kind!r}.")
+
+
+@dataclass(frozen=True)
+class References:
+    """What every encoder must beat to have learned anything: kNN top-1 of its random init and
+    of raw pixels, over seeds."""
+
+    random_init: Stat | None = None
+    pixels: Stat | None = None
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -64,36 +85,29 @@ class Verdict:
     effect: str  # the measured effect with its spread, in words
 
 
-def judge(claim: Claim, stats: dict[tuple[str, str], dict[str, Stat]], random_init: Stat | None):
-    """The verdict of ``claim`` from ``stats[(variant, method)]["knn_top1" | "collapse"]``."""
-    knn = {key: row.get(claim.metric) for key, row in stats.items()}
-    mine = knn.get((claim.variant, claim.method))
-    if mine is None:
+def judge(
+    claim: Claim, stats: dict[tuple[str, str], dict[str, Stat]], refs: References | None = None
+) -> Verdict:
+    """The verdict of ``claim`` from ``stats[(row name, method)][metric]``."""
+    refs = refs or References()
+    mine = stats.get((claim.variant, claim.method), {})
+    if claim.metric not in mine:
         return Verdict(claim, NOT_SHOWN, "not measured")
-    if claim.kind == "collapses":
-        return _collapses(claim, mine, stats[(claim.variant, claim.method)].get("collapse"),
-                          random_init)  # fmt: skip
-    if claim.kind == "worse":
-        reference = knn.get((claim.reference, claim.other or claim.method))
-        if reference is None:
-            return Verdict(claim, NOT_SHOWN, "reference not measured")
-        return _compare(claim, reference.mean - mine.mean, reference.std + mine.std,
-                        min(reference.n, mine.n), "reference minus this row:")  # fmt: skip
-    if claim.kind == "drops_less":
-        parts = [knn.get(key) for key in (
-            (claim.reference, claim.method), (claim.variant, claim.method),
-            (claim.reference, claim.other), (claim.variant, claim.other),
-        )]  # fmt: skip
-        if any(p is None for p in parts):
-            return Verdict(claim, NOT_SHOWN, "not every row measured")
-        ref_a, var_a, ref_b, var_b = parts
-        drop_a, drop_b = ref_a.mean - var_a.mean, ref_b.mean - var_b.mean
-        spread = sum(p.std for p in parts)
-        n = min(p.n for p in parts)
-        verdict = _compare(claim, drop_b - drop_a, spread, n, "smaller drop by")
-        effect = f"drops {drop_a:+.2f} ({claim.method}) vs {drop_b:+.2f} ({claim.other}); "
-        return Verdict(claim, verdict.verdict, effect + verdict.effect)
-    raise ValueError(f"unknown claim kind {claim.kind!r}")
+    if claim.kind == COLLAPSES:
+        return _collapses(claim, mine[claim.metric], mine.get("collapse"), refs.random_init)
+    parts = [stats.get(key, {}).get(claim.metric) for key in claim.rows]
+    if any(part is None for part in parts):
+        missing = "reference not measured" if claim.kind == WORSE else "not every row measured"
+        return Verdict(claim, NOT_SHOWN, missing)
+    spread, n = sum(p.std for p in parts), min(p.n for p in parts)
+    if claim.kind == WORSE:
+        difference = parts[1].mean - parts[0].mean
+        return _compare(claim, difference, spread, n, "reference minus this row:")
+    ref_a, var_a, ref_b, var_b = parts
+    drop_a, drop_b = ref_a.mean - var_a.mean, ref_b.mean - var_b.mean
+    verdict = _compare(claim, drop_b - drop_a, spread, n, "smaller drop by")
+    effect = f"drops {drop_a:+.2f} ({claim.method}) vs {drop_b:+.2f} ({claim.other}); "
+    return Verdict(claim, verdict.verdict, effect + verdict.effect)
 
 
 def _compare(claim: Claim, difference: float, spread: float, n: int, words: str) -> Verdict:
@@ -108,7 +122,9 @@ def _compare(claim: Claim, difference: float, spread: float, n: int, words: str)
     return Verdict(claim, NOT_SHOWN, effect + "; within the spread")
 
 
-def _collapses(claim: Claim, mine: Stat, collapse: Stat | None, random_init: Stat | None):
+def _collapses(
+    claim: Claim, mine: Stat, collapse: Stat | None, random_init: Stat | None
+) -> Verdict:
     if collapse is not None and collapse.mean < COLLAPSED_BELOW:
         return Verdict(claim, HOLDS, f"collapse metric {collapse} (< {COLLAPSED_BELOW})")
     metric = f"collapse metric {collapse}" if collapse is not None else "no collapse metric"
@@ -126,25 +142,27 @@ def _collapses(claim: Claim, mine: Stat, collapse: Stat | None, random_init: Sta
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Stat]]:
-    """Rows of single runs -> {(variant, method): {metric: Stat over seeds}}."""
+    """Rows of single runs -> {(row name, method): {metric: Stat over seeds}}."""
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("status") != "diverged":
             grouped.setdefault((row["name"], row["method"]), []).append(row)
     out = {}
     for key, runs in grouped.items():
-        stats = {
-            m: Stat.of([r.get(m) for r in runs])
-            for m in ("knn_top1", "linear_top1", "finetune_top1", "collapse")
-        }
+        stats = {m: Stat.of([r.get(m) for r in runs]) for m in METRICS}
         out[key] = {m: s for m, s in stats.items() if s is not None}
     return out
 
 
 def judge_rows(
-    claims: list[Claim], rows: list[dict[str, Any]], references: dict[str, list[dict]]
+    claims: tuple[Claim, ...] | list[Claim],
+    rows: list[dict[str, Any]],
+    references: dict[str, list[dict[str, float]]],
 ) -> list[Verdict]:
-    """The verdict of each claim on a table's rows and its references (random init's kNN)."""
+    """The verdict of each claim on a table's rows and its references (kNN top-1)."""
     stats = aggregate(rows)
-    random_init = Stat.of([r["knn_top1"] for r in references.get("random-init", [])])
-    return [judge(claim, stats, random_init) for claim in claims]
+    random_init, pixels = (
+        Stat.of([r["knn_top1"] for r in references.get(name, [])])
+        for name in ("random-init", "pixels")
+    )
+    return [judge(claim, stats, References(random_init, pixels)) for claim in claims]
