@@ -117,7 +117,7 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
     assert result.knn_top1 > 25 and result.knn_top1_random_init > 20 and result.knn_top1_pixels > 40
 
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["batch_size"] == 64 and saved["dataset"] == str(fashion_folder)
+    assert saved["optim"]["batch_size"] == 64 and saved["data"]["dataset"] == str(fashion_folder)
     assert (tmp_path / CHECKPOINT).is_file()
     assert list((tmp_path / "tensorboard").iterdir())
 
@@ -288,4 +288,4 @@ def test_predictor_warmup_trains_the_predictor_alone_then_everything(fashion_fol
     # The baselines and the predictor ablation have no predictor to warm up: the option is inert.
     assert not hasattr(build_model(config.replace(method="simclr")), "predictor")
     no_predictor = build_model(config.replace(use_predictor=False))
-    assert no_predictor.method.predictor_warmup_steps == 0
+    assert no_predictor.predictor_warmup_steps == 0
