@@ -38,14 +38,7 @@ STD = (0.229, 0.224, 0.225)
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny images: intra-op threads only add overhead, and on a shared 2-core machine they make
-    # each colour op ~50x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def generator(seed: int) -> torch.Generator:

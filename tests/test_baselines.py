@@ -18,7 +18,6 @@ from byol import BYOL, target_tau
 from byol.checkpoint import load_encoder
 from byol.cli import main
 from byol.config import Config, apply_overrides
-from byol.data import load_datasets
 from byol.experiments.ablation_runs import AblationEvaluation
 from byol.experiments.tables import table
 from byol.methods.barlow import BarlowTwins
@@ -264,23 +263,6 @@ def test_crop_only_draws_no_other_operation():
 
 
 # --- command line -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_folder(tmp_path_factory) -> Path:
-    """256 training and 100 test Fashion-MNIST images as an image folder, one sub-folder a class."""
-    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    root = tmp_path_factory.mktemp("small")
-    train, test, info = load_datasets("fashion-mnist")
-    for split, dataset, count in (("train", train, 256), ("test", test, 100)):
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-        for index in order[:count].tolist():
-            image, label = dataset[index]
-            folder = root / split / f"c{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
-    return root
-
-
 TINY = [
     "backbone=resnet18-narrow",  # 1/8-width ResNet-18: behaviour, not accuracy
     "image_size=16",

@@ -25,12 +25,7 @@ PAPER = paper_view_specs()  # everything on: crop, flip, jitter, grayscale, blur
 NO_BLUR = tuple(dataclasses.replace(s, blur_prob=0.0) for s in PAPER)  # the cifar10 preset's
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:

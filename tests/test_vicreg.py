@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
 from torch import nn
 
 import byol
 from byol import distributed
 from byol.cli import main
 from byol.config import METHODS
-from byol.data import load_datasets
 from byol.errors import ConfigError
 from byol.methods import build_method, settings_class
 from byol.methods.vicreg import (
@@ -261,23 +259,6 @@ def test_two_processes_with_half_the_batch_each_compute_the_one_process_step(tmp
 
 
 # --- end to end: byol pretrain --method vicreg, byol eval knn, byol.load_encoder ------------------
-@pytest.fixture(scope="module")
-def small_folder(tmp_path_factory) -> Path:
-    """256 training and 100 test Fashion-MNIST images as an image folder, one sub-folder a class."""
-    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    root = tmp_path_factory.mktemp("small")
-    train, test, _ = load_datasets("fashion-mnist")
-    for split, dataset, count in (("train", train, 256), ("test", test, 100)):
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-        for index in order[:count].tolist():
-            image, label = dataset[index]
-            folder = root / split / f"c{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index}.png")
-    return root
-
-
 TINY = [
     "backbone=resnet18-narrow",  # 1/8-width ResNet-18: behaviour, not accuracy
     "image_size=16",

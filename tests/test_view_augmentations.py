@@ -23,12 +23,7 @@ ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 T, T_PRIME = paper_view_specs()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Invert(RandomApply):
