@@ -284,8 +284,11 @@ NO_PREDICTOR = [item for item in TINY if not item.startswith("predictor")]
 def test_pretrain_method_is_saved_and_checked_on_resume(small_folder, tmp_path, capsys):
     run = tmp_path / "simclr"
     args = ["pretrain", "--quiet", "--method", "simclr", "--run-dir", str(run)]
-    args += [arg for item in [*NO_PREDICTOR, f"dataset={small_folder}", "knn_references=false"]
-             for arg in ("--set", item)]  # fmt: skip
+    args += [
+        arg
+        for item in [*NO_PREDICTOR, f"dataset={small_folder}", "knn_references=false"]
+        for arg in ("--set", item)
+    ]
     assert main(args) == 0
     assert "SimCLR encoder" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["method"]["name"] == "simclr"
@@ -418,8 +421,14 @@ def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
     # MoCo's batch-norm shuffle draws a permutation every step; resuming from step 4 of 8 must
     # draw the same ones, so the encoder ends bit-identical to the uninterrupted run.
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    settings = [*NO_PREDICTOR, "epochs=2", "checkpoint_every_steps=2", f"dataset={small_folder}",
-                "knn_references=false", "knn_every_epochs=0"]  # fmt: skip
+    settings = [
+        *NO_PREDICTOR,
+        "epochs=2",
+        "checkpoint_every_steps=2",
+        f"dataset={small_folder}",
+        "knn_references=false",
+        "knn_every_epochs=0",
+    ]
     args = ["pretrain", "--quiet", "--method", "moco", "--run-dir", str(whole)]
     assert main(args + [arg for item in settings for arg in ("--set", item)]) == 0
     shutil.copytree(whole, resumed)
@@ -453,16 +462,31 @@ def test_ablate_jobs_trains_runs_side_by_side_with_the_threads_split(small_folde
 
 
 def _ablate(table: str, out: Path, settings: list[str]) -> int:
-    return main(["ablate", table, "--quiet", "--out", str(out),
-                 *[arg for item in settings for arg in ("--set", item)]])  # fmt: skip
+    return main(
+        [
+            "ablate",
+            table,
+            "--quiet",
+            "--out",
+            str(out),
+            *[arg for item in settings for arg in ("--set", item)],
+        ]
+    )
 
 
 def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     small_folder, tmp_path, monkeypatch
 ):
     out = tmp_path / "ablations"
-    settings = [*TINY, f"dataset={small_folder}", "seeds=2", "methods=byol,random-init",
-                "finetune_epochs=1,1", "knn_references=false", "train_subset=128"]  # fmt: skip
+    settings = [
+        *TINY,
+        f"dataset={small_folder}",
+        "seeds=2",
+        "methods=byol,random-init",
+        "finetune_epochs=1,1",
+        "knn_references=false",
+        "train_subset=128",
+    ]
     assert _ablate("labels", out, settings) == 0
     folder = out / "labels"
     table = (folder / "table.md").read_text()
@@ -478,8 +502,10 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     # Seed N fine-tunes on label subset N of the 128 images its run was pretrained on: 1% is the
     # 10-class minimum, 10% is 13, indices into those 128.
     stem = f"{small_folder.name}-pretraining128"
-    small, large = (json.loads((run / "subsets" / f"{stem}-{tag}-seed0.json").read_text())
-                    for tag in ("1pct", "10pct"))  # fmt: skip
+    small, large = (
+        json.loads((run / "subsets" / f"{stem}-{tag}-seed0.json").read_text())
+        for tag in ("1pct", "10pct")
+    )
     assert (len(small["indices"]), len(large["indices"])) == (10, 13)
     assert not (run / "results.json").exists()  # kept apart from `byol eval finetune`'s numbers
     assert large["train_size"] == 128 and max(large["indices"]) < 128
@@ -507,8 +533,14 @@ def test_ablate_transfer_scores_each_encoder_on_another_dataset(small_folder, tm
         pixels = 255 - torch.from_numpy(__import__("numpy").array(Image.open(image))).flip(0)
         Image.fromarray(pixels.numpy(), mode="L").save(target)
     out = tmp_path / "ablations"
-    settings = [*TINY, f"dataset={small_folder}", "methods=byol,random-init",
-                f"transfer_dataset={other}", "linear_epochs=2", "knn_references=false"]  # fmt: skip
+    settings = [
+        *TINY,
+        f"dataset={small_folder}",
+        "methods=byol,random-init",
+        f"transfer_dataset={other}",
+        "linear_epochs=2",
+        "knn_references=false",
+    ]
     assert _ablate("transfer", out, settings) == 0
     folder = out / "transfer"
     table = (folder / "table.md").read_text()
