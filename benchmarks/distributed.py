@@ -30,9 +30,9 @@ from byol.presets import preset
 from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs
 from byol.training.optim import build_optimizer
-from byol.training.run_state import build_model
 from byol.training.schedules import target_tau
 from byol.training.step import accumulated_step
+from byol.training.train_state import build_model
 from byol.views.batched import batch_paper_views
 
 WARMUP = 2

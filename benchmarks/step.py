@@ -21,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from byol.presets import preset
 from byol.training.optim import build_optimizer
-from byol.training.run_state import build_model
 from byol.training.step import train_step
+from byol.training.train_state import build_model
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float = 2.0, n: int = 2048) -> float:

@@ -37,9 +37,9 @@ from byol.data import load_datasets  # noqa: E402
 from byol.presets import preset  # noqa: E402
 from byol.training.epochs import BatchedEpochs  # noqa: E402
 from byol.training.optim import build_optimizer  # noqa: E402
-from byol.training.run_state import build_model  # noqa: E402
 from byol.training.schedules import scaled_learning_rate  # noqa: E402
 from byol.training.step import train_step  # noqa: E402
+from byol.training.train_state import build_model  # noqa: E402
 from byol.views.batched import batch_paper_views  # noqa: E402
 
 

@@ -28,8 +28,8 @@ from byol.presets import preset
 from byol.run_folder import read_metrics, save_config
 from byol.training.loop import pretrain
 from byol.training.optim import build_optimizer
-from byol.training.run_state import build_model
 from byol.training.step import train_step
+from byol.training.train_state import build_model
 from byol.views.per_image import ViewTransform
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

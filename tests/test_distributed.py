@@ -31,9 +31,9 @@ from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs, EpochBatches
 from byol.training.loop import pretrain
 from byol.training.optim import build_optimizer
-from byol.training.run_state import build_model
 from byol.training.schedules import learning_rate, target_tau
 from byol.training.step import accumulated_step
+from byol.training.train_state import build_model
 from byol.views.batched import batch_paper_views
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -402,20 +402,23 @@ def test_a_batch_norm_statistic_gone_inf_is_caught_before_the_checkpoint(tmp_pat
     from byol.config import apply_overrides
     from byol.errors import TrainingDiverged
     from byol.presets import preset
-    from byol.training.run_state import set_up
+    from byol.training.loop import save_checkpoint
+    from byol.training.run_context import set_up
 
     folder = noise_folder(tmp_path / "images")
     items = [i for i in tiny_settings(folder, epochs=1) if i != "--set"]
     config = apply_overrides(preset("fashion-mnist"), items)
-    run = set_up(config, tmp_path / "run", False, distributed.Ranks(), torch.device("cpu"))
+    state, context = set_up(
+        config, tmp_path / "run", False, distributed.Ranks(), torch.device("cpu")
+    )
     try:
-        run.step = 1
-        run.method.online_encoder.bn1.running_var[0] = float("inf")  # weights still finite
+        state.step = 1
+        state.method.online_encoder.bn1.running_var[0] = float("inf")  # weights still finite
         with pytest.raises(TrainingDiverged, match="batch-norm statistics became inf or NaN"):
-            run.save_checkpoint(lr=0.1)
+            save_checkpoint(state, context, lr=0.1)
         assert not (tmp_path / "run" / CHECKPOINT).exists()
     finally:
-        run.release()
+        context.release()
 
 
 @pytest.mark.parametrize("case", ["run_dir_is_a_file", "path_through_a_file", "read_only"])

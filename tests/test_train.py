@@ -268,7 +268,7 @@ def test_schedules_can_span_more_epochs_than_the_run(fashion_folder, tmp_path):
 
 @needs_fashion_mnist
 def test_predictor_warmup_trains_the_predictor_alone_then_everything(fashion_folder, tmp_path):
-    from byol.training.run_state import build_model
+    from byol.training.train_state import build_model
 
     config = small_config(fashion_folder, epochs=1, knn_every_epochs=0, knn_final=False)
     torch.manual_seed(config.seed)  # the weights every run below starts from

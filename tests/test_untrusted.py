@@ -34,7 +34,7 @@ from byol.presets import preset
 from byol.run_folder import CHECKPOINT, save_config
 from byol.training.loop import pretrain
 from byol.training.optim import build_optimizer
-from byol.training.run_state import build_model
+from byol.training.train_state import build_model
 
 
 class CreatesFile:

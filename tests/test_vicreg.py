@@ -32,8 +32,8 @@ from byol.methods.vicreg import (
 from byol.presets import configure, preset
 from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.optim import build_optimizer
-from byol.training.run_state import build_model
 from byol.training.step import train_step
+from byol.training.train_state import build_model
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 EPS = 1e-4

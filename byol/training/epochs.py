@@ -5,6 +5,7 @@ uninterrupted run would have seen.
 (T and T') in DataLoader workers (any dataset), either whole (``views=per-image``) or as two crops
 that the training device finishes a batch at a time (``views.cropped``: folders read from files);
 ``BatchedEpochs`` makes a whole batch's views at once on the training device (in-memory datasets).
+``PerImageEpochs`` and ``BatchedEpochs`` yield an epoch's steps through the same ``epoch``.
 Under torchrun every rank yields its own slices of each global batch (``distributed.shard_slices``).
 """
 
@@ -121,6 +122,26 @@ def per_image_epoch(
         on_device = map(_beside_workers(finish, config.runtime.num_workers, device), on_device)
     for _ in range(len(sampler) // config.optim.accumulation_steps):
         yield itertools.islice(on_device, config.optim.accumulation_steps)
+
+
+class PerImageEpochs:
+    """Epochs of view pairs made image by image in DataLoader workers (``per_image_epoch``): the
+    same ``epoch(epoch, start_batch)`` as ``BatchedEpochs``, so the loop asks either alike."""
+
+    def __init__(
+        self,
+        view_pairs: ViewPairs,
+        config: Config,
+        device: torch.device,
+        ranks: distributed.Ranks = ONE_PROCESS,
+    ) -> None:
+        self.view_pairs, self.config, self.device, self.ranks = view_pairs, config, device, ranks
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterator[Iterator[Pairs]]:
+        """For each optimizer step, this rank's micro-batches, made as they are consumed."""
+        return per_image_epoch(
+            self.view_pairs, self.config, self.device, epoch, start_batch, self.ranks
+        )
 
 
 def _beside_workers(finish: Callable[[tuple], Pairs], workers: int, device: torch.device):  # noqa: ANN202

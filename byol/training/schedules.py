@@ -1,6 +1,11 @@
 """Schedules as plain functions of the optimizer step k (arXiv:2006.07733, Sections 3.1 and 3.3)."""
 
+from __future__ import annotations
+
 import math
+from dataclasses import dataclass
+
+from byol.config import Config
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -27,3 +32,39 @@ def target_tau(step: int, total_steps: int, tau_base: float, schedule: str = "co
 def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
     """The paper's linear scaling rule: lr = base_lr * batch_size / 256."""
     return base_lr * batch_size / 256
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's step counts and its lr and tau at each optimizer step (never a micro-batch)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    # lr and tau span schedule_steps, which may exceed the run's (schedule_epochs): they then stop
+    # short of their end values, as a longer run's would at this step.
+    schedule_steps: int
+    warmup_steps: int
+    peak_lr: float
+    tau_base: float
+    tau_schedule: str
+
+    @classmethod
+    def of(cls, config: Config, train_size: int) -> Schedule:
+        steps_per_epoch = train_size // config.optim.batch_size
+        total_steps = steps_per_epoch * config.schedule.epochs
+        return cls(
+            steps_per_epoch,
+            total_steps,
+            max(total_steps, int(round(steps_per_epoch * config.schedule.schedule_epochs))),
+            int(round(config.schedule.warmup_epochs * steps_per_epoch)),
+            scaled_learning_rate(config.optim.base_lr, config.optim.batch_size),
+            config.schedule.tau_base,
+            config.schedule.tau_schedule,
+        )
+
+    def lr(self, step: int) -> float:
+        return learning_rate(step, self.schedule_steps, self.warmup_steps, self.peak_lr)
+
+    def tau(self, step: int) -> float:
+        """tau reaches 1 at the schedule's end (the run's, unless schedule_epochs is longer)."""
+        return target_tau(step, self.schedule_steps, self.tau_base, self.tau_schedule)
