@@ -1,5 +1,6 @@
-"""The evaluation protocols as run-level operations: load an encoder, cache its features, keep
-the label subsets on disk, run kNN / linear / fine-tuning / transfer, record the numbers.
+"""The evaluation protocols as run-level operations: load an encoder (which one, with which
+config: ``source.py``), cache its features, keep the label subsets on disk, run kNN / linear /
+fine-tuning / transfer, record the numbers.
 
 Everything lands in the run folder (or the folder of the given ``encoder.safetensors``):
 ``features/<method>-<dataset>-<split>.pt``, ``subsets/<dataset>-<tag>-seed<seed>.npy|.json``,
@@ -8,7 +9,6 @@ Everything lands in the run folder (or the folder of the given ``encoder.safeten
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -18,53 +18,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from byol import run_folder, settings
-from byol.backbones import build_backbone, format_kwargs, is_timm
-from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
-from byol.config import Config, apply_overrides
+from byol import run_folder
 from byol.data import indexable, labelled, load_datasets, num_items, subset, subset_indices
-from byol.errors import ByolError, CheckpointError
+from byol.errors import ByolError
 from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
 from byol.evaluation.features import cached_features, extract_features
 from byol.evaluation.knn import knn_evaluate
 from byol.evaluation.results import fraction_tag, update_results
-from byol.presets import PRESETS, preset
+from byol.evaluation.source import EncoderSource
 from byol.runtime import resolve_device, resolve_precision
 from byol.views.per_image import EvalTransform
 
 
 class Evaluation:
-    """One encoder (a run folder or an encoder file) evaluated on one dataset."""
+    """One encoder (a run folder or an encoder file: ``self.source``) evaluated on one dataset:
+    its data, the features and label subsets cached from it, and the protocols' results."""
 
     def __init__(self, source: str | Path, dataset: str | None, overrides: list[str]) -> None:
-        path = Path(source)
-        if path.is_dir():
-            self.encoder_path, self.out_dir = path / run_folder.ENCODER, path
-        elif path.is_file() and path.suffix == ".safetensors":
-            self.encoder_path, self.out_dir = path, path.parent
-        elif not path.exists():
-            raise ByolError(f"{path} does not exist; pass a run folder or an encoder file.")
-        else:
-            raise ByolError(
-                f"{path} is neither a run folder nor an encoder .safetensors file; pass the "
-                "folder that `byol pretrain` wrote."
-            )
-        if not self.encoder_path.is_file():
-            writer = run_folder.writer_of(self.out_dir)
-            if writer:
-                raise ByolError(
-                    f"{path} is still training (process {writer}); its {run_folder.ENCODER} is "
-                    "written when the run finishes: evaluate it then."
-                )
-            raise CheckpointError(
-                f"{path} holds no {run_folder.ENCODER}; run `byol pretrain` first."
-            )
         self.settings, config_overrides = split_overrides(overrides)
-        config, saved = self._saved_config(dataset)
-        self.pretrained_on = config.data.dataset if saved else "an unknown dataset"
-        self.config = apply_overrides(config, config_overrides)
-        self.config.validate()
+        self.source = EncoderSource(source, dataset, config_overrides)
+        self.encoder_path, self.out_dir = self.source.encoder_path, self.source.out_dir
+        self.config, self.pretrained_on = self.source.config, self.source.pretrained_on
         # --dataset, else --set dataset=..., else the dataset the encoder was pretrained on
         self.dataset = dataset or self.config.data.dataset
         if self.config.runtime.threads:
@@ -75,13 +50,9 @@ class Evaluation:
         self.precision = resolve_precision(
             self.device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
         )
-        # The run's data_dir belongs to its own dataset; another dataset is found in its usual
-        # place unless --set data_dir names one.
-        set_keys = {settings.split_item(item)[0] for item in config_overrides}
-        same = self.dataset == config.data.dataset or "data_dir" in set_keys
-        data_dir = self.config.data.data_dir if same else None
+        data_dir = self.source.data_dir(self.dataset)
         train, test, self.info = load_datasets(
-            self.dataset, data_dir or None, self.config.data.download, in_memory=True
+            self.dataset, data_dir, self.config.data.download, in_memory=True
         )
         if test is None or not self.info.classes:
             raise ByolError(
@@ -90,74 +61,23 @@ class Evaluation:
             )
         self.train, self.test = labelled(train), test
         self.num_classes = len(self.info.classes)
-        c = self.config
         self.eval_transform = EvalTransform(
             c.data.image_size, self.info.mean, self.info.std, c.monitor.eval_crop_fraction
         )
         self.train_transform = probes.crop_flip_transform(
             c.data.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
-        self._sha: str | None = None
         self.subsets_name = ""  # names the training set in saved subsets once narrowed
-
-    def _saved_config(self, dataset: str | None) -> tuple[Config, bool]:
-        """The run's config, and whether it was saved; for a bare encoder file, the architecture
-        from its metadata and the sizes from the dataset's preset."""
-        saved = self.out_dir / run_folder.CONFIG
-        if saved.is_file():
-            return Config.load(saved), True
-        try:
-            meta = encoder_metadata(self.encoder_path)
-        except Exception as error:  # safetensors raises its own types for a bad header
-            raise CheckpointError(
-                f"{self.encoder_path} is not a readable safetensors file ({error})."
-            ) from None
-        config = preset(dataset) if dataset in PRESETS else Config()
-        config = config.replace(
-            backbone=meta.get("architecture", config.model.backbone),
-            cifar_stem=meta.get("cifar_stem") == "true",
-            backbone_kwargs="",
-        )
-        if is_timm(config.model.backbone):  # a ViT is evaluated at the size it was built for
-            kwargs = timm_kwargs(meta)
-            size = kwargs.pop("img_size", config.data.image_size)
-            config = config.replace(backbone_kwargs=format_kwargs(kwargs), image_size=int(size))
-        return config, False
 
     # --- encoders and features ---
     def encoder(self, method: str) -> nn.Module:
-        if method == "byol":
-            encoder = load_encoder(self.encoder_path)[0]
-            state = encoder.state_dict().values()
-            if not all(bool(torch.isfinite(t).all()) for t in state if t.is_floating_point()):
-                raise CheckpointError(
-                    f"{self.encoder_path} holds inf or NaN weights (a run that diverged); "
-                    "evaluate an encoder of a run that finished."
-                )
-            return encoder
-        torch.manual_seed(self.config.seed)  # the weights the pretraining run started from
-        c = self.config
-        return build_backbone(
-            c.model.backbone, c.model.cifar_stem, c.data.image_size, c.model.backbone_kwargs
-        )[0]
-
-    def _encoder_id(self, method: str) -> str:
-        c = self.config
-        if method != "byol":
-            architecture = (
-                f"{c.model.backbone}-{c.model.backbone_kwargs}"
-                if c.model.backbone_kwargs
-                else c.model.backbone
-            )
-            return f"random-{architecture}-{c.model.cifar_stem}-seed{c.seed}"
-        if self._sha is None:
-            self._sha = hashlib.sha256(self.encoder_path.read_bytes()).hexdigest()
-        return self._sha
+        """The trained encoder ("byol") or the run's initial weights (any other name)."""
+        return self.source.encoder(method)
 
     def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.train if split == "train" else self.test
         c = self.config
-        key = f"{self._encoder_id(method)}|{self.dataset}|{split}|{num_items(dataset)}|"
+        key = f"{self.source.encoder_id(method)}|{self.dataset}|{split}|{num_items(dataset)}|"
         key += f"{c.data.image_size}|{c.monitor.eval_crop_fraction}"
         path = self.out_dir / run_folder.FEATURES / f"{method}-{safe_name(self.dataset)}-{split}.pt"
 
@@ -248,16 +168,34 @@ class Evaluation:
         lrs = tuple(s.linear_lrs)
         if s.linear_mode == "fast":
             result = probes.linear_fast(
-                train_f, train_l, test_f, test_l, val, lrs, s.linear_epochs,
-                s.linear_batch_size, s.seed,
-            )  # fmt: skip
+                train_f,
+                train_l,
+                test_f,
+                test_l,
+                val,
+                lrs,
+                s.linear_epochs,
+                s.linear_batch_size,
+                s.seed,
+            )
             prefix = "linear"
         else:
             crops = probes.Transformed(self.train, self.train_transform)
             result = probes.linear_paper(
-                self.encoder(method), crops, train_f, train_l, test_f, test_l, val, lrs,
-                self.device, s.linear_epochs, s.linear_batch_size, s.seed, self.precision,
-            )  # fmt: skip
+                self.encoder(method),
+                crops,
+                train_f,
+                train_l,
+                test_f,
+                test_l,
+                val,
+                lrs,
+                self.device,
+                s.linear_epochs,
+                s.linear_batch_size,
+                s.seed,
+                self.precision,
+            )
             prefix = "linear_paper"
         values = {
             f"{prefix}_top1": result.top1,
@@ -286,9 +224,18 @@ class Evaluation:
             train = probes.Transformed(self.train, self.train_transform, idx)
             init = self.encoder("byol" if method == "byol" else "random-init")
             result = probes.finetune(
-                init, train, test, self.num_classes, self.device, n_epochs, s.finetune_lr,
-                s.finetune_batch_size, s.finetune_weight_decay, s.seed, self.precision,
-            )  # fmt: skip
+                init,
+                train,
+                test,
+                self.num_classes,
+                self.device,
+                n_epochs,
+                s.finetune_lr,
+                s.finetune_batch_size,
+                s.finetune_weight_decay,
+                s.seed,
+                self.precision,
+            )
             values[f"finetune_{tag}_top1"] = result.top1
             values[f"finetune_{tag}_top5"] = result.top5
             if record:
