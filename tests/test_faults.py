@@ -301,8 +301,10 @@ def run_killed_and_resumed(tmp_path: Path, kills: int, epochs: int, seed: int) -
 
 
 def _check_same_run(result: dict) -> None:
-    print(f"\nSIGKILL test: {len(result['kills'])} kills {result['kills']}, largest weight "
-          f"difference {result['largest_difference']:.3g}")  # fmt: skip
+    print(
+        f"\nSIGKILL test: {len(result['kills'])} kills {result['kills']}, largest weight "
+        f"difference {result['largest_difference']:.3g}"
+    )
     full, cut = result["losses"]
     assert sorted(cut) == list(range(1, result["total"] + 1)) == sorted(full)
     assert all(abs(full[s] - cut[s]) < 1e-6 for s in full), "a resumed step saw other data"

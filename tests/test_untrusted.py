@@ -239,7 +239,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfi
         "hardlink-out",
         "device",
         "absolute-name",
-    ],  # fmt: skip
+    ],
 )
 def test_archive_members_cannot_write_outside(tmp_path: Path, name, kind, target, ends) -> None:
     dest = tmp_path / "a" / "b"
@@ -295,10 +295,22 @@ def stopped_run(tmp_path_factory) -> Path:
     for i in range(32):
         pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(images / f"{i:02d}.png")
-    items = [f"dataset={images}", "backbone=resnet18-narrow", "image_size=16", "batch_size=8",
-             "epochs=1", "projector_hidden_dim=32", "predictor_hidden_dim=32",
-             "projection_dim=16", "num_workers=0", "threads=1", "precision=fp32",
-             "knn_references=false", "predictor_warmup_steps=0", "max_minutes=1e-9"]  # fmt: skip
+    items = [
+        f"dataset={images}",
+        "backbone=resnet18-narrow",
+        "image_size=16",
+        "batch_size=8",
+        "epochs=1",
+        "projector_hidden_dim=32",
+        "predictor_hidden_dim=32",
+        "projection_dim=16",
+        "num_workers=0",
+        "threads=1",
+        "precision=fp32",
+        "knn_references=false",
+        "predictor_warmup_steps=0",
+        "max_minutes=1e-9",
+    ]
     argv = ["pretrain", "--quiet", "--run-dir", str(root / "run")]
     assert main(argv + [a for item in items for a in ("--set", item)]) == 0
     return root / "run"
