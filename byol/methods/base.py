@@ -47,6 +47,15 @@ class MethodSettings:
     OLD_NAMES: ClassVar[dict[str, str]] = {}
 
 
+@dataclass(frozen=True)
+class ProjectorSettings(MethodSettings):
+    """The settings of a method with BYOL's projector g (arXiv:2006.07733, Section 3.3), which
+    SimCLR and MoCo share so that only the objectives differ."""
+
+    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
+    projection_dim: int = setting(256, "output width of the projector g", low=1)
+
+
 def method_name(name: str) -> str:
     """The ``name`` field of a method's settings class: its registry name as the default."""
     return setting(name, "the method: a name in byol.methods.METHODS")

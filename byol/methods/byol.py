@@ -16,19 +16,23 @@ import torch
 from torch import nn
 
 from byol.errors import ConfigError
-from byol.methods.base import Method, MethodOutput, MethodSettings, method_name
+from byol.methods.base import (
+    Method,
+    MethodOutput,
+    MethodSettings,
+    ProjectorSettings,
+    method_name,
+)
 from byol.methods.heads import mlp
 from byol.methods.losses import byol_loss
 from byol.settings import setting
 
 
 @dataclass(frozen=True)
-class BYOLSettings(MethodSettings):
+class BYOLSettings(ProjectorSettings):
     """BYOL's heads (arXiv:2006.07733, Section 3.3) and two knobs for short budgets."""
 
     name: str = method_name("byol")
-    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
-    projection_dim: int = setting(256, "output width of the projector g", low=1)
     predictor_hidden_dim: int = setting(4096, "hidden width of the predictor q", low=1)
     use_predictor: bool = setting(True, "false: BYOL without q_theta (an ablation; it collapses)")
     # Not in the paper, for short budgets: q_theta alone for the first steps, so that its random

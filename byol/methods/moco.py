@@ -25,19 +25,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from byol import distributed
-from byol.methods.base import Method, MethodOutput, MethodSettings, method_name
+from byol.methods.base import (
+    Method,
+    MethodOutput,
+    MethodSettings,
+    ProjectorSettings,
+    method_name,
+)
 from byol.methods.heads import mlp
 from byol.methods.losses import at_least_float32, info_nce
 from byol.settings import setting
 
 
 @dataclass(frozen=True)
-class MoCoSettings(MethodSettings):
+class MoCoSettings(ProjectorSettings):
     """MoCo v2 with BYOL's projector; its momentum is the run's tau schedule."""
 
     name: str = method_name("moco")
-    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
-    projection_dim: int = setting(256, "output width of the projector g", low=1)
     queue_size: int = setting(65536, "negatives kept from earlier steps", low=1)
     temperature: float = setting(0.2, "InfoNCE temperature", above=0.0)
     OLD_NAMES: ClassVar[dict[str, str]] = {

@@ -17,19 +17,23 @@ import torch
 from torch import nn
 
 from byol import distributed
-from byol.methods.base import Method, MethodOutput, MethodSettings, method_name
+from byol.methods.base import (
+    Method,
+    MethodOutput,
+    MethodSettings,
+    ProjectorSettings,
+    method_name,
+)
 from byol.methods.heads import mlp
 from byol.methods.losses import nt_xent
 from byol.settings import setting
 
 
 @dataclass(frozen=True)
-class SimCLRSettings(MethodSettings):
+class SimCLRSettings(ProjectorSettings):
     """SimCLR with BYOL's projector, so that only the objective differs."""
 
     name: str = method_name("simclr")
-    projector_hidden_dim: int = setting(4096, "hidden width of the projector g", low=1)
-    projection_dim: int = setting(256, "output width of the projector g", low=1)
     temperature: float = setting(0.1, "NT-Xent temperature (the paper's range: 0.1-0.5)", above=0.0)
     OLD_NAMES: ClassVar[dict[str, str]] = {"simclr_temperature": "temperature"}
 
