@@ -96,7 +96,7 @@ def _set(config: Config, key: str, text: str) -> Config:
     and T''s (``blur_prob=1,0.1``)."""
     paths = resolve_key(config, key)
     if len(paths) == 2 and all(p.startswith(f"{VIEWS}.") for p in paths):
-        current, f = settings.find(config, paths[0])
+        current, _ = settings.find(config, paths[0])
         parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
         if not isinstance(current, tuple) and len(parts) == 2:
             for path, part in zip(paths, parts, strict=True):
