@@ -225,6 +225,32 @@ def test_the_draws_collate_into_one_row_per_image():
     assert equal_draws(draws_2[2], items[2][3])
 
 
+def _stacked_equal(batch, items) -> None:
+    expected = default_collate(items)
+    assert len(batch) == len(expected)
+    for got, want in zip(batch, expected, strict=True):
+        if isinstance(want, dict):
+            assert isinstance(got, Draws) and equal_draws(got, want)
+        else:
+            assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("path", ["cropped", "per-image"])
+@pytest.mark.parametrize("gray", [False, True])
+def test_a_micro_batch_is_its_images_one_by_one_bit_for_bit(path, gray):
+    """``ViewPairs.__getitems__`` works the draws out for the whole micro-batch; it must give
+    exactly what the loader collated from image-by-image calls before. Sizes vary per image, and
+    two are so thin that no crop candidate fits (the central fallback)."""
+    images = odd_images(20, channels=1 if gray else 3, seed=3)
+    images += [torch.full((1 if gray else 3, 2, 90), 7, dtype=torch.uint8)] * 2
+    images = [x.expand(3, -1, -1) for x in images] if gray else images
+    make = cropped_paper_views if path == "cropped" else paper_views
+    views = make(paper_specs(), 24, MEAN, STD, gray)
+    pairs = ViewPairs([(image, 0) for image in images], views)
+    keys = [(i, 1000 + 7 * i) for i in (5, 0, 21, 3, 20, 3)]  # any order, repeats
+    _stacked_equal(pairs.__getitems__(keys), [pairs[key] for key in keys])
+
+
 def test_finish_is_the_same_with_and_without_masking():
     """GPUs take the masked (sync-free) path; it must equal the CPU's subset path."""
     views = cropped_paper_views(paper_specs(), 32, MEAN, STD)

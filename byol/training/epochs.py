@@ -85,6 +85,19 @@ class ViewPairs(Dataset):
         image, _ = self.images[index]
         return self.views(image, torch.Generator().manual_seed(seed))
 
+    def __getitems__(self, keys: list[tuple[int, int]]) -> tuple:
+        """A whole micro-batch, already stacked (``already_stacked`` is the loader's collate):
+        the values of collating ``self[key]`` for each key, with the view parameters of all the
+        images worked out at once instead of image by image."""
+        images = [self.images[index][0] for index, _ in keys]
+        generators = [torch.Generator().manual_seed(seed) for _, seed in keys]
+        return self.views.many(images, generators)
+
+
+def already_stacked(batch: tuple) -> tuple:
+    """The collate of a loader over ``ViewPairs``: its ``__getitems__`` stacks the batch itself."""
+    return batch
+
 
 Pairs = tuple[torch.Tensor, torch.Tensor]
 
@@ -115,6 +128,7 @@ def per_image_epoch(
         num_workers=config.runtime.num_workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if config.runtime.num_workers else None,
+        collate_fn=already_stacked,
     )
     on_device = (tuple(t.to(device, non_blocking=True) for t in batch) for batch in loader)
     finish = view_pairs.finish

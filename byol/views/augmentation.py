@@ -49,17 +49,30 @@ class Draws(dict[str, Params]):
 
 class Augmentation:
     """One augmentation. Subclasses set ``name`` (the key of its random stream and of its
-    parameters in ``Draws``: stable, unique in a pipeline) and implement the three methods.
+    parameters in ``Draws``: stable, unique in a pipeline), ``draws_per_image`` (how many uniform
+    numbers one image's parameters take) and implement ``parameters`` and the two ``apply``.
     ``resizes`` marks the augmentation that changes the image size (the crop): the cropped path
     runs it, and everything before it, in DataLoader workers on each image at its own size."""
 
     name: ClassVar[str] = ""
     resizes: ClassVar[bool] = False
+    draws_per_image: int = 0
+
+    def uniform_rows(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """n rows of ``draws_per_image`` uniforms from one stream. One image's row is the first
+        ``draws_per_image`` numbers of its stream, whatever n (see ``draw_each``)."""
+        return uniforms(generator, n, self.draws_per_image)
+
+    def parameters(self, u: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> Params:
+        """The parameters of n images from their uniforms (n x ``draws_per_image``, float64) and
+        their sizes (n integers each): numpy on a whole batch at once."""
+        raise NotImplementedError
 
     def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Params:
         """The parameters of n images of height x width, drawn from ``generator`` (a CPU
         generator: this augmentation's own stream)."""
-        raise NotImplementedError
+        sizes = np.full(n, height), np.full(n, width)
+        return self.parameters(self.uniform_rows(n, generator), *sizes)
 
     def apply_image(self, image: torch.Tensor, params: Params) -> torch.Tensor:
         """uint8 C x H x W (C = 1: a gray source) -> uint8, with one image's parameters."""
@@ -72,18 +85,28 @@ class Augmentation:
 
 
 class RandomApply(Augmentation):
-    """An augmentation applied to each image with probability ``p``. Subclasses draw their values
-    (``sample_values``) and transform the chosen images (``transform_image``, ``transform_batch``).
-    On a batch, p = 0 costs nothing and p = 1 skips selecting the rows."""
+    """An augmentation applied to each image with probability ``p``. Subclasses that draw values
+    set ``values_per_image`` and ``values`` (from n x values_per_image uniforms) and transform the
+    chosen images (``transform_image``, ``transform_batch``). On a batch, p = 0 costs nothing and
+    p = 1 skips selecting the rows."""
+
+    values_per_image: int = 0
 
     def __init__(self, p: float) -> None:
         self.p = p
+        self.draws_per_image = 1 + self.values_per_image
 
-    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Params:
-        applied = torch.from_numpy(uniforms(generator, n) < self.p)
-        return {"applied": applied, **self.sample_values(n, generator)}
+    def uniform_rows(self, n: int, generator: torch.Generator) -> np.ndarray:
+        # Whether each image is chosen, then its values: the stream's order since the first draws.
+        applied = uniforms(generator, n, 1)
+        if not self.values_per_image:
+            return applied
+        return np.concatenate([applied, uniforms(generator, n, self.values_per_image)], axis=1)
 
-    def sample_values(self, n: int, generator: torch.Generator) -> Params:
+    def parameters(self, u: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> Params:
+        return {"applied": torch.from_numpy(u[:, 0] < self.p), **self.values(u[:, 1:])}
+
+    def values(self, u: np.ndarray) -> Params:
         return {}
 
     def transform_image(self, image: torch.Tensor, params: Params) -> torch.Tensor:
@@ -165,6 +188,25 @@ def draw(
     seed = fork_seed(generator)
     draws = Draws({a.name: a.sample(n, height, width, stream(seed, a.name)) for a in augmentations})
     return draws if generator.device.type == "cpu" else draws.to(generator.device)
+
+
+def draw_each(
+    augmentations: Sequence[Augmentation],
+    heights: Sequence[int],
+    widths: Sequence[int],
+    generators: Sequence[torch.Generator],
+) -> Draws:
+    """One view's draws for n images, image i from ``generators[i]`` alone: row i is exactly
+    ``draw(augmentations, 1, heights[i], widths[i], generators[i])``. Only the few uniforms are
+    drawn image by image (each image has its own streams); the parameters are then worked out
+    for all n at once, which is what makes a micro-batch of per-image draws cheap."""
+    seeds = [fork_seed(g) for g in generators]
+    sizes = np.asarray(heights), np.asarray(widths)
+    draws = Draws()
+    for a in augmentations:
+        rows = [uniforms(stream(seed, a.name), 1, a.draws_per_image) for seed in seeds]
+        draws[a.name] = a.parameters(np.concatenate(rows), *sizes)
+    return draws
 
 
 def checked(augmentations: Sequence[Augmentation]) -> list[Augmentation]:

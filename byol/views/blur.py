@@ -4,10 +4,11 @@ image), with torchvision's reflect padding."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from byol.views.augmentation import Params, RandomApply, as_tensor, uniforms
+from byol.views.augmentation import Params, RandomApply, as_tensor
 
 
 def blur_matrices(sigma: torch.Tensor, size: int, kernel_size: int) -> torch.Tensor:
@@ -42,9 +43,11 @@ class GaussianBlur(RandomApply):
         super().__init__(p)
         self.sigma, self.kernel_size = sigma, kernel_size
 
-    def sample_values(self, n: int, generator: torch.Generator) -> Params:
+    values_per_image = 1
+
+    def values(self, u: np.ndarray) -> Params:
         low, high = self.sigma
-        return {"sigma": as_tensor(low + (high - low) * uniforms(generator, n))}
+        return {"sigma": as_tensor(low + (high - low) * u[:, 0])}
 
     def transform_image(self, image: torch.Tensor, params: Params) -> torch.Tensor:
         sigma = float(params["sigma"])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from byol.views.augmentation import Params, RandomApply, apply_where, as_tensor, uniforms
+from byol.views.augmentation import Params, RandomApply, apply_where, as_tensor
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 _SOLARIZE_THRESHOLD = 128  # uint8 levels: x -> 1 - x where x >= 128/255
@@ -87,8 +87,9 @@ class ColourJitter(RandomApply):
         self.high = np.array([1 + s for s in strengths[:3]] + [hue])
         self.active = tuple(s > 0 for s in strengths)
 
-    def sample_values(self, n: int, generator: torch.Generator) -> Params:
-        u = uniforms(generator, n, 8)
+    values_per_image = 8  # four factors, then four numbers whose ranks give the order
+
+    def values(self, u: np.ndarray) -> Params:
         factors = self.low + (self.high - self.low) * u[:, :4]
         order = u[:, 4:].argsort(axis=1)  # a uniform random permutation
         return {"factors": as_tensor(factors), "order": as_tensor(order)}

@@ -11,7 +11,10 @@ workers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from PIL import Image
 
 from byol.views.augmentation import Draws
 from byol.views.batched import BatchTwoViews, batch_paper_views
@@ -38,6 +41,21 @@ class CroppedViews:
         draws = [v.sample(height, width, generator) for v in views]
         crop_1, crop_2 = (v.size_stage(image, d) for v, d in zip(views, draws, strict=True))
         return crop_1, crop_2, draws[0], draws[1]
+
+    def many(
+        self, images: Sequence[torch.Tensor | Image.Image], generators: Sequence[torch.Generator]
+    ) -> Crops:
+        """The crops and draws of n images, stacked as DataLoader's collate stacks n calls (the
+        same values), with the draws of all n worked out at once."""
+        images = [as_rgb_tensor(image) for image in images]
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        views = (self.per_image.view_1, self.per_image.view_2)
+        draws = [view.sample_each(sizes, generators) for view in views]  # t, then t', per image
+        crops = (
+            torch.stack([view.size_stage(image, d[i]) for i, image in enumerate(images)])
+            for view, d in zip(views, draws, strict=True)
+        )
+        return *crops, *draws
 
     def finish(self, batch: Crops) -> tuple[torch.Tensor, torch.Tensor]:
         crops_1, crops_2, draws_1, draws_2 = batch

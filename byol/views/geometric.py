@@ -15,6 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from byol.views.augmentation import Augmentation, Params, RandomApply, as_tensor, uniforms
 
+CROP_TRIES = 10  # torchvision's RandomResizedCrop: candidates before the central fallback
+
 
 def sample_crops(
     n: int,
@@ -23,12 +25,25 @@ def sample_crops(
     scale: tuple[float, float],
     ratio: tuple[float, float],
     generator: torch.Generator,
-    tries: int = 10,
 ) -> torch.Tensor:
-    """RandomResizedCrop's boxes (top, left, height, width; float) for n images at once:
-    torchvision's algorithm (up to ten candidates, the first that fits, else the largest central
-    crop within the ratio range)."""
-    u = uniforms(generator, n, 2 * tries + 2)
+    """RandomResizedCrop's boxes (top, left, height, width; float) for n images of one size,
+    drawn from ``generator``."""
+    u = uniforms(generator, n, 2 * CROP_TRIES + 2)
+    return crop_boxes(u, np.full(n, height), np.full(n, width), scale, ratio)
+
+
+def crop_boxes(
+    u: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> torch.Tensor:
+    """The boxes of n images, each of its own size, from n x 22 uniforms: torchvision's
+    algorithm (up to ten candidates, the first that fits, else the largest central crop within
+    the ratio range)."""
+    tries = CROP_TRIES
+    height, width = heights[:, None].astype(np.float64), widths[:, None].astype(np.float64)
     target_area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, :tries])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, tries : 2 * tries])
@@ -36,20 +51,33 @@ def sample_crops(
     h = np.round(np.sqrt(target_area / aspect))
     fits = (w >= 1) & (h >= 1) & (w <= width) & (h <= height)
     first = fits.argmax(axis=1)  # the first fitting candidate
-    rows = np.arange(n)
+    rows = np.arange(len(u))
     w, h = w[rows, first], h[rows, first]
+    height, width = height[:, 0], width[:, 0]
     top = np.floor(u[:, -2] * (height - h + 1))
     left = np.floor(u[:, -1] * (width - w + 1))
     boxes = np.stack([top, left, h, w], axis=1)
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fw, fh = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        fh, fw = height, int(round(height * ratio[1]))
-    else:
-        fw, fh = width, height
-    boxes[~fits.any(axis=1)] = ((height - fh) // 2, (width - fw) // 2, fh, fw)
+    none_fit = ~fits.any(axis=1)
+    if none_fit.any():
+        boxes[none_fit] = _central_boxes(heights[none_fit], widths[none_fit], ratio)
     return as_tensor(boxes)
+
+
+def _central_boxes(
+    heights: np.ndarray, widths: np.ndarray, ratio: tuple[float, float]
+) -> np.ndarray:
+    """The largest central box within the ratio range, for images where no candidate fits."""
+    boxes = []
+    for height, width in zip(heights.tolist(), widths.tolist(), strict=True):
+        in_ratio = width / height
+        if in_ratio < ratio[0]:
+            fw, fh = width, int(round(width / ratio[0]))
+        elif in_ratio > ratio[1]:
+            fh, fw = height, int(round(height * ratio[1]))
+        else:
+            fw, fh = width, height
+        boxes.append(((height - fh) // 2, (width - fw) // 2, fh, fw))
+    return np.array(boxes, dtype=np.float64)
 
 
 def _bicubic(x: torch.Tensor) -> torch.Tensor:
@@ -102,12 +130,13 @@ class RandomResizedCrop(Augmentation):
 
     name = "crop"
     resizes = True
+    draws_per_image = 2 * CROP_TRIES + 2
 
     def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float]):
         self.size, self.scale, self.ratio = size, scale, ratio
 
-    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Params:
-        return {"box": sample_crops(n, height, width, self.scale, self.ratio, generator)}
+    def parameters(self, u: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> Params:
+        return {"box": crop_boxes(u, heights, widths, self.scale, self.ratio)}
 
     def apply_image(self, image: torch.Tensor, params: Params) -> torch.Tensor:
         top, left, h, w = (int(v) for v in params["box"].tolist())

@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from byol.views.augmentation import Augmentation, Draws, checked, draw
+from byol.views.augmentation import Augmentation, Draws, checked, draw, draw_each
 from byol.views.pipeline import pipeline, size_stage
 from byol.views.spec import ViewSpec
 
@@ -58,6 +58,14 @@ class ViewTransform:
         """One image's draws."""
         return draw(self.augmentations, 1, height, width, generator)[0]
 
+    def sample_each(
+        self, sizes: Sequence[tuple[int, int]], generators: Sequence[torch.Generator]
+    ) -> Draws:
+        """The draws of n images at once, image i of ``sizes[i]`` from ``generators[i]``: row i
+        is ``sample(*sizes[i], generators[i])``, for a fraction of the cost."""
+        heights, widths = zip(*sizes, strict=True) if sizes else ((), ())
+        return draw_each(self.augmentations, heights, widths, generators)
+
     def size_stage(self, image: torch.Tensor, draws: Draws) -> torch.Tensor:
         """The augmentations that need the image at its own size (the crop): uint8 C x S x S,
         one channel for a gray source."""
@@ -93,6 +101,20 @@ class TwoViews:
         self, image: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.view_1(image, generator), self.view_2(image, generator)
+
+    def many(
+        self, images: Sequence[torch.Tensor | Image.Image], generators: Sequence[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs of n images stacked, image i from ``generators[i]``: the same views as n
+        calls, with the draws of all n worked out at once."""
+        images = [as_rgb_tensor(image) for image in images]
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        views = (self.view_1, self.view_2)
+        draws = [view.sample_each(sizes, generators) for view in views]  # t, then t', per image
+        return tuple(
+            torch.stack([view.apply(image, d[i]) for i, image in enumerate(images)])
+            for view, d in zip(views, draws, strict=True)
+        )
 
 
 def paper_views(
