@@ -1,5 +1,6 @@
-"""What comes out of a trained encoder: ``byol export`` (embeddings and a nearest-neighbour
-picture, or an ONNX encoder), ``byol embed`` (any folder of images), ``byol report``."""
+"""What comes out of trained encoders: ``byol export`` (embeddings and a nearest-neighbour
+picture, or an ONNX encoder), ``byol embed`` (any folder of images), ``byol report`` and
+``byol curves`` (several runs' learning curves)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curves(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from byol.reporting.learning_curves import curves_table, parse_recipe, plot_curves
+
+    recipes = [parse_recipe(text) for text in args.recipe]
+    print(curves_table(recipes, args.margin), end="")
+    print(f"written: {plot_curves(recipes, args.margin, Path(args.out))}")
+    return 0
+
+
 def add_outputs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
@@ -77,3 +89,21 @@ def add_outputs(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. device=cpu")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "curves",
+        help="learning curves of several runs: kNN against steps and minutes, mean and spread "
+        "over seeds, against raw pixels",
+    )
+    p.add_argument(
+        "--recipe",
+        action="append",
+        required=True,
+        metavar="LABEL=RUN_DIR[,RUN_DIR...]",
+        help="one recipe's runs (its seeds); repeat for each recipe",
+    )
+    p.add_argument(
+        "--margin", type=float, default=0.0, help="kNN points above raw pixels to look for"
+    )
+    p.add_argument("--out", default="curves.png", help="the picture (PNG)")
+    p.set_defaults(func=cmd_curves)

@@ -17,7 +17,7 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display is needed or wanted
@@ -33,7 +33,7 @@ def curves_figure(records: list[dict[str, Any]]) -> str | None:
     if not steps:
         return None
     knn = [r for r in records if isinstance(r.get("knn_top1"), (int, float))]
-    plt = _pyplot()
+    plt = pyplot()
     panels = [
         ("loss", "BYOL loss", steps),
         ("lr", "learning rate", steps),
@@ -80,7 +80,7 @@ def embedding_figure(
 ) -> tuple[str, tuple[float, float]]:
     """Base64 PNG of the PCA map coloured by class, and the explained-variance shares."""
     coords, share = pca_2d(features)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 6.5))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for c in labels.unique().tolist():
