@@ -1,5 +1,6 @@
 """The tables of ``byol ablate`` as ``ablations.toml`` describes them (its header gives the
-schema): rows, claims, budgets and the ``byol reproduce`` plan, read once and checked as read."""
+schema): rows, claims, budgets, the report's prose and the ``byol reproduce`` plan, read once
+and checked as read."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, before the standard
 
 RANDOM_INIT = "random-init"  # a row that scores the weights BYOL's run of the same seed began at
 PROTOCOLS = FROZEN, FINETUNE, TRANSFER = "frozen", "finetune", "transfer"
-_ROW_KEYS = set("name label methods set paper source reference protocol fraction".split())
 _SHARED = ("name", "label", "source", "reference", "protocol", "fraction")  # TOML key = field
-_TABLE_KEYS = set("methods reference protocol source rows claims budget".split())
+_ROW_KEYS = {*_SHARED, "methods", "set", "paper"}
+_TABLE_KEYS = {"methods", "reference", "protocol", "source", "rows", "claims", "budget"}
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,11 @@ def _table(name: str, spec: dict[str, Any]) -> Table:
     claims = [Claim(**_strict(c, claim_keys, f"a claim of {name}")) for c in spec.get("claims", [])]
     names = {(row.name, row.method) for row in rows}
     for row in rows:
-        known = row.protocol in PROTOCOLS and row.trains in METHODS
-        if not known or (row.reference, row.method) not in names:
+        if (
+            row.protocol not in PROTOCOLS
+            or row.trains not in METHODS
+            or ((row.reference, row.method) not in names)
+        ):
             raise ConfigError(
                 f"ablations.toml: row {row.name} ({row.method}) of {name} has an unknown "
                 f"protocol {row.protocol!r}, method or reference {row.reference!r}."
@@ -147,6 +151,11 @@ def budget(preset_name: str) -> Budget:
 def defaults(kind: str) -> list[str]:
     """The ``--set`` items every ablation run ("run") or every scoring ("eval") starts from."""
     return list(_data()["defaults"][kind])
+
+
+def prose() -> dict[str, str]:
+    """The report's sentences, as templates (``str.format``) that the tables fill in."""
+    return dict(_data()["report"])
 
 
 def reproduce_plan() -> list[dict[str, Any]]:
