@@ -11,7 +11,6 @@ their common runs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import sys
@@ -21,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from byol import settings
-from byol.config import METHODS, Config, apply_overrides, config_keys, identity, is_config_key
+from byol.config import (
+    METHODS,
+    Config,
+    apply_overrides,
+    config_keys,
+    departures,
+    identity,
+    is_config_key,
+)
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
 from byol.experiments import tables
@@ -67,7 +74,7 @@ def run_ablation(
 ) -> Path:
     """Run (or reuse) every row of ``ablation`` with every seed, ``jobs`` runs at a time; write
     table.md, plot.png and results.json into ``out/ablation`` and return that folder."""
-    from byol.reporting.ablation_tables import Report, write_report
+    from byol.reporting.ablation_tables import write_report
 
     started, overrides, table = time.perf_counter(), list(overrides or []), tables.table(ablation)
     # A key of both (seed) goes to both: `--set seed=1` repeats the whole experiment.
@@ -82,13 +89,13 @@ def run_ablation(
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
     budget = tables.budget(preset_name)
-    transfer = mine.transfer_dataset or budget.transfer_dataset
+    transfer = mine.transfer_dataset or budget["transfer_dataset"]
     if not transfer and any(row.protocol == TRANSFER for row in table.rows):
         raise ConfigError(
             f"`byol ablate {ablation}` has no default dataset for the {preset_name!r} "
             "preset; name one with --set transfer_dataset=NAME (or a folder)."
         )
-    images = budget.eval_train_images if mine.eval_train_images < 0 else mine.eval_train_images
+    images = budget["eval_train_images"] if mine.eval_train_images < 0 else mine.eval_train_images
     base = _base_config(ablation, preset_name, config_overrides)
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
@@ -98,25 +105,38 @@ def run_ablation(
     plan = _select(plan, mine.rows, mine.methods)
     scoring = Scoring(eval_overrides, images, transfer or None)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
-    if jobs > 1:
-        pending = _unfinished(plan, root)
+    if jobs > 1:  # each config once (rows may share a run); finished and shared runs are kept
+        pending: dict[str, tuple[Config, Path, Path]] = {}
+        for _, config, run_dir in plan:
+            if not finished(run_dir) and shared_run(root, config) is None:
+                pending.setdefault(
+                    json.dumps(identity(config), default=list), (config, run_dir, root)
+                )
         _say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time)", quiet)
-        train_side_by_side([(c, d, root) for _, c, d in pending], jobs, lambda t: _say(t, quiet))
+        train_side_by_side(list(pending.values()), jobs, lambda t: _say(t, quiet))
     rows: list[dict[str, Any]] = []
     for number, (row, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {row.method} {row.label} seed {config.seed}", quiet)
         result = run_row(row, config, run_dir, root, scoring, quiet)
-        result["shared_with"] = _shared_label(Path(result["run_dir"]), run_dir, root, rows, row)
+        shared = Path(result["run_dir"])  # the run of an identical config, made for another row
+        if shared != run_dir:
+            result["shared_with"] = str(
+                shared.relative_to(root) if shared.is_relative_to(root) else shared
+            )
         rows.append(result)
         _say(f"    {_brief(result)} ({time.perf_counter() - step_started:.0f} s)", quiet)
-    references = _references(plan, rows, scoring, quiet)
-    sources = tuple(dict.fromkeys(row.source for row, _, _ in plan if row.source))
-    text = command(["ablate", ablation, "--preset", preset_name], overrides, jobs)
-    eval_settings = split_overrides(eval_overrides)[0]
-    report = Report(ablation, preset_name, base, eval_settings, images, text, table.claims, sources)
-    report = dataclasses.replace(report, prose=tables.prose())
-    write_report(folder, report, rows, references, time.perf_counter() - started)
+    record = dict(ablation=ablation, preset=preset_name, config=base.to_dict())
+    record.update(command=command(["ablate", ablation, "--preset", preset_name], overrides, jobs))
+    record.update(
+        departures=departures(base), eval_settings=vars(split_overrides(eval_overrides)[0])
+    )
+    record.update(
+        eval_train_images=images, rows=rows, references=_references(plan, rows, scoring, quiet)
+    )
+    record["sources"] = list(dict.fromkeys(row.source for row, _, _ in plan if row.source))
+    record["wall_s"] = time.perf_counter() - started
+    write_report(folder, record, table.claims, tables.prose())
     return folder
 
 
@@ -126,7 +146,7 @@ def _base_config(
     """The preset with ``method`` at the table's budget, with the runs' defaults and the user's
     overrides; an override of another method's own setting is left to that method's runs (a key
     of no method at all is kept, for ``apply_overrides`` to name as unknown)."""
-    budget = [*tables.budget(preset_name).overrides, *tables.table(ablation).budget(preset_name)]
+    budget = tables.budget(preset_name)["set"] + tables.table(ablation).budgets.get(preset_name, [])
     base = apply_overrides(preset(preset_name, method), [*budget, *tables.defaults("run")])
     keys = config_keys(base)
     mine = [
@@ -171,52 +191,28 @@ def _select(plan: Plan, rows: str, methods: str) -> Plan:
     return plan
 
 
-def _unfinished(plan: Plan, root: Path) -> Plan:
-    """The planned runs still to train, each config once (rows may share a run)."""
-    pending, seen = [], set()
-    for row, config, run_dir in plan:
-        key = json.dumps(identity(config), sort_keys=True, default=list)
-        if key not in seen and not finished(run_dir) and shared_run(root, config) is None:
-            seen.add(key)
-            pending.append((row, config, run_dir))
-    return pending
-
-
 def _references(
     plan: Plan, rows: list[dict[str, Any]], scoring: Scoring, quiet: bool
 ) -> dict[str, list[dict[str, float]]]:
-    """Raw pixels (once) on the dataset the rows are scored on, and beside frozen features of
-    the pretraining dataset random init (one per seed: each seed starts from other weights).
+    """Raw pixels (once) on the dataset the rows are scored on and, beside frozen features of
+    the pretraining dataset, random init (one per seed: each seed starts from other weights).
     Fine-tuned rows have none: training from scratch is their own random-init row."""
-    first_per_seed: dict[int, Path] = {}
-    for row in rows:
-        if row["status"] != "diverged":
-            first_per_seed.setdefault(row["seed"], Path(row["run_dir"]))
+    runs = dict(
+        sorted(
+            {
+                r["seed"]: Path(r["run_dir"]) for r in reversed(rows) if r["status"] != "diverged"
+            }.items()
+        )
+    )
     protocols = {row.protocol for row, _, _ in plan}
-    if not first_per_seed or protocols == {FINETUNE}:
+    if not runs or protocols == {FINETUNE}:
         return {}
-    references: dict[str, list[dict[str, float]]] = {}
-    if FROZEN in protocols:
-        _say("random-init encoder (reference)", quiet)
-        runs = sorted(first_per_seed.items())
-        references[RANDOM_INIT] = [score(run_dir, RANDOM_INIT, scoring) for _, run_dir in runs]
+    _say("raw pixels and random init (references)", quiet)
     transfer = next((row for row, _, _ in plan if row.protocol == TRANSFER), None)
-    _say("raw pixels (reference)", quiet)
-    references[PIXELS] = [score(next(iter(first_per_seed.values())), PIXELS, scoring, transfer)]
-    return references
-
-
-def _shared_label(
-    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]], row: Row
-) -> str | None:
-    """The row (or run folder) whose run this row reuses because the configs are identical."""
-    if run_dir == own_dir:
-        return None
-    for other in rows:
-        if other["run_dir"] == str(run_dir):  # a random-init row names BYOL's row, not its own
-            same = other["label"] == row.label
-            return f"{other['method']}, {other['label']}" if same else other["label"]
-    return str(run_dir.relative_to(root)) if run_dir.is_relative_to(root) else str(run_dir)
+    found = {PIXELS: [score(next(iter(runs.values())), PIXELS, scoring, transfer)]}
+    if FROZEN in protocols:
+        found[RANDOM_INIT] = [score(run_dir, RANDOM_INIT, scoring) for run_dir in runs.values()]
+    return found
 
 
 def _brief(row: dict[str, Any]) -> str:

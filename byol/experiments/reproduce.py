@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
@@ -36,17 +37,6 @@ def machine() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores{gpu}, torch {torch.__version__}"
 
 
-def evidence_plan(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
-    """EVIDENCE with 3 seeds and ``overrides`` added; CIFAR-10 read from the JPEG copy where it
-    is at hand (a machine without internet), else fetched by torchvision."""
-    jpeg = cifar10_jpeg_available()
-    plan = []
-    for entry in EVIDENCE:
-        own = [*entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
-        plan.append((entry["table"], entry["preset"], ["seeds=3", *own, *overrides]))
-    return plan
-
-
 def run_all(
     preset_name: str,
     overrides: list[str] | None = None,
@@ -55,54 +45,51 @@ def run_all(
     jobs: int = 1,
 ) -> Path:
     """Run every ablation on one preset, then write ``out/report.md``; return its path."""
-    overrides = list(overrides or [])
-    plan = [(ablation, preset_name, overrides) for ablation in ABLATIONS]
+    plan = [(ablation, preset_name, list(overrides or [])) for ablation in ABLATIONS]
     title = f"The paper's claims at the `{preset_name}` preset's scale"
-    text = command(["ablate", "all", "--preset", preset_name], overrides, jobs)
+    text = command(["ablate", "all", "--preset", preset_name], overrides or [], jobs)
     root = Path(out or f"runs/ablations/{preset_name}")
-    return _run_plan(plan, root, quiet, jobs, title, text, nested=False)
+    return _run_plan(plan, lambda _: root, quiet, jobs, f"# {title}\n\nCommand: `{text}`.")
 
 
 def reproduce(
     overrides: list[str] | None = None, out: Path | None = None, quiet: bool = False, jobs: int = 1
 ) -> Path:
-    """Run the EVIDENCE tables, then write ``out/report.md``; return its path."""
-    plan, text = evidence_plan(list(overrides or [])), command(["reproduce"], overrides or [], jobs)
+    """Run the EVIDENCE tables with 3 seeds, each under ``out/<its preset>``, then write
+    ``out/report.md``; return its path. CIFAR-10 is read from the JPEG copy where it is at hand
+    (a machine without internet), else fetched by torchvision."""
+    jpeg, plan = cifar10_jpeg_available(), []
+    for entry in EVIDENCE:
+        own = [*entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
+        plan.append((entry["table"], entry["preset"], ["seeds=3", *own, *(overrides or [])]))
     title = "The paper's claims, rerun at a scale a CPU affords"
-    return _run_plan(plan, Path(out or "runs/reproduce"), quiet, jobs, title, text, nested=True)
+    heading = f"# {title}\n\nCommand: `{command(['reproduce'], overrides or [], jobs)}`."
+    root = Path(out or "runs/reproduce")
+    return _run_plan(plan, lambda preset_name: root / preset_name, quiet, jobs, heading)
 
 
 def _run_plan(
     plan: list[tuple[str, str, list[str]]],
-    root: Path,
+    out: Callable[[str], Path],
     quiet: bool,
     jobs: int,
-    title: str,
-    text: str,
-    nested: bool,
+    heading: str,
 ) -> Path:
-    """Each (table, preset, overrides) into ``root`` (``root/preset`` when ``nested``), then the
-    report: one verdict table over all of them, and each table with its plot and command."""
-    done = []
+    """Each (table, preset, overrides) into ``out(preset)``, then the report in ``out("")``: one
+    verdict table over all of them, and each table with its plot and the command of its own."""
+    root, folders, sections = out(""), [], []
     for ablation, preset_name, overrides in plan:
-        folder = run_ablation(
-            ablation, preset_name, overrides, root / preset_name if nested else root, quiet, jobs
+        folders.append(
+            run_ablation(ablation, preset_name, overrides, out(preset_name), quiet, jobs)
         )
-        done.append(
-            (
-                ablation,
-                folder,
-                command(["ablate", ablation, "--preset", preset_name], overrides, jobs),
-            )
-        )
-    today = datetime.date.today().isoformat()
-    lines = [f"# {title}\n", f"Command: `{text}`. Machine: {machine()}. Date: {today}.\n"]
-    lines += ["## Verdicts\n", *verdict_table([folder for _, folder, _ in done]), ""]
-    for ablation, folder, table_command in done:
-        lines.append(f"## `byol ablate {ablation}`\n")
-        lines.append(f"Reproduce this table alone: `{table_command}`.\n")
-        lines.append((folder / TABLE_MD).read_text().split("\n", 1)[1].strip() + "\n")  # no title
-        lines.append(f"![{ablation}]({(folder / PLOT_PNG).relative_to(root)})\n")
+        alone = command(["ablate", ablation, "--preset", preset_name], overrides, jobs)
+        table = (folders[-1] / TABLE_MD).read_text().split("\n", 1)[1].strip()  # its title dropped
+        plot = (folders[-1] / PLOT_PNG).relative_to(root)
+        sections.append(f"## `byol ablate {ablation}`\n\nReproduce this table alone: `{alone}`.\n")
+        sections.append(f"{table}\n\n![{ablation}]({plot})\n")
+    date = datetime.date.today().isoformat()
+    lines = [f"{heading} Machine: {machine()}. Date: {date}.\n", "## Verdicts\n"]
+    lines += [*verdict_table(folders), "", *sections]
     write_text(root / REPORT_MD, "\n".join(lines))
     write_text(root / ABLATIONS_HTML, build_ablation_report(root))  # the same, as one page
     return root / REPORT_MD

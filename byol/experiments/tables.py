@@ -67,19 +67,7 @@ class Table:
     name: str
     rows: tuple[Row, ...]
     claims: tuple[Claim, ...]
-    budgets: dict[str, tuple[str, ...]]  # preset -> what this table changes in its budget
-
-    def budget(self, preset_name: str) -> tuple[str, ...]:
-        return self.budgets.get(preset_name, ())
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a table's runs cost on one preset, and how their encoders are scored."""
-
-    overrides: tuple[str, ...] = ()
-    eval_train_images: int = 0
-    transfer_dataset: str = ""
+    budgets: dict[str, list[str]]  # preset -> what this table adds to its budget
 
 
 def _strict(values: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
@@ -120,8 +108,7 @@ def _table(name: str, spec: dict[str, Any]) -> Table:
             raise ConfigError(f"ablations.toml: {error}") from None
         if missing:
             raise ConfigError(f"ablations.toml: a claim of {name} names {', '.join(missing)}.")
-    budgets = {preset: tuple(items) for preset, items in spec.get("budget", {}).items()}
-    return Table(name, tuple(rows), tuple(claims), budgets)
+    return Table(name, tuple(rows), tuple(claims), spec.get("budget", {}))
 
 
 @functools.cache
@@ -142,10 +129,15 @@ def table(name: str) -> Table:
     return tables()[name]
 
 
-def budget(preset_name: str) -> Budget:
-    spec = _data()["presets"].get(preset_name, {})
-    images, transfer = spec.get("eval_train_images", 0), spec.get("transfer_dataset", "")
-    return Budget(tuple(spec.get("set", ())), images, transfer)
+def budget(preset_name: str) -> dict[str, Any]:
+    """What a table's runs cost on a preset: set (``--set`` items), eval_train_images (0 = all),
+    transfer_dataset."""
+    return {
+        "set": [],
+        "eval_train_images": 0,
+        "transfer_dataset": "",
+        **_data()["presets"].get(preset_name, {}),
+    }
 
 
 def defaults(kind: str) -> list[str]:

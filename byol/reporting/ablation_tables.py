@@ -6,12 +6,10 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from byol.config import METHODS, Config, departures
-from byol.evaluation.eval_settings import EvalSettings
+from byol.config import METHODS
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.reporting.verdicts import FINETUNED, Claim, Stat, aggregate, judge_rows
 from byol.run_folder import write_bytes, write_text
@@ -21,21 +19,6 @@ REPORT_MD = "report.md"  # `byol ablate all` and `byol reproduce`: every table's
 # A row's method as a reader names it: a random-init row scores the weights BYOL started from.
 METHOD_NAMES = {**METHODS, "random-init": "random init"}
 REFERENCES = {"random-init": "random-init encoder", "pixels": "raw pixels"}
-
-
-@dataclass(frozen=True)
-class Report:
-    """What a table's report says beside its rows: the setup every row shares and the claims."""
-
-    ablation: str
-    preset: str
-    config: Config  # BYOL's, before any row changes it
-    eval_settings: EvalSettings
-    eval_train_images: int  # the frozen-feature protocols' labelled training images (0 = all)
-    command: str
-    claims: tuple[Claim, ...]
-    sources: tuple[str, ...]  # where in arXiv:2006.07733 the paper's numbers are
-    prose: dict[str, str] = field(default_factory=dict)  # ablations.toml's [report]
 
 
 def _judged_on(rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -51,37 +34,36 @@ def _stat(stat: Stat | None, digits: int = 1) -> str:
     return f"{stat.mean:.{digits}f}" + (f" ± {stat.std:.{digits}f}" if stat.n > 1 else "")
 
 
-def markdown(
-    report: Report, rows: list[dict[str, Any]], references: dict[str, list[dict[str, float]]]
-) -> str:
-    (metric, judged), s, prose = _judged_on(rows), report.eval_settings, report.prose
-    runs = {r["run_dir"]: r.get("train_s") or 0.0 for r in rows if r.get("train_s")}
+def markdown(record: dict[str, Any], claims: tuple[Claim, ...], prose: dict[str, str]) -> str:
+    """table.md from a table's results.json ``record``, its claims and ablations.toml's [report]."""
+    rows, references, s = record["rows"], record["references"], record["eval_settings"]
+    (metric, judged), n_images = _judged_on(rows), record["eval_train_images"]
+    runs = {r["run_dir"]: r["train_s"] for r in rows if r.get("train_s")}  # each run once
     seeds = sorted({r["seed"] for r in rows if "seed" in r})
-    n_images = report.eval_train_images
     values = dict(
-        c=report.config,
+        c=record["config"],
         s=s,
-        k=s.knn_ks[-1],
-        images=report.config.data.train_subset or "all",
+        k=s["knn_ks"][-1],
+        images=record["config"]["data"]["train_subset"] or "all",
         bank=f"{n_images} labelled training images" if n_images else "every labelled image",
-        where=", ".join(report.sources) or "Section 5",
-        departures=", ".join(departures(report.config)) or "none",
+        where=", ".join(record["sources"]) or "Section 5",
+        departures=", ".join(record["departures"]) or "none",
         targets=", ".join(sorted({r["dataset"] for r in rows if r.get("dataset")})),
         epochs=", ".join(
             f"{f:.0%}: {e} epochs"
-            for f, e in zip(s.label_fractions, s.finetune_epochs, strict=True)
+            for f, e in zip(s["label_fractions"], s["finetune_epochs"], strict=True)
         ),
-        command=report.command,
+        command=record["command"],
         n_seeds=len(seeds),
         seeds=", ".join(map(str, seeds)),
-        minutes=sum(runs.values()) / 60,  # each run once: a random-init row trained nothing
+        minutes=sum(runs.values()) / 60,
         judged=judged,
     )
     setup = prose["setup"] + (prose["transfer"] if values["targets"] else "")
     setup += prose["finetuned"] if metric == FINETUNED else ""
     scores = [FINETUNED] if metric == FINETUNED else ["knn_top1", "linear_top1"]
     lines = [
-        f"# Ablation `{report.ablation}` on the `{report.preset}` preset\n",
+        f"# Ablation `{record['ablation']}` on the `{record['preset']}` preset\n",
         setup.format(**values),
         prose["command"].format(**values),
         f"| variant | method | {'fine-tuned top-1' if metric == FINETUNED else 'kNN | linear'} "
@@ -106,7 +88,7 @@ def markdown(
             lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(found)} | |")
     lines += ["", prose["verdicts"].format(**values), ""]
     lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
-    for verdict in judge_rows(report.claims, rows, references):
+    for verdict in judge_rows(claims, rows, references):
         claim = verdict.claim
         lines.append(f"| {claim.text} | {claim.paper} | {verdict.effect} | {verdict.verdict} |")
     return "\n".join([*lines, "", prose["notes"]])
@@ -165,19 +147,11 @@ def plot(
 
 
 def write_report(
-    folder: Path,
-    report: Report,
-    rows: list[dict[str, Any]],
-    references: dict[str, list[dict[str, float]]],
-    wall_s: float,
+    folder: Path, record: dict[str, Any], claims: tuple[Claim, ...], prose: dict[str, str]
 ) -> str:
-    """table.md, plot.png and results.json in ``folder``; returns the table's text."""
-    text = markdown(report, rows, references)
-    write_text(folder / TABLE_MD, text)
-    plot(folder / PLOT_PNG, report.ablation, rows, references)
-    record = dict(ablation=report.ablation, preset=report.preset, command=report.command)
-    record.update(config=report.config.to_dict(), eval_settings=vars(report.eval_settings))
-    record.update(eval_train_images=report.eval_train_images, rows=rows, references=references)
-    record["wall_s"] = wall_s
+    """results.json, table.md and plot.png in ``folder``; returns the table's text."""
     write_text(folder / RESULTS_JSON, json.dumps(record, indent=2, default=list) + "\n")
+    text = markdown(json.loads((folder / RESULTS_JSON).read_text()), claims, prose)
+    write_text(folder / TABLE_MD, text)
+    plot(folder / PLOT_PNG, record["ablation"], record["rows"], record["references"])
     return text
