@@ -148,12 +148,10 @@ def _base_config(
     of no method at all is kept, for ``apply_overrides`` to name as unknown)."""
     budget = tables.budget(preset_name)["set"] + tables.table(ablation).budgets.get(preset_name, [])
     base = apply_overrides(preset(preset_name, method), [*budget, *tables.defaults("run")])
-    keys = config_keys(base)
-    mine = [
-        o
-        for o in config_overrides
-        if (k := settings.split_item(o)[0]) in keys or not is_config_key(k)
-    ]
+    keys, mine = set(config_keys(base)), []
+    for item in config_overrides:
+        key = settings.split_item(item)[0]
+        mine += [item] if key in keys or not is_config_key(key) else []
     base = apply_overrides(base, mine)
     base.validate()
     return base
@@ -197,21 +195,18 @@ def _references(
     """Raw pixels (once) on the dataset the rows are scored on and, beside frozen features of
     the pretraining dataset, random init (one per seed: each seed starts from other weights).
     Fine-tuned rows have none: training from scratch is their own random-init row."""
-    runs = dict(
-        sorted(
-            {
-                r["seed"]: Path(r["run_dir"]) for r in reversed(rows) if r["status"] != "diverged"
-            }.items()
-        )
-    )
+    runs: dict[int, Path] = {}  # the first run of each seed
+    for row in rows:
+        if row["status"] != "diverged":
+            runs.setdefault(row["seed"], Path(row["run_dir"]))
     protocols = {row.protocol for row, _, _ in plan}
     if not runs or protocols == {FINETUNE}:
         return {}
     _say("raw pixels and random init (references)", quiet)
     transfer = next((row for row, _, _ in plan if row.protocol == TRANSFER), None)
-    found = {PIXELS: [score(next(iter(runs.values())), PIXELS, scoring, transfer)]}
+    found = {PIXELS: [score(runs[min(runs)], PIXELS, scoring, transfer)]}
     if FROZEN in protocols:
-        found[RANDOM_INIT] = [score(run_dir, RANDOM_INIT, scoring) for run_dir in runs.values()]
+        found[RANDOM_INIT] = [score(runs[seed], RANDOM_INIT, scoring) for seed in sorted(runs)]
     return found
 
 
