@@ -116,3 +116,58 @@ def test_the_data_file_is_package_data():
     # An installed wheel must carry the file the harness reads.
     pyproject = tables.tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert "experiments/ablations.toml" in pyproject["tool"]["setuptools"]["package-data"]["byol"]
+
+
+def _record(pixels_knn: float) -> dict:
+    from byol.evaluation.eval_settings import EvalSettings
+
+    rows = []
+    for name, label, scores in (
+        ("baseline", "EMA", (70.0, 72.0)),
+        ("tau-1", "tau 1", (60.0, 61.0)),
+    ):
+        for seed, knn in enumerate(scores):
+            rows.append(
+                dict(name=name, label=label, method="byol", seed=seed, paper=None, run_dir=name)
+                | dict(knn_top1=knn, linear_top1=knn, collapse=0.9, collapse_curve=[0.9])
+                | dict(reference="baseline", train_s=60.0, status="ok")
+            )
+    references = {"pixels": [{"knn_top1": pixels_knn, "linear_top1": 80.0}]}
+    references["random-init"] = [{"knn_top1": 50.0, "linear_top1": 55.0}] * 2
+    config = preset("fashion-mnist")
+    record = dict(ablation="target", preset="fashion-mnist", command="byol ablate target")
+    record.update(config=config.to_dict(), departures=["a=1"], eval_settings=vars(EvalSettings()))
+    return record | dict(
+        eval_train_images=100, sources=["Table 5a"], rows=rows, references=references
+    )
+
+
+@pytest.mark.parametrize(
+    "pixels_knn, verdict", [(77.4, "not testable at this budget"), (60.0, "holds")]
+)
+def test_the_table_the_verdict_table_and_the_page_show_the_raw_pixel_gate(
+    tmp_path, pixels_knn, verdict
+):
+    from byol.experiments.reproduce import verdict_table
+    from byol.reporting.ablation_html import build_ablation_report
+    from byol.reporting.ablation_tables import write_report
+
+    text = write_report(tmp_path, _record(pixels_knn), table("target").claims, tables.prose())
+    assert f"| raw pixels (reference) | – | {pixels_knn:.1f} | 80.0 | | 1 | |" in text
+    assert "only where its reference beats raw pixels beyond the spread" in text
+    claim = "a constant random target (tau = 1) learns worse features than the EMA"
+    line = next(line for line in text.splitlines() if line.startswith(f"| {claim}"))
+    assert line.endswith(f"| {verdict} |")
+    if verdict == "holds":  # 71 ± 1.41 against 60: judged, and the gate says by how much
+        assert "the reference beats raw pixels by 11.00 (71.00 ± 1.41 against 60.00" in line
+    else:
+        assert "the reference is 6.40 points below raw pixels (71.00 ± 1.41 against 77.40" in line
+        assert "measured: reference minus this row: +10.50" in line
+    assert (
+        "| without the slow target (tau = 0) BYOL collapses | 0.3% (Table 5a) | not measured"
+        in text
+    )
+    assert f"| target | {claim} |" in "\n".join(verdict_table([tmp_path]))
+    assert f"**{verdict}**" in "\n".join(verdict_table([tmp_path]))
+    assert verdict in build_ablation_report(tmp_path)
+    assert "**Ours:** fashion-mnist" in text and "100 labelled training images" in text

@@ -443,7 +443,7 @@ def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
 
 
 def test_ablate_jobs_trains_runs_side_by_side_with_the_threads_split(small_folder, tmp_path):
-    from byol.experiments.parallel import threads_per_job, train_side_by_side
+    from byol.experiments.ablation_runs import threads_per_job, train_side_by_side
 
     base = apply_overrides(preset("fashion-mnist"), [*TINY, f"dataset={small_folder}"])
     base = base.replace(threads=2, knn_final=False, knn_references=False)
@@ -551,9 +551,11 @@ def test_ablate_transfer_scores_each_encoder_on_another_dataset(small_folder, tm
     assert rows[0]["run_dir"] == rows[1]["run_dir"]  # the same run, trained once
     for row in rows:
         assert row["dataset"] == str(other) and 0 <= row["knn_top1"] <= 100
-    # Random init's score is its own, not BYOL's: computed from the run's initial weights.
+    # Random init's score is its own, not BYOL's: computed from the run's initial weights; raw
+    # pixels of the other dataset are the reference the claims' gate compares BYOL's row with.
     stored = json.loads((Path(rows[0]["run_dir"]) / "ablation_eval.json").read_text())
-    assert len(stored) == 2
+    assert len(stored) == 3 and any('"pixels"' in key and str(other) in key for key in stored)
+    assert "raw pixels (reference)" in table
 
 
 def test_ablate_refuses_unknown_rows_before_anything_starts(tmp_path, capsys):

@@ -20,13 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from byol import settings
-from byol.config import METHODS, Config, apply_overrides, config_keys, identity, is_config_key
+from byol.config import (
+    METHODS,
+    Config,
+    apply_overrides,
+    config_keys,
+    departures,
+    identity,
+    is_config_key,
+)
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
 from byol.experiments import tables
-from byol.experiments.ablation_runs import PIXELS, Scoring, finished, run_row, score, shared_run
-from byol.experiments.parallel import train_side_by_side
-from byol.experiments.tables import FROZEN, RANDOM_INIT, TRANSFER, Row
+from byol.experiments.ablation_runs import (
+    PIXELS,
+    Scoring,
+    finished,
+    run_row,
+    score,
+    shared_run,
+    train_side_by_side,
+)
+from byol.experiments.tables import FINETUNE, FROZEN, RANDOM_INIT, TRANSFER, Row
 from byol.presets import preset
 from byol.settings import setting
 
@@ -59,11 +74,9 @@ def run_ablation(
 ) -> Path:
     """Run (or reuse) every row of ``ablation`` with every seed, ``jobs`` runs at a time; write
     table.md, plot.png and results.json into ``out/ablation`` and return that folder."""
-    from byol.reporting.ablation_tables import Report, write_report
+    from byol.reporting.ablation_tables import write_report
 
-    started = time.perf_counter()
-    overrides = list(overrides or [])
-    table = tables.table(ablation)
+    started, overrides, table = time.perf_counter(), list(overrides or []), tables.table(ablation)
     # A key of both (seed) goes to both: `--set seed=1` repeats the whole experiment.
     config_overrides, eval_overrides, own = settings.split_by_owner(
         overrides,
@@ -73,48 +86,57 @@ def run_ablation(
     )
     mine = settings.apply_overrides(AblationSettings(), own, "ablation setting")
     settings.check_rules(mine)
-    budget = tables.budget(preset_name)
-    images = budget.eval_train_images if mine.eval_train_images < 0 else mine.eval_train_images
-    base = _base_config(ablation, preset_name, config_overrides)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} is out of range: valid is >= 1.")
+    budget = tables.budget(preset_name)
+    transfer = mine.transfer_dataset or budget["transfer_dataset"]
+    if not transfer and any(row.protocol == TRANSFER for row in table.rows):
+        raise ConfigError(
+            f"`byol ablate {ablation}` has no default dataset for the {preset_name!r} "
+            "preset; name one with --set transfer_dataset=NAME (or a folder)."
+        )
+    images = budget["eval_train_images"] if mine.eval_train_images < 0 else mine.eval_train_images
+    base = _base_config(ablation, preset_name, config_overrides)
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
     eval_overrides = tables.defaults("eval") + eval_overrides + runtime
     plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder)
     plan = _select(plan, mine.rows, mine.methods)
-    transfer = None
-    if any(row.protocol == TRANSFER for row in table.rows):
-        transfer = mine.transfer_dataset or budget.transfer_dataset
-        if not transfer:
-            raise ConfigError(
-                f"`byol ablate {ablation}` has no default dataset for the {preset_name!r} "
-                "preset; name one with --set transfer_dataset=NAME (or a folder)."
-            )
-    scoring = Scoring(eval_overrides, images, transfer)
+    scoring = Scoring(eval_overrides, images, transfer or None)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
-    if jobs > 1:
-        pending = _unfinished(plan, root)
-        done = len(plan) - len(pending)
-        _say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time); {done} done", quiet)
-        train_side_by_side([(c, d, root) for _, c, d in pending], jobs, lambda t: _say(t, quiet))
+    if jobs > 1:  # each config once (rows may share a run); finished and shared runs are kept
+        pending: dict[str, tuple[Config, Path, Path]] = {}
+        for _, config, run_dir in plan:
+            if not finished(run_dir) and shared_run(root, config) is None:
+                pending.setdefault(
+                    json.dumps(identity(config), default=list), (config, run_dir, root)
+                )
+        _say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time)", quiet)
+        train_side_by_side(list(pending.values()), jobs, lambda t: _say(t, quiet))
     rows: list[dict[str, Any]] = []
     for number, (row, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {row.method} {row.label} seed {config.seed}", quiet)
         result = run_row(row, config, run_dir, root, scoring, quiet)
-        result["shared_with"] = _shared_label(Path(result["run_dir"]), run_dir, root, rows, row)
+        shared = Path(result["run_dir"])  # the run of an identical config, made for another row
+        if shared != run_dir:
+            result["shared_with"] = str(
+                shared.relative_to(root) if shared.is_relative_to(root) else shared
+            )
         rows.append(result)
         _say(f"    {_brief(result)} ({time.perf_counter() - step_started:.0f} s)", quiet)
-    # The references score frozen features of the pretraining dataset.
-    frozen = any(row.protocol == FROZEN for row, _, _ in plan)
-    references = _references(rows, scoring, quiet) if frozen else {}
-    sources = tuple(dict.fromkeys(row.source for row, _, _ in plan if row.source))
-    text = command(ablation, preset_name, overrides, jobs)
-    eval_settings = split_overrides(eval_overrides)[0]
-    report = Report(ablation, preset_name, base, eval_settings, images, text, table.claims, sources)
-    write_report(folder, report, rows, references, time.perf_counter() - started)
+    record = dict(ablation=ablation, preset=preset_name, config=base.to_dict())
+    record.update(command=command(["ablate", ablation, "--preset", preset_name], overrides, jobs))
+    record.update(
+        departures=departures(base), eval_settings=vars(split_overrides(eval_overrides)[0])
+    )
+    record.update(
+        eval_train_images=images, rows=rows, references=_references(plan, rows, scoring, quiet)
+    )
+    record["sources"] = list(dict.fromkeys(row.source for row, _, _ in plan if row.source))
+    record["wall_s"] = time.perf_counter() - started
+    write_report(folder, record, table.claims, tables.prose())
     return folder
 
 
@@ -122,19 +144,17 @@ def _base_config(
     ablation: str, preset_name: str, config_overrides: list[str], method: str = "byol"
 ) -> Config:
     """The preset with ``method`` at the table's budget, with the runs' defaults and the user's
-    overrides; an override of another method's own setting is left to that method's runs."""
-    budget = [*tables.budget(preset_name).overrides, *tables.table(ablation).budget(preset_name)]
+    overrides; an override of another method's own setting is left to that method's runs (a key
+    of no method at all is kept, for ``apply_overrides`` to name as unknown)."""
+    budget = tables.budget(preset_name)["set"] + tables.table(ablation).budgets.get(preset_name, [])
     base = apply_overrides(preset(preset_name, method), [*budget, *tables.defaults("run")])
-    base = apply_overrides(base, [item for item in config_overrides if _applies(base, item)])
+    keys, mine = set(config_keys(base)), []
+    for item in config_overrides:
+        key = settings.split_item(item)[0]
+        mine += [item] if key in keys or not is_config_key(key) else []
+    base = apply_overrides(base, mine)
     base.validate()
     return base
-
-
-def _applies(config: Config, item: str) -> bool:
-    """Whether ``key=value`` is for ``config``: a key of its own, or one of no method at all
-    (which ``apply_overrides`` then names as unknown); not another method's own setting."""
-    key, _ = settings.split_item(item)
-    return key in config_keys(config) or not is_config_key(key)
 
 
 def _plan(
@@ -158,8 +178,6 @@ def _select(plan: Plan, rows: str, methods: str) -> Plan:
     """The planned runs of the named rows and methods (all, where a name list is empty)."""
     for names, field, what in ((rows, "name", "rows"), (methods, "method", "methods")):
         wanted = [n.strip() for n in names.split(",") if n.strip()]
-        if not wanted:
-            continue
         known = list(dict.fromkeys(getattr(row, field) for row, _, _ in plan))
         unknown = [n for n in wanted if n not in known]
         if unknown:
@@ -167,54 +185,32 @@ def _select(plan: Plan, rows: str, methods: str) -> Plan:
                 f"{what}={names!r} names {', '.join(unknown)}, which this ablation has not; "
                 f"choose among {', '.join(known)}."
             )
-        plan = [p for p in plan if getattr(p[0], field) in wanted]
+        plan = [p for p in plan if not wanted or getattr(p[0], field) in wanted]
     return plan
 
 
-def _unfinished(plan: Plan, root: Path) -> Plan:
-    """The planned runs still to train, each config once (rows may share a run)."""
-    pending, seen = [], set()
-    for row, config, run_dir in plan:
-        key = json.dumps(identity(config), sort_keys=True, default=list)
-        if key in seen or finished(run_dir) or shared_run(root, config) is not None:
-            continue
-        seen.add(key)
-        pending.append((row, config, run_dir))
-    return pending
-
-
-def _references(rows: list[dict[str, Any]], scoring: Scoring, quiet: bool) -> dict[str, list]:
-    """Random init (one per seed: each seed starts from other weights) and raw pixels (once)."""
-    first_per_seed: dict[int, Path] = {}
+def _references(
+    plan: Plan, rows: list[dict[str, Any]], scoring: Scoring, quiet: bool
+) -> dict[str, list[dict[str, float]]]:
+    """Raw pixels (once) on the dataset the rows are scored on and, beside frozen features of
+    the pretraining dataset, random init (one per seed: each seed starts from other weights).
+    Fine-tuned rows have none: training from scratch is their own random-init row."""
+    runs: dict[int, Path] = {}  # the first run of each seed
     for row in rows:
         if row["status"] != "diverged":
-            first_per_seed.setdefault(row["seed"], Path(row["run_dir"]))
-    references: dict[str, list[dict[str, float]]] = {RANDOM_INIT: [], PIXELS: []}
-    for seed, run_dir in sorted(first_per_seed.items()):
-        _say(f"random-init encoder, seed {seed} (reference)", quiet)
-        references[RANDOM_INIT].append(score(run_dir, RANDOM_INIT, scoring))
-    if first_per_seed:
-        _say("raw pixels (reference)", quiet)
-        references[PIXELS].append(score(next(iter(first_per_seed.values())), PIXELS, scoring))
-    return references
-
-
-def _shared_label(
-    run_dir: Path, own_dir: Path, root: Path, rows: list[dict[str, Any]], row: Row
-) -> str | None:
-    """The row (or run folder) whose run this row reuses because the configs are identical."""
-    if run_dir == own_dir:
-        return None
-    for other in rows:
-        if other["run_dir"] == str(run_dir):  # a random-init row names BYOL's row, not its own
-            same = other["label"] == row.label
-            return f"{other['method']}, {other['label']}" if same else other["label"]
-    return str(run_dir.relative_to(root)) if run_dir.is_relative_to(root) else str(run_dir)
+            runs.setdefault(row["seed"], Path(row["run_dir"]))
+    protocols = {row.protocol for row, _, _ in plan}
+    if not runs or protocols == {FINETUNE}:
+        return {}
+    _say("raw pixels and random init (references)", quiet)
+    transfer = next((row for row, _, _ in plan if row.protocol == TRANSFER), None)
+    found = {PIXELS: [score(runs[min(runs)], PIXELS, scoring, transfer)]}
+    if FROZEN in protocols:
+        found[RANDOM_INIT] = [score(runs[seed], RANDOM_INIT, scoring) for seed in sorted(runs)]
+    return found
 
 
 def _brief(row: dict[str, Any]) -> str:
-    if row["status"] == "diverged":
-        return "diverged"
     names = {"knn_top1": "kNN", "linear_top1": "linear", "finetune_top1": "fine-tuned"}
     scores = [f"{name} {row[key]:.1f}" for key, name in names.items() if key in row]
     if row.get("collapse") is not None:
@@ -222,11 +218,11 @@ def _brief(row: dict[str, Any]) -> str:
     return "  ".join([*scores, row["status"]])
 
 
-def command(name: str, preset_name: str, overrides: list[str], jobs: int = 1) -> str:
-    """The `byol ablate` command line that reproduces a table (or, with name "all", all)."""
+def command(words: list[str], overrides: list[str], jobs: int = 1) -> str:
+    """The `byol` command line of ``words`` (e.g. ablate NAME --preset P) with the options."""
     jobs_args = ["--jobs", str(jobs)] if jobs > 1 else []
     set_args = [part for item in overrides for part in ("--set", item)]
-    return shlex.join(["byol", "ablate", name, "--preset", preset_name, *jobs_args, *set_args])
+    return shlex.join(["byol", *words, *jobs_args, *set_args])
 
 
 def _say(text: str, quiet: bool) -> None:

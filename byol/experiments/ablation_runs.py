@@ -1,11 +1,20 @@
 """One ablation run: trained, resumed or reused (a finished run of an identical config anywhere
-under the ablation folder), then scored by the protocols of ``byol eval`` and kept beside it."""
+under the ablation folder), then scored by the protocols of ``byol eval`` and kept beside it.
+Independent runs may train side by side, each worker process with its share of the threads: a
+step does not scale linearly with threads, so a table of many runs finishes sooner (docs/speed.md).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
 import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +34,6 @@ from byol.experiments.tables import FINETUNE, RANDOM_INIT, TRANSFER, Row
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.training.loop import pretrain
 
-EVAL_JSON = run_folder.ABLATION_EVAL
 # The raw eval-view pixels as the representation: the reference every encoder must beat to have
 # learned anything a lookup table would not give.
 PIXELS = "pixels"
@@ -81,10 +89,57 @@ def train_run(config: Config, run_dir: Path, root: Path, quiet: bool) -> Path:
     return run_dir
 
 
+def threads_per_job(config: Config, jobs: int) -> int:
+    return max(1, (config.runtime.threads or os.cpu_count() or 1) // jobs)
+
+
+def _train_one(job: tuple[Config, Path, Path]) -> tuple[str, str | None]:
+    config, run_dir, root = job
+    try:
+        train_run(config, run_dir, root, quiet=True)
+    except (ByolError, RunInterrupted) as error:
+        return run_dir.name, str(error)
+    return run_dir.name, None
+
+
+def train_side_by_side(
+    work: list[tuple[Config, Path, Path]], jobs: int, say: Callable[[str], None]
+) -> None:
+    """Train every (config, run folder, ablation root) of ``work``, ``jobs`` at a time, the
+    threads split between them. A run that fails is named; the others still finish. A worker
+    that dies (killed, out of memory) ends the call with one line; finished runs are kept."""
+    if not work:
+        return
+    threads = threads_per_job(work[0][0], jobs)
+    work = [(c.replace(threads=threads), d, r) for c, d, r in work]
+    # spawn: no fork of a process holding torch's threads; one run per worker process, so no
+    # memory is carried from run to run (max_tasks_per_child exists from Python 3.11).
+    options: dict = {"mp_context": multiprocessing.get_context("spawn")}
+    if sys.version_info >= (3, 11):
+        options["max_tasks_per_child"] = 1
+    failures = []
+    try:
+        with ProcessPoolExecutor(jobs, **options) as pool:
+            futures = [pool.submit(_train_one, job) for job in work]
+            for done, future in enumerate(as_completed(futures), 1):
+                name, error = future.result()
+                say(f"  trained {done}/{len(work)}: {name}" + (f" ({error})" if error else ""))
+                failures += [f"{name}: {error}"] if error else []
+    except BrokenProcessPool:
+        raise ByolError(
+            "a training process of `byol ablate --jobs` died (killed, or out of memory); "
+            "finished runs are kept: rerun the same command to continue, with fewer --jobs if "
+            "memory is short."
+        ) from None
+    if failures:
+        raise ByolError(f"{len(failures)} ablation run(s) failed: {'; '.join(failures)}")
+
+
 class AblationEvaluation(Evaluation):
     """``byol eval``'s protocols on a class-balanced subset of ``train_images`` labelled training
-    images (0 = all), so that scoring an encoder costs seconds; the scores go to the run's
-    ablation_eval.json, not to results.json, whose numbers use every training image."""
+    images (0 = all), so that scoring an encoder costs seconds, and on raw pixels (PIXELS); the
+    scores go to the run's ablation_eval.json, not to results.json, whose numbers use every
+    training image."""
 
     def __init__(
         self, source: Path, dataset: str | None, overrides: list[str], train_images: int = 0
@@ -93,7 +148,7 @@ class AblationEvaluation(Evaluation):
         if 0 < train_images < len(self.train):
             seed = self.settings.seed
             self.train = subset(self.train, train_images, seed)
-            # Its own name for the validation split and the cached features of this subset.
+            # Its own name for the validation split of this subset.
             self.subsets_name = f"{safe_name(self.dataset)}-{train_images}-seed{seed}"
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -101,10 +156,6 @@ class AblationEvaluation(Evaluation):
 
     def encoder(self, method: str) -> nn.Module:
         return nn.Flatten() if method == PIXELS else super().encoder(method)
-
-    def _encoder_id(self, method: str) -> str:
-        own = super()._encoder_id(method)
-        return f"{own}|{self.subsets_name}" if self.subsets_name else own
 
     def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if method != PIXELS:
@@ -138,13 +189,12 @@ def score(
     else:
         key = [encoder, scoring.train_images]
         key += [scoring.transfer_dataset] if protocol == TRANSFER else []
-    eval_settings, _ = split_overrides(overrides)
-    key_text = json.dumps([*key, dataclasses.asdict(eval_settings)], sort_keys=True)
-    path = run_dir / EVAL_JSON
+    key_text = json.dumps([*key, dataclasses.asdict(split_overrides(overrides)[0])], sort_keys=True)
+    path = run_dir / run_folder.ABLATION_EVAL
     stored = json.loads(path.read_text()) if path.is_file() else {}
     if key_text not in stored:
         if protocol == FINETUNE:
-            stored[key_text] = _finetune(run_dir, overrides, row.fraction, encoder)
+            stored[key_text] = _finetune(AblationEvaluation(run_dir, None, overrides), row, encoder)
         else:
             dataset = scoring.transfer_dataset if protocol == TRANSFER else None
             ev = AblationEvaluation(run_dir, dataset, overrides, scoring.train_images)
@@ -156,11 +206,11 @@ def score(
     return stored[key_text]
 
 
-def _finetune(run_dir: Path, overrides: list[str], fraction: float, encoder: str) -> dict:
+def _finetune(ev: AblationEvaluation, row: Row, encoder: str) -> dict[str, float]:
     """``byol eval finetune`` of the encoder (or from its random init: training from scratch) on
     the labels of a class-balanced ``fraction`` of the images the run was pretrained on, as the
     paper labels a fraction of the images it pretrains on, with the epochs set for it."""
-    ev = AblationEvaluation(run_dir, None, overrides)
+    fraction = row.fraction
     epochs = dict(zip(ev.settings.label_fractions, ev.settings.finetune_epochs, strict=True))
     if fraction not in epochs:
         raise ByolError(
@@ -195,11 +245,10 @@ def run_row(
     if encoder == RANDOM_INIT:  # nothing was trained: no collapse to report
         return result
     summary = run_folder.read_summary(run_dir) or {}
-    result["collapse"] = summary.get("collapse")
-    result["collapse_curve"] = [
+    curve = [
         r["collapse"] for r in run_folder.read_metrics(run_dir) if "loss" in r and "collapse" in r
     ]
-    result["train_s"] = summary.get("wall_time_s")
-    collapsed = result["collapse"] is not None and result["collapse"] < COLLAPSED_BELOW
-    result["status"] = "collapsed" if collapsed else "ok"
-    return result
+    collapse = summary.get("collapse")
+    collapsed = collapse is not None and collapse < COLLAPSED_BELOW
+    result.update(collapse=collapse, collapse_curve=curve, train_s=summary.get("wall_time_s"))
+    return {**result, "status": "collapsed" if collapsed else "ok"}

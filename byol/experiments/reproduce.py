@@ -9,13 +9,12 @@ import datetime
 import json
 import os
 import platform
-import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
 from byol.experiments import tables
-from byol.experiments.ablate import command as ablate_command
-from byol.experiments.ablate import run_ablation
+from byol.experiments.ablate import command, run_ablation
 from byol.experiments.tables import ABLATIONS
 from byol.reporting.ablation_html import ABLATIONS_HTML, build_ablation_report
 from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, RESULTS_JSON, TABLE_MD
@@ -34,20 +33,8 @@ def machine() -> str:
     if cpuinfo.is_file():
         lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         model = lines[0].split(":", 1)[1].strip() if lines else model
-    cores = len(os.sched_getaffinity(0))
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{model}, {cores} cores{gpu}, torch {torch.__version__}"
-
-
-def evidence_plan(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
-    """EVIDENCE with 3 seeds and ``overrides`` added; CIFAR-10 read from the JPEG copy where it
-    is at hand (a machine without internet), else fetched by torchvision."""
-    jpeg = cifar10_jpeg_available()
-    plan = []
-    for entry in EVIDENCE:
-        own = [*entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
-        plan.append((entry["table"], entry["preset"], ["seeds=3", *own, *overrides]))
-    return plan
+    return f"{model}, {len(os.sched_getaffinity(0))} cores{gpu}, torch {torch.__version__}"
 
 
 def run_all(
@@ -58,61 +45,59 @@ def run_all(
     jobs: int = 1,
 ) -> Path:
     """Run every ablation on one preset, then write ``out/report.md``; return its path."""
-    root = Path(out or f"runs/ablations/{preset_name}")
-    overrides = list(overrides or [])
-    plan = [(ablation, preset_name, overrides) for ablation in ABLATIONS]
+    plan = [(ablation, preset_name, list(overrides or [])) for ablation in ABLATIONS]
     title = f"The paper's claims at the `{preset_name}` preset's scale"
-    command = ablate_command("all", preset_name, overrides, jobs)
-    return _run_plan(plan, root, quiet, jobs, title, command, nested=False)
+    text = command(["ablate", "all", "--preset", preset_name], overrides or [], jobs)
+    root = Path(out or f"runs/ablations/{preset_name}")
+    return _run_plan(plan, lambda _: root, quiet, jobs, f"# {title}\n\nCommand: `{text}`.")
 
 
 def reproduce(
     overrides: list[str] | None = None, out: Path | None = None, quiet: bool = False, jobs: int = 1
 ) -> Path:
-    """Run the EVIDENCE tables, then write ``out/report.md``; return its path."""
-    root = Path(out or "runs/reproduce")
-    plan = evidence_plan(list(overrides or []))
-    jobs_args = ["--jobs", str(jobs)] if jobs > 1 else []
-    set_args = [part for item in overrides or [] for part in ("--set", item)]
-    command = shlex.join(["byol", "reproduce", *jobs_args, *set_args])
+    """Run the EVIDENCE tables with 3 seeds, each under ``out/<its preset>``, then write
+    ``out/report.md``; return its path. CIFAR-10 is read from the JPEG copy where it is at hand
+    (a machine without internet), else fetched by torchvision."""
+    jpeg, plan = cifar10_jpeg_available(), []
+    for entry in EVIDENCE:
+        own = [*entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
+        plan.append((entry["table"], entry["preset"], ["seeds=3", *own, *(overrides or [])]))
     title = "The paper's claims, rerun at a scale a CPU affords"
-    return _run_plan(plan, root, quiet, jobs, title, command, nested=True)
+    heading = f"# {title}\n\nCommand: `{command(['reproduce'], overrides or [], jobs)}`."
+    root = Path(out or "runs/reproduce")
+    return _run_plan(plan, lambda preset_name: root / preset_name, quiet, jobs, heading)
 
 
 def _run_plan(
     plan: list[tuple[str, str, list[str]]],
-    root: Path,
+    out: Callable[[str], Path],
     quiet: bool,
     jobs: int,
-    title: str,
-    command: str,
-    nested: bool,
+    heading: str,
 ) -> Path:
-    """Each (table, preset, overrides) into ``root`` (``root/preset`` when ``nested``), then the
-    report: one verdict table over all of them, and each table with its plot and command."""
-    folders = []
+    """Each (table, preset, overrides) into ``out(preset)``, then the report in ``out("")``: one
+    verdict table over all of them, and each table with its plot and the command of its own."""
+    root, folders, sections = out(""), [], []
     for ablation, preset_name, overrides in plan:
-        base = root / preset_name if nested else root
-        folder = run_ablation(ablation, preset_name, overrides, base, quiet, jobs)
-        folders.append((ablation, folder, ablate_command(ablation, preset_name, overrides, jobs)))
-    today = datetime.date.today().isoformat()
-    lines = [f"# {title}\n", f"Command: `{command}`. Machine: {machine()}. Date: {today}.\n"]
-    lines += ["## Verdicts\n", *verdict_table([f for _, f, _ in folders]), ""]
-    for ablation, folder, table_command in folders:
-        table = (folder / TABLE_MD).read_text()
-        lines.append(f"## `byol ablate {ablation}`\n")
-        lines.append(f"Reproduce this table alone: `{table_command}`.\n")
-        lines.append(table.split("\n", 1)[1].strip() + "\n")  # its own heading dropped
-        lines.append(f"![{ablation}]({(folder / PLOT_PNG).relative_to(root)})\n")
-    path = root / REPORT_MD
-    write_text(path, "\n".join(lines))
+        folders.append(
+            run_ablation(ablation, preset_name, overrides, out(preset_name), quiet, jobs)
+        )
+        alone = command(["ablate", ablation, "--preset", preset_name], overrides, jobs)
+        table = (folders[-1] / TABLE_MD).read_text().split("\n", 1)[1].strip()  # its title dropped
+        plot = (folders[-1] / PLOT_PNG).relative_to(root)
+        sections.append(f"## `byol ablate {ablation}`\n\nReproduce this table alone: `{alone}`.\n")
+        sections.append(f"{table}\n\n![{ablation}]({plot})\n")
+    date = datetime.date.today().isoformat()
+    lines = [f"{heading} Machine: {machine()}. Date: {date}.\n", "## Verdicts\n"]
+    lines += [*verdict_table(folders), "", *sections]
+    write_text(root / REPORT_MD, "\n".join(lines))
     write_text(root / ABLATIONS_HTML, build_ablation_report(root))  # the same, as one page
-    return path
+    return root / REPORT_MD
 
 
 def verdict_table(folders: list[Path]) -> list[str]:
     """One line per claim over every table's results.json: the claim, the paper's numbers, ours
-    with its spread, and the verdict."""
+    with its spread and the raw-pixel gate, and the verdict."""
     lines = ["| table | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for folder in folders:
         record = json.loads((folder / RESULTS_JSON).read_text())

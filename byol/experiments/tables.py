@@ -1,5 +1,6 @@
 """The tables of ``byol ablate`` as ``ablations.toml`` describes them (its header gives the
-schema): rows, claims, budgets and the ``byol reproduce`` plan, read once and checked as read."""
+schema): rows, claims, budgets, the report's prose and the ``byol reproduce`` plan, read once
+and checked as read."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, before the standard
 
 RANDOM_INIT = "random-init"  # a row that scores the weights BYOL's run of the same seed began at
 PROTOCOLS = FROZEN, FINETUNE, TRANSFER = "frozen", "finetune", "transfer"
-_ROW_KEYS = set("name label methods set paper source reference protocol fraction".split())
 _SHARED = ("name", "label", "source", "reference", "protocol", "fraction")  # TOML key = field
-_TABLE_KEYS = set("methods reference protocol source rows claims budget".split())
+_ROW_KEYS = {*_SHARED, "methods", "set", "paper"}
+_TABLE_KEYS = {"methods", "reference", "protocol", "source", "rows", "claims", "budget"}
 
 
 @dataclass(frozen=True)
@@ -66,19 +67,7 @@ class Table:
     name: str
     rows: tuple[Row, ...]
     claims: tuple[Claim, ...]
-    budgets: dict[str, tuple[str, ...]]  # preset -> what this table changes in its budget
-
-    def budget(self, preset_name: str) -> tuple[str, ...]:
-        return self.budgets.get(preset_name, ())
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a table's runs cost on one preset, and how their encoders are scored."""
-
-    overrides: tuple[str, ...] = ()
-    eval_train_images: int = 0
-    transfer_dataset: str = ""
+    budgets: dict[str, list[str]]  # preset -> what this table adds to its budget
 
 
 def _strict(values: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
@@ -103,8 +92,11 @@ def _table(name: str, spec: dict[str, Any]) -> Table:
     claims = [Claim(**_strict(c, claim_keys, f"a claim of {name}")) for c in spec.get("claims", [])]
     names = {(row.name, row.method) for row in rows}
     for row in rows:
-        known = row.protocol in PROTOCOLS and row.trains in METHODS
-        if not known or (row.reference, row.method) not in names:
+        if (
+            row.protocol not in PROTOCOLS
+            or row.trains not in METHODS
+            or ((row.reference, row.method) not in names)
+        ):
             raise ConfigError(
                 f"ablations.toml: row {row.name} ({row.method}) of {name} has an unknown "
                 f"protocol {row.protocol!r}, method or reference {row.reference!r}."
@@ -116,8 +108,7 @@ def _table(name: str, spec: dict[str, Any]) -> Table:
             raise ConfigError(f"ablations.toml: {error}") from None
         if missing:
             raise ConfigError(f"ablations.toml: a claim of {name} names {', '.join(missing)}.")
-    budgets = {preset: tuple(items) for preset, items in spec.get("budget", {}).items()}
-    return Table(name, tuple(rows), tuple(claims), budgets)
+    return Table(name, tuple(rows), tuple(claims), spec.get("budget", {}))
 
 
 @functools.cache
@@ -138,15 +129,25 @@ def table(name: str) -> Table:
     return tables()[name]
 
 
-def budget(preset_name: str) -> Budget:
-    spec = _data()["presets"].get(preset_name, {})
-    images, transfer = spec.get("eval_train_images", 0), spec.get("transfer_dataset", "")
-    return Budget(tuple(spec.get("set", ())), images, transfer)
+def budget(preset_name: str) -> dict[str, Any]:
+    """What a table's runs cost on a preset: set (``--set`` items), eval_train_images (0 = all),
+    transfer_dataset."""
+    return {
+        "set": [],
+        "eval_train_images": 0,
+        "transfer_dataset": "",
+        **_data()["presets"].get(preset_name, {}),
+    }
 
 
 def defaults(kind: str) -> list[str]:
     """The ``--set`` items every ablation run ("run") or every scoring ("eval") starts from."""
     return list(_data()["defaults"][kind])
+
+
+def prose() -> dict[str, str]:
+    """The report's sentences, as templates (``str.format``) that the tables fill in."""
+    return dict(_data()["report"])
 
 
 def reproduce_plan() -> list[dict[str, Any]]:

@@ -1,175 +1,97 @@
-"""An ablation's outputs: table.md (ours next to the paper's numbers), plot.png, results.json."""
+"""An ablation's outputs: table.md (ours next to the paper's numbers, its prose the templates of
+ablations.toml's [report]), plot.png and results.json."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from byol.config import METHODS, Config, departures
-from byol.evaluation.eval_settings import EvalSettings
+from byol.config import METHODS
 from byol.methods.losses import COLLAPSED_BELOW
-from byol.reporting.verdicts import Claim, Stat, aggregate, judge_rows
+from byol.reporting.verdicts import FINETUNED, Claim, Stat, aggregate, judge_rows
 from byol.run_folder import write_bytes, write_text
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"
+REPORT_MD = "report.md"  # `byol ablate all` and `byol reproduce`: every table's verdicts and plots
 # A row's method as a reader names it: a random-init row scores the weights BYOL started from.
 METHOD_NAMES = {**METHODS, "random-init": "random init"}
-FINETUNED = "finetune_top1"  # the score of a label-fraction table; kNN and linear otherwise
-REPORT_MD = "report.md"  # `byol ablate all`: every table's verdicts and plots
-
-
-@dataclass(frozen=True)
-class Report:
-    """What a table's report says beside its rows: the setup every row shares and the claims."""
-
-    ablation: str
-    preset: str
-    config: Config  # BYOL's, before any row changes it
-    eval_settings: EvalSettings
-    eval_train_images: int  # the frozen-feature protocols' labelled training images (0 = all)
-    command: str
-    claims: tuple[Claim, ...]
-    sources: tuple[str, ...]  # where in arXiv:2006.07733 the paper's numbers are
-
-
-def _number(value: Any) -> str:
-    return f"{value:.1f}" if isinstance(value, (int, float)) else value or "–"
-
-
-def _setup(report: Report) -> str:
-    config, settings, train_images = report.config, report.eval_settings, report.eval_train_images
-    images = f"{config.data.train_subset}" if config.data.train_subset else "all"
-    bank = f"{train_images} labelled training images" if train_images else "every labelled image"
-    where = ", ".join(report.sources) or "Section 5"
-    return (
-        f"**Ours:** {config.data.dataset}, {config.model.backbone} at {config.data.image_size} "
-        f"px, {images} training images x {config.schedule.epochs} epoch(s), batch "
-        f"{config.optim.batch_size}, {config.optim.optimizer} base lr {config.optim.base_lr} x "
-        f"B/256, tau_base {config.schedule.tau_base} ({config.schedule.tau_schedule}), unless "
-        "the row changes it. Test-set top-1 (%): weighted kNN "
-        f"(k={settings.knn_ks[-1]}, T={settings.knn_temperature}) and a linear classifier on "
-        f"frozen, standardised features ({settings.linear_epochs} epochs, lr chosen on a "
-        f"{settings.val_fraction:.0%} validation split), both trained on {bank} (class-balanced)."
-        "\n"
-        f"**Paper:** ImageNet, ResNet-50, 300 epochs, linear top-1 (arXiv:2006.07733, {where}).\n"
-        "**Outside the paper's settings** (every row, unless it changes them): "
-        f"{', '.join(departures(config)) or 'none'}.\n"
-    )
-
-
-def markdown(
-    report: Report, rows: list[dict[str, Any]], references: dict[str, list[dict[str, float]]]
-) -> str:
-    stats = aggregate(rows)
-    seeds = sorted({r["seed"] for r in rows if "seed" in r})
-    metric, judged = _judged_on(rows)
-    scores = [FINETUNED] if metric == FINETUNED else ["knn_top1", "linear_top1"]
-    header = "fine-tuned top-1" if metric == FINETUNED else "kNN | linear"
-    lines = [
-        f"# Ablation `{report.ablation}` on the `{report.preset}` preset\n",
-        _setup(report) + _scored_on(rows, report.eval_settings),
-        f"Command: `{report.command}`; {len(seeds)} seed(s) per row "
-        f"({', '.join(map(str, seeds))}); training time {_train_minutes(rows):.0f} min, summed "
-        "over the runs (runs side by side with --jobs share it).\n",
-        f"| variant | method | {header} | collapse | runs | paper |",
-        "|---|---|" + "---:|" * len(scores) + "---:|---|---:|",
-    ]
-    lines += _table_rows(stats, rows, scores)
-    for name, label in (("random-init", "random-init encoder"), ("pixels", "raw pixels")):
-        values = references.get(name) or []
-        if values:
-            knn = _stat(Stat.of([v["knn_top1"] for v in values]))
-            linear = _stat(Stat.of([v["linear_top1"] for v in values]))
-            lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(values)} | |")
-    lines += ["", f"## Verdicts (judged on {judged}: a difference counts beyond its spread)", ""]
-    lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
-    for verdict in judge_rows(report.claims, rows, references):
-        claim = verdict.claim
-        lines.append(f"| {claim.text} | {claim.paper} | {verdict.effect} | {verdict.verdict} |")
-    lines += [
-        "",
-        "Cells are mean ± standard deviation over seeds. Spread of a difference: the sum of the "
-        "standard deviations of what it is made of. collapse: standard deviation of the "
-        "l2-normalised projections over the last logged batch, times sqrt(dim); about 1 when "
-        "spread over every dimension, 0 for a constant. Below 0.1 a run is reported as "
-        "collapsed; its kNN and linear numbers are still given. shared: the run of an identical "
-        "config, made for another row or ablation, is reused.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _table_rows(
-    stats: dict[tuple[str, str], dict[str, Stat]], rows: list[dict[str, Any]], scores: list[str]
-) -> list[str]:
-    """One line per (variant, method): the scores over seeds, the runs' statuses, the paper."""
-    lines = []
-    for (name, method), group in stats.items():
-        runs = [r for r in rows if (r["name"], r["method"]) == (name, method)]
-        counts = Counter(r["status"] for r in runs).most_common()
-        statuses = ", ".join(f"{n} {s}" for s, n in counts)
-        shared = {r["shared_with"] for r in runs if r.get("shared_with")}
-        if shared:
-            statuses += f" (shared: {', '.join(sorted(shared))})"
-        cells = [runs[0]["label"], METHOD_NAMES[method], *(_stat(group.get(m)) for m in scores)]
-        cells += [_stat(group.get("collapse"), 3), statuses, _number(runs[0]["paper"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _scored_on(rows: list[dict[str, Any]], settings: EvalSettings) -> str:
-    """What a transfer or label-fraction table scores, beyond the frozen-feature protocols."""
-    text = ""
-    targets = sorted({r["dataset"] for r in rows if r.get("dataset")})
-    if targets:
-        text += (
-            f"**Transfer:** every row is scored on {', '.join(targets)} (kNN and linear on "
-            "frozen features, the protocols above); random init: the weights BYOL's run of the "
-            "same seed started from.\n"
-        )
-    if _judged_on(rows)[0] == FINETUNED:
-        epochs = ", ".join(
-            f"{f:.0%}: {e} epochs"
-            for f, e in zip(settings.label_fractions, settings.finetune_epochs, strict=True)
-        )
-        text += (
-            "**Fine-tuned:** encoder and a linear head trained together on the labels of a "
-            "class-balanced fraction of the images the encoder was pretrained on (its "
-            f"train_subset) (SGD, Nesterov, lr {settings.finetune_lr}, batch "
-            f"{settings.finetune_batch_size}, {epochs}; crop and flip views), test-set top-1; "
-            "seed N draws label subset N. Random init: the same, from the weights BYOL's run "
-            "started from (supervised training from scratch). Paper: ImageNet, ResNet-50 "
-            "(arXiv:2006.07733, Table 2).\n"
-        )
-    return text
+REFERENCES = {"random-init": "random-init encoder", "pixels": "raw pixels"}
 
 
 def _judged_on(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """The score a table's bars and verdicts use, and its name: fine-tuned top-1 in a
-    label-fraction table, kNN top-1 otherwise."""
+    """The score a table's bars and verdicts use, and its name."""
     if any(FINETUNED in r for r in rows):
         return FINETUNED, "fine-tuned top-1"
     return "knn_top1", "kNN top-1"
 
 
-def _train_minutes(rows: list[dict[str, Any]]) -> float:
-    """The runs' own wall times (summary.json), each run once: the same on every reuse."""
-    seconds: dict[str, float] = {}
-    for row in rows:  # a random-init row shares BYOL's run but trained nothing itself
-        seconds[row["run_dir"]] = max(seconds.get(row["run_dir"], 0.0), row.get("train_s") or 0.0)
-    return sum(seconds.values()) / 60
-
-
 def _stat(stat: Stat | None, digits: int = 1) -> str:
     if stat is None:
         return "–"
-    if stat.n == 1:
-        return f"{stat.mean:.{digits}f}"
-    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+    return f"{stat.mean:.{digits}f}" + (f" ± {stat.std:.{digits}f}" if stat.n > 1 else "")
+
+
+def markdown(record: dict[str, Any], claims: tuple[Claim, ...], prose: dict[str, str]) -> str:
+    """table.md from a table's results.json ``record``, its claims and ablations.toml's [report]."""
+    rows, references, s = record["rows"], record["references"], record["eval_settings"]
+    (metric, judged), n_images = _judged_on(rows), record["eval_train_images"]
+    runs = {r["run_dir"]: r["train_s"] for r in rows if r.get("train_s")}  # each run once
+    seeds = sorted({r["seed"] for r in rows if "seed" in r})
+    values = dict(
+        c=record["config"],
+        s=s,
+        k=s["knn_ks"][-1],
+        images=record["config"]["data"]["train_subset"] or "all",
+        bank=f"{n_images} labelled training images" if n_images else "every labelled image",
+        where=", ".join(record["sources"]) or "Section 5",
+        departures=", ".join(record["departures"]) or "none",
+        targets=", ".join(sorted({r["dataset"] for r in rows if r.get("dataset")})),
+        epochs=", ".join(
+            f"{f:.0%}: {e} epochs"
+            for f, e in zip(s["label_fractions"], s["finetune_epochs"], strict=True)
+        ),
+        command=record["command"],
+        n_seeds=len(seeds),
+        seeds=", ".join(map(str, seeds)),
+        minutes=sum(runs.values()) / 60,
+        judged=judged,
+    )
+    setup = prose["setup"] + (prose["transfer"] if values["targets"] else "")
+    setup += prose["finetuned"] if metric == FINETUNED else ""
+    scores = [FINETUNED] if metric == FINETUNED else ["knn_top1", "linear_top1"]
+    lines = [
+        f"# Ablation `{record['ablation']}` on the `{record['preset']}` preset\n",
+        setup.format(**values),
+        prose["command"].format(**values),
+        f"| variant | method | {'fine-tuned top-1' if metric == FINETUNED else 'kNN | linear'} "
+        "| collapse | runs | paper |",
+        "|---|---|" + "---:|" * len(scores) + "---:|---|---:|",
+    ]
+    for (name, method), group in aggregate(rows).items():
+        runs_of = [r for r in rows if (r["name"], r["method"]) == (name, method)]
+        counts = Counter(r["status"] for r in runs_of).most_common()
+        statuses = ", ".join(f"{n} {status}" for status, n in counts)
+        shared = sorted({r["shared_with"] for r in runs_of if r.get("shared_with")})
+        statuses += f" (shared: {', '.join(shared)})" if shared else ""
+        paper = runs_of[0]["paper"]
+        cells = [runs_of[0]["label"], METHOD_NAMES[method], *(_stat(group.get(m)) for m in scores)]
+        cells += [_stat(group.get("collapse"), 3), statuses]
+        cells.append(f"{paper:.1f}" if isinstance(paper, (int, float)) else paper or "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, label in REFERENCES.items():
+        found = references.get(name) or []
+        if found:
+            knn, linear = (_stat(Stat.of([v[m] for v in found])) for m in scores[:2])
+            lines.append(f"| {label} (reference) | – | {knn} | {linear} | | {len(found)} | |")
+    lines += ["", prose["verdicts"].format(**values), ""]
+    lines += ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
+    for verdict in judge_rows(claims, rows, references):
+        claim = verdict.claim
+        lines.append(f"| {claim.text} | {claim.paper} | {verdict.effect} | {verdict.verdict} |")
+    return "\n".join([*lines, "", prose["notes"]])
 
 
 def plot(
@@ -203,7 +125,7 @@ def plot(
             if lines:  # the mean curve over seeds, as long as the shortest
                 mean = [sum(values) / len(values) for values in zip(*lines, strict=False)]
                 curves.plot(mean, label=f"{name} ({method})")
-    for name, label, style in (("random-init", "random init", "--"), ("pixels", "pixels", ":")):
+    for (name, label), style in zip(REFERENCES.items(), ("--", ":"), strict=True):
         values = [v["knn_top1"] for v in references.get(name) or []]
         if values:
             ours.axhline(sum(values) / len(values), color="grey", ls=style, label=label)
@@ -225,19 +147,11 @@ def plot(
 
 
 def write_report(
-    folder: Path,
-    report: Report,
-    rows: list[dict[str, Any]],
-    references: dict[str, list[dict[str, float]]],
-    wall_s: float,
+    folder: Path, record: dict[str, Any], claims: tuple[Claim, ...], prose: dict[str, str]
 ) -> str:
-    """table.md, plot.png and results.json in ``folder``; returns the table's text."""
-    text = markdown(report, rows, references)
-    write_text(folder / TABLE_MD, text)
-    plot(folder / PLOT_PNG, report.ablation, rows, references)
-    record = dict(ablation=report.ablation, preset=report.preset, command=report.command)
-    record.update(config=report.config.to_dict(), eval_settings=vars(report.eval_settings))
-    record.update(eval_train_images=report.eval_train_images, rows=rows, references=references)
-    record["wall_s"] = wall_s
+    """results.json, table.md and plot.png in ``folder``; returns the table's text."""
     write_text(folder / RESULTS_JSON, json.dumps(record, indent=2, default=list) + "\n")
+    text = markdown(json.loads((folder / RESULTS_JSON).read_text()), claims, prose)
+    write_text(folder / TABLE_MD, text)
+    plot(folder / PLOT_PNG, record["ablation"], record["rows"], record["references"])
     return text
