@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from byol.errors import CheckpointError
+from byol.errors import ByolError, CheckpointError
 
 _CHUNK = 1 << 22
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
@@ -87,3 +87,16 @@ def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files left by a process killed while writing (one run per folder)."""
     for stale in Path(folder).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+def expand_home(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a home that cannot be found (an
+    unknown user, no $HOME) is a ByolError naming the path rather than torch's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        head = str(path).split("/")[0]
+        raise ByolError(
+            f"{str(path)!r} starts with {head!r}, but that home folder cannot be found (no such "
+            "user, or $HOME unset); write the path out in full."
+        ) from None

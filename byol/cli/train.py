@@ -11,7 +11,7 @@ from pathlib import Path
 from byol import settings
 from byol.config import METHODS, Config, apply_overrides
 from byol.distributed import env_rank
-from byol.errors import ByolError
+from byol.errors import ByolError, OutOfMemory, allocation_failure
 from byol.presets import PRESETS, configure
 
 DEFAULT_PRESET = "fashion-mnist"
@@ -57,7 +57,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             f"{run_dir} already holds a run; continue it with `byol pretrain --resume {run_dir}` "
             "or choose another folder with --run-dir."
         )
-    result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
+    try:
+        result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
+    except (RuntimeError, MemoryError) as error:
+        requested = allocation_failure(error)
+        if requested is None:
+            raise
+        raise OutOfMemory(_out_of_memory(config, run_dir, requested)) from None
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
     if result.already_finished:
@@ -88,6 +94,24 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         for line in loading_lines(encoder, encoder_metadata(encoder)):
             print(f"  {line}")
     return 0
+
+
+def _out_of_memory(config: Config, run_dir: Path, requested: str) -> str:
+    """What to lower when training ran out of memory; the checkpoints written are kept."""
+    from byol.checkpoint import has_checkpoint
+
+    asked = f" (an allocation of {requested})" if requested else ""
+    more = 2 * config.optim.accumulation_steps
+    lower = (
+        f"lower optim.batch_size or data.image_size, or split each batch into more "
+        f"micro-batches (--set accumulation_steps={more})"
+    )
+    if has_checkpoint(run_dir):
+        return (
+            f"out of memory while training{asked}; {lower}. The last checkpoint was kept: "
+            f"`byol pretrain --resume {run_dir} --set accumulation_steps={more}` continues it."
+        )
+    return f"out of memory while training{asked}; {lower}."
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from byol.data.decode import UnreadableImage, decode_image
 from byol.data.images import folder_stats
 from byol.errors import ByolError, CheckpointError
 from byol.evaluation.features import extract_features
+from byol.files import expand_home
 from byol.runtime import resolve_device, resolve_precision
 from byol.views.per_image import EvalTransform
 
@@ -108,7 +109,7 @@ def embed(
     """Write ``embeddings.npy`` (N x D float32), ``files.txt`` (row i's path, relative to
     ``folder``), ``embed.json`` (what made them) and, with pyarrow, ``embeddings.parquet``."""
     src = encoder_source(source, overrides)
-    root = Path(folder).expanduser()
+    root = expand_home(folder)
     images = ImageFolderDataset(root)
     c = src.config
     mean, std = _pretraining_stats(c, images)
@@ -149,7 +150,7 @@ def _pretraining_stats(config: Config, images: ImageFolderDataset) -> tuple:
     known = known_stats(config.data.dataset)
     if known is not None:
         return known
-    trained_on = Path(config.data.dataset).expanduser()
+    trained_on = expand_home(config.data.dataset)
     if (trained_on / "train").is_dir():
         trained_on = trained_on / "train"
     source = ImageFolderDataset(trained_on) if trained_on.is_dir() else images

@@ -4,6 +4,7 @@ builds both, restoring the state from the newest checkpoint on --resume."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from byol.data import DatasetInfo, indexable, load_datasets, subset
 from byol.errors import ConfigError
 from byol.methods import Method
 from byol.run_folder import MetricsLog
-from byol.runtime import resolve_precision
+from byol.runtime import compile_blocker, resolve_precision
 from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs, Pairs, PerImageEpochs, ViewPairs, view_path
 from byol.training.monitor import KnnMonitor
@@ -35,6 +36,8 @@ from byol.training.train_state import (
 from byol.views.batched import batch_paper_views
 from byol.views.cropped import cropped_paper_views
 from byol.views.per_image import paper_views
+
+logger = logging.getLogger(__name__)
 
 
 class AlreadyFinished(Exception):  # noqa: N818 - a state, not an error
@@ -220,6 +223,9 @@ def _place(
     method.to(device)
     if config.runtime.channels_last:
         method.to(memory_format=torch.channels_last)
-    if config.runtime.compile:
+    missing = compile_blocker(device) if config.runtime.compile else None
+    if missing:
+        logger.warning("byol: warning: torch.compile needs %s; training without it.", missing)
+    elif config.runtime.compile:
         method.compile()  # in place: the state dict keeps its names, so checkpoints are portable
     return method, distributed.wrap(method, device)  # DDP over the online branch
