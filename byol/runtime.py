@@ -92,6 +92,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def apply_threads(threads: int, num_workers: int) -> None:
+    """Use ``threads`` intra-op threads (0: torch's default), after refusing counts far beyond
+    this machine's cores: OpenMP allocates state per thread up front (two billion threads abort
+    the process) and each DataLoader worker is a process of its own."""
+    cores = os.cpu_count() or 1
+    most = max(4 * cores, 32)
+    for name, count in (("threads", threads), ("num_workers", num_workers)):
+        if count > most:
+            raise ConfigError(
+                f"runtime.{name}={count} is far more than the {cores} CPU cores here; use at "
+                f"most {most} (--set {name}=N)."
+            )
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def compile_blocker(device: torch.device) -> str | None:
     """What torch.compile would lack on ``device``, found without compiling anything (None:
     nothing): its generated code is built with a C/C++ compiler against the Python headers (and

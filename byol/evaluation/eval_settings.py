@@ -41,7 +41,7 @@ class EvalSettings:
     finetune_lr: float = setting(0.05, "fine-tuning: learning rate", above=0.0)
     finetune_batch_size: int = setting(64, "fine-tuning: batch", low=2)
     finetune_weight_decay: float = setting(5e-4, "fine-tuning: weight decay", low=0.0)
-    train_crop_scale: tuple[float, ...] = setting(
+    train_crop_scale: tuple[float, float] = setting(
         (0.08, 1.0),
         "fine-tuning and paper probe: crop scale range",
         above=0.0,

@@ -18,6 +18,7 @@ from byol import run_folder
 from byol.backbones import format_kwargs, is_timm
 from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
 from byol.config import Config, apply_overrides
+from byol.config.memory import check_eval_memory
 from byol.data import ImageFolderDataset, known_stats
 from byol.data.decode import UnreadableImage, decode_image
 from byol.data.images import folder_stats
@@ -76,9 +77,10 @@ def encoder_source(source: str | Path, overrides: list[str] | None = None) -> En
             kwargs = timm_kwargs(meta)
             size = int(kwargs.pop("img_size", config.data.image_size))
             config = config.replace(backbone_kwargs=format_kwargs(kwargs), image_size=size)
-        config.model.cifar_stem = meta.get("cifar_stem") == "true"
+        config = config.replace(cifar_stem=meta.get("cifar_stem") == "true")
     config = apply_overrides(config, overrides or [])
     config.validate()
+    check_eval_memory(config, resolve_device(config.runtime.device), config.monitor.eval_batch_size)
     return EncoderSource(encoder_path, out_dir, config, saved.is_file())
 
 

@@ -17,11 +17,12 @@ from tqdm import tqdm
 
 from byol import distributed, run_folder
 from byol.config import Config
+from byol.config.memory import check_eval_memory, check_training_memory
 from byol.data import DatasetInfo, indexable, load_datasets, subset
 from byol.errors import ConfigError
 from byol.methods import Method
 from byol.run_folder import MetricsLog
-from byol.runtime import compile_blocker, resolve_precision
+from byol.runtime import apply_threads, compile_blocker, resolve_precision
 from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs, Pairs, PerImageEpochs, ViewPairs, view_path
 from byol.training.monitor import KnnMonitor
@@ -121,15 +122,17 @@ def set_up(
             if summary.get("steps") == checkpoint["step"]:  # its newest checkpoint is its last
                 raise AlreadyFinished(summary)
     config.validate()
-    distributed.check_batch(
+    micro_batch = distributed.check_batch(
         config.optim.batch_size, ranks.world_size, config.optim.accumulation_steps
     )
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
     precision = resolve_precision(
         device, config.runtime.precision, config.data.image_size, config.model.cifar_stem
     )
+    # Before anything is allocated: a run that cannot fit is refused naming what to lower.
+    check_training_memory(config, device, micro_batch, precision, ranks.world_size)
+    check_eval_memory(config, device, config.monitor.eval_batch_size)  # the kNN monitor
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    apply_threads(config.runtime.threads, config.runtime.num_workers)
     train_set, monitor, views, info = _data(config, ranks, device, precision)
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
