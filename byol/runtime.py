@@ -92,10 +92,10 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def apply_threads(threads: int, num_workers: int) -> None:
-    """Use ``threads`` intra-op threads (0: torch's default), after refusing counts far beyond
-    this machine's cores: OpenMP allocates state per thread up front (two billion threads abort
-    the process) and each DataLoader worker is a process of its own."""
+def check_parallelism(threads: int, num_workers: int) -> None:
+    """Refuse counts of threads or DataLoader workers far beyond this machine's cores: OpenMP
+    allocates state per thread up front (two billion threads abort the process) and each worker
+    is a process of its own."""
     cores = os.cpu_count() or 1
     most = max(4 * cores, 32)
     for name, count in (("threads", threads), ("num_workers", num_workers)):
@@ -104,6 +104,11 @@ def apply_threads(threads: int, num_workers: int) -> None:
                 f"runtime.{name}={count} is far more than the {cores} CPU cores here; use at "
                 f"most {most} (--set {name}=N)."
             )
+
+
+def apply_threads(threads: int, num_workers: int) -> None:
+    """Use ``threads`` intra-op threads (0: torch's default), once ``check_parallelism`` passes."""
+    check_parallelism(threads, num_workers)
     if threads:
         torch.set_num_threads(threads)
 

@@ -123,8 +123,39 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     config = configure(args.preset, args.set or [], getattr(args, "method", None))
     config.validate()
+    if args.check:
+        print(_check_here(config))
+        return 0
     print(json.dumps(config.to_dict(), indent=2) if args.json else settings.describe(config))
     return 0
+
+
+def _check_here(config: Config) -> str:
+    """What `byol pretrain` checks before it allocates anything, on this machine, in one process:
+    the device, the micro-batch, the memory of a training step and of the kNN monitor."""
+    from byol.config.memory import (
+        check_eval_memory,
+        check_training_memory,
+        device_memory,
+        training_estimate,
+    )
+    from byol.distributed import check_batch
+    from byol.errors import memory_text
+    from byol.runtime import check_parallelism, resolve_device, resolve_precision
+
+    check_parallelism(config.runtime.threads, config.runtime.num_workers)
+    device = resolve_device(config.runtime.device)
+    micro = check_batch(config.optim.batch_size, 1, config.optim.accumulation_steps)
+    c = config
+    precision = resolve_precision(
+        device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
+    )
+    check_training_memory(config, device, micro, precision)
+    check_eval_memory(config, device, config.monitor.eval_batch_size)
+    need = memory_text(training_estimate(config, micro, precision).total)
+    available = device_memory(device)
+    have = f" of the {memory_text(available)} of {device}" if available else f" on {device}"
+    return f"fits: a training step needs about {need}{have} (micro-batches of {micro} images)."
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -179,6 +210,12 @@ def add_catalog(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=list(METHODS), help="the same as --set method=NAME")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="the config.json a run would save")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check what a run checks before it starts, on this machine: the device, the "
+        "batch split, the memory it needs (one line)",
+    )
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(
