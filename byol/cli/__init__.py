@@ -61,10 +61,10 @@ def _runtime_error(error: BaseException, memory_hint: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A path that is not UTF-8 (legal on POSIX) is printed as its bytes, as ls does, instead of
-    # failing to encode under a strict UTF-8 locale.
+    # A path that is not UTF-8 (legal on POSIX) is printed escaped, as stderr prints it, instead
+    # of failing to encode under a strict UTF-8 locale.
     if callable(getattr(sys.stdout, "reconfigure", None)):
-        sys.stdout.reconfigure(errors="surrogateescape")
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         parser = build_parser()
     except KeyboardInterrupt:
