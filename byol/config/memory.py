@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,24 @@ class _Made(TorchDispatchMode):
         return out
 
 
+class _TooLarge(Exception):  # noqa: N818 - a size, not an error
+    """A tensor whose size in bytes overflows int64 even on the meta device."""
+
+
+def _sized(make: Any) -> Any:
+    try:
+        return make()
+    except RuntimeError as error:
+        if "overflow" in str(error):
+            raise _TooLarge from None
+        raise
+
+
 def _meta_model(config: Any) -> torch.nn.Module:
+    return _sized(lambda: _build_on_meta(config))
+
+
+def _build_on_meta(config: Any) -> torch.nn.Module:
     with torch.device("meta"):
         encoder, feature_dim = build_backbone(
             config.model.backbone,
@@ -82,10 +100,13 @@ def _meta_model(config: Any) -> torch.nn.Module:
         return build_method(config.method, encoder, feature_dim, config.seed)
 
 
-def _state_bytes(config: Any) -> int:
+def _state_bytes(config: Any) -> float:
     """Weights and buffers, the gradients and optimizer state of the trained weights, and the
-    copy of them all that writing a checkpoint makes."""
-    method = _meta_model(config)
+    copy of them all that writing a checkpoint makes (inf: beyond what int64 counts)."""
+    try:
+        method = _meta_model(config)
+    except _TooLarge:
+        return math.inf
     stored = sum(t.numel() * t.element_size() for t in [*method.parameters(), *method.buffers()])
     trained = sum(p.numel() * p.element_size() for p in method.online_parameters())
     optimizer = trained * _OPTIMIZER_COPIES.get(config.optim.optimizer, 2)
@@ -93,46 +114,54 @@ def _state_bytes(config: Any) -> int:
     return stored + trained + optimizer + checkpoint  # trained: the gradients
 
 
-def _forward_bytes(module: torch.nn.Module, inputs: list[torch.Tensor], grad: bool) -> int:
+def _forward_bytes(module: torch.nn.Module, inputs: list[torch.Tensor], grad: bool) -> float:
     """The bytes a forward of ``module`` keeps (with gradients) or peaks at (without), measured
     on the meta device; 0 when the forward cannot run there (a model doing host-side work)."""
     made = _Made()
     try:
         with made, torch.set_grad_enabled(grad):
             module(*inputs)
-    except Exception:  # noqa: BLE001 - an estimate we cannot make is no reason to refuse a run
+    except RuntimeError as error:
+        if "overflow" in str(error):  # a tensor of more bytes than int64 counts
+            return math.inf
+        return 0  # an estimate we cannot make is no reason to refuse a run
+    except Exception:  # noqa: BLE001 - the same: a model whose forward needs real data
         return 0
     return made.kept + 3 * made.largest_transient  # in, out and workspace of the largest op
 
 
 def _views(config: Any, batch: int) -> torch.Tensor:
     side = config.data.image_size
-    return torch.empty(batch, 3, side, side, device="meta")
+    return _sized(lambda: torch.empty(batch, 3, side, side, device="meta"))
 
 
 @dataclass(frozen=True)
 class Estimate:
-    state: int  # weights, buffers, gradients, optimizer state
-    activations: int  # of one micro-batch
+    state: float  # weights, buffers, gradients, optimizer state (inf: beyond int64)
+    activations: float  # of one micro-batch
     micro_batch: int
 
     @property
-    def total(self) -> int:
+    def total(self) -> float:
         return self.state + self.activations
 
 
 @functools.lru_cache(maxsize=16)  # a config is frozen, hence a key; runs repeat in one process
 def training_estimate(config: Any, micro_batch: int, precision: str = "fp32") -> Estimate:
     """What one process of a run of ``config`` holds at its peak, in bytes."""
+    state = _state_bytes(config)
+    try:
+        views = [_views(config, micro_batch), _views(config, micro_batch)]
+    except _TooLarge:
+        return Estimate(state, math.inf, micro_batch)
     # Eval mode: the same activations, and a faster forward (batch norm's statistics are
     # computed on the meta device by a slow decomposition).
-    method = _meta_model(config).eval()
-    views = [_views(config, micro_batch), _views(config, micro_batch)]
-    activations = _forward_bytes(method, views, grad=True)
+    method = _meta_model(config).eval() if math.isfinite(state) else None
+    activations = _forward_bytes(method, views, grad=True) if method is not None else 0
     activations += 2 * views[0].numel() * views[0].element_size()
     if precision == "bf16":  # autocast computes most activations in half the bytes
         activations //= 2
-    return Estimate(_state_bytes(config), activations, micro_batch)
+    return Estimate(state, activations, micro_batch)
 
 
 def _halved(config: Any, path: str) -> Any:
@@ -153,11 +182,11 @@ def _largest_share(config: Any) -> str:
     }
     candidates["data.image_size"] = config.data.image_size / 224
     base = _state_bytes(config)
-    saved = {path: base - _state_bytes(_halved(config, path)) for path in candidates}
-    best = max(saved.values())
-    if best < base / 8:
+    halved = {path: _state_bytes(_halved(config, path)) for path in candidates}
+    best = min(halved.values())
+    if math.isfinite(best) and best > base * 7 / 8:
         return "model.backbone (a smaller encoder)"
-    path = max((p for p in saved if saved[p] >= 0.9 * best), key=candidates.get)
+    path = max((p for p in halved if halved[p] <= best * 1.1), key=candidates.get)
     return f"{path}={settings.find(config, path)[0]}"
 
 
@@ -209,11 +238,15 @@ def check_eval_memory(config: Any, device: torch.device, batch: int) -> None:
     available = device_memory(device)
     if available is None:
         return
-    encoder = _meta_model(config).online_encoder.eval()
-    weights = sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
-    views = _views(config, batch)
-    features = _forward_bytes(encoder, [views], grad=False) + views.numel() * views.element_size()
     resized = eval_view_bytes(config, config.runtime.num_workers)
+    try:
+        encoder = _meta_model(config).online_encoder.eval()
+        weights = sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
+        views = _views(config, batch)
+        features = _forward_bytes(encoder, [views], grad=False)
+        features += views.numel() * views.element_size()
+    except _TooLarge:
+        weights, features = 0, math.inf
     if weights + features + resized <= available:
         return
     parts = {"resized": resized, "weights": weights, "features": features}

@@ -12,8 +12,6 @@ from torch import nn
 
 from byol.checkpoint import wrong_kind
 
-_MISSING = object()  # a hyper-parameter the saved group lacks
-
 # Tokens and embeddings a transformer adds to its input: like biases, they set offsets, not a
 # scale that weight decay should shrink or a trust ratio should measure.
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "mask_token")
@@ -159,14 +157,14 @@ def _state_value_problem(name: str, value: Any, parameter: torch.Tensor) -> str 
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         return None  # SGD's momentum buffer is None without momentum; Adam's step may be a number
     if not torch.is_tensor(value):
-        return f"an optimizer {name} that is a {type(value).__name__}, not a tensor"
+        return f"an optimizer {name} that is a {type(value).__name__}, not a tensor or a number"
     if not value.dim():  # a counter (Adam's step): a number of any dtype
         why = wrong_kind(value, value.new_empty(()))
     else:
         why = wrong_kind(value, parameter)
         if why is None and value.shape != parameter.shape:
             why = f"of shape {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}"
-    return f"an optimizer {name} {why}" if why else None
+    return f"an optimizer {name} that is {why}" if why else None
 
 
 def optimizer_state_problem(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
@@ -181,19 +179,28 @@ def optimizer_state_problem(saved: Any, optimizer: torch.optim.Optimizer) -> str
     if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
         return "the state of another optimizer (other parameter groups)"
     parameters: dict[Any, torch.Tensor] = {}
+    fills_flags = type(optimizer).__setstate__ is not torch.optim.Optimizer.__setstate__
     for live, own, group in zip(optimizer.param_groups, fresh["param_groups"], groups, strict=True):
         if not isinstance(group, dict):
             return f"an optimizer parameter group that is a {type(group).__name__}"
         for key, value in own.items():
-            if key != "params" and not _same_kind(group.get(key, _MISSING), value):
-                return f"an optimizer {key}={group.get(key, 'nothing')!r} where {value!r} belongs"
+            if key == "params":
+                continue
+            if key not in group:
+                if fills_flags and (value is None or isinstance(value, bool)):
+                    continue  # a flag an older torch did not save: __setstate__ sets it
+                return f"an optimizer parameter group without its {key}"
+            if not _same_kind(group[key], value):
+                return f"an optimizer {key}={group[key]!r} where a value like {value!r} belongs"
         ids = group.get("params")
         if not isinstance(ids, list) or len(ids) != len(live["params"]):
             return "the state of another optimizer (other parameters)"
         parameters.update(zip(ids, live["params"], strict=True))
     for key, entries in saved["state"].items():
-        if key not in parameters or not isinstance(entries, dict):
+        if key not in parameters:
             return f"optimizer state {key!r} for no parameter of this model"
+        if not isinstance(entries, dict):
+            return f"optimizer state {key!r} that is a {type(entries).__name__}, not a group"
         for name, value in entries.items():
             problem = _state_value_problem(str(name), value, parameters[key])
             if problem:
