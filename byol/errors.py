@@ -50,26 +50,29 @@ class OutOfMemory(ByolError):
     """A run needs more memory than the machine has: the message names the setting to lower."""
 
 
-_REQUESTED = re.compile(r"(?:allocate|Tried to allocate) ([0-9.]+) ?(bytes|[KMGTP]i?B)")
+_REQUESTED = re.compile(r"allocate ([0-9.]+) ?(bytes|[kmgtp]i?b)")
 
 
 def allocation_failure(error: BaseException) -> str | None:
     """What an allocation that failed asked for ("960.0 GB", or "" when ``error`` does not say),
     or None when ``error`` is not an allocation failure: torch's CPU allocator and CUDA's raise
     RuntimeErrors (OutOfMemoryError on CUDA), Python a MemoryError."""
-    text = str(error)
+    text = str(error).lower()
     if isinstance(error, MemoryError):
         return ""
     if not isinstance(error, RuntimeError):
         return None
-    if "out of memory" not in text.lower() and "can't allocate memory" not in text:
+    # oneDNN (CPU convolutions) reports a failed allocation as a primitive it could not create;
+    # Python a thread whose stack it could not map as one it cannot start.
+    signs = ("out of memory", "can't allocate memory", "create a primitive", "new thread")
+    if not any(sign in text for sign in signs):
         return None
     found = _REQUESTED.search(text)
     if not found:
         return ""
     number, unit = float(found.group(1)), found.group(2)
     if unit != "bytes":
-        return f"{number:g} {unit}"
+        return f"{number:g} {unit[0].upper()}{unit[1:-1]}B"
     return memory_text(number)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
+from tqdm.std import TqdmMonitorWarning
 
 from byol import distributed, run_folder
 from byol.config import Config
@@ -96,15 +98,17 @@ class RunContext:
             yield item
 
     def progress_bar(self, step: int, quiet: bool) -> tqdm:
-        return tqdm(
-            total=self.schedule.total_steps * self.config.optim.batch_size,
-            initial=step * self.config.optim.batch_size,
-            unit="img",
-            unit_scale=True,
-            desc="pretrain",
-            disable=quiet or not self.ranks.is_main,
-            dynamic_ncols=True,
-        )
+        with warnings.catch_warnings():  # short of memory for its monitor thread, tqdm says so
+            warnings.simplefilter("ignore", TqdmMonitorWarning)  # and works without it
+            return tqdm(
+                total=self.schedule.total_steps * self.config.optim.batch_size,
+                initial=step * self.config.optim.batch_size,
+                unit="img",
+                unit_scale=True,
+                desc="pretrain",
+                disable=quiet or not self.ranks.is_main,
+                dynamic_ncols=True,
+            )
 
 
 def _channels_last(pair: Pairs) -> Pairs:
