@@ -9,6 +9,7 @@ import importlib.util
 import os
 import resource
 import shutil
+import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -123,14 +124,27 @@ def compile_blocker(device: torch.device) -> str | None:
     if device.type == "cuda":
         if importlib.util.find_spec("triton") is None:
             return "triton (pip install triton)"
-        names, what = [os.environ.get("CC", ""), "gcc", "cc", "clang"], "a C compiler"
+        names, what = [os.environ.get("CC", ""), "gcc", "cc", "clang"], "a working C compiler"
     elif device.type == "cpu":
-        names, what = [os.environ.get("CXX", ""), "g++", "c++", "clang++"], "a C++ compiler"
+        names, what = [os.environ.get("CXX", ""), "g++", "c++", "clang++"], "a working C++ compiler"
     else:
         return None
-    if not any(name.split() and shutil.which(name.split()[0]) for name in names):
-        return f"{what} ({', '.join(n for n in names[1:])} on PATH, or one named by $CC/$CXX)"
+    if not any(_runs(name) for name in names):
+        variable = "$CC" if device.type == "cuda" else "$CXX"
+        return f"{what} (none of {', '.join(names[1:])} or {variable} runs)"
     return None
+
+
+def _runs(command: str) -> bool:
+    """Whether ``command --version`` runs and succeeds (milliseconds)."""
+    words = command.split()
+    if not words or shutil.which(words[0]) is None:
+        return False
+    try:
+        done = subprocess.run([*words, "--version"], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def peak_memory_mb() -> float:

@@ -237,19 +237,25 @@ def test_a_device_the_machine_lacks_is_one_line(device, folder, tmp_path, capsys
     one_error_line(*cli(argv, capsys), [f"device={device!r}", "device="])
 
 
-def test_compile_without_a_compiler_warns_once_and_trains_eagerly(
-    folder, tmp_path, capsys, caplog, monkeypatch
+@pytest.mark.parametrize("tools", ["none", "a_compiler_that_fails"])
+def test_compile_without_a_working_compiler_warns_once_and_trains_eagerly(
+    tools, folder, tmp_path, capsys, caplog, monkeypatch
 ) -> None:
-    empty = tmp_path / "no-tools"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
+    """torch.compile would trace for minutes, then fail for want of a C++ compiler: the probe at
+    the start finds it missing (or failing) in milliseconds and the run goes on eagerly."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if tools != "none":
+        for name in ("g++", "c++", "clang++"):
+            (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
+            (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.delenv("CC", raising=False)
     started = time.perf_counter()
     code, err = cli(pretrain(folder, tmp_path / "run") + sets(["compile=true"]), capsys)
     assert code == 0, err
     warned = warnings_of(caplog)
-    assert len(warned) == 1 and "torch.compile needs a C++ compiler" in warned[0], warned
+    assert len(warned) == 1 and "torch.compile needs a working C++ compiler" in warned[0], warned
     assert warned[0].startswith("byol: warning: ") and "\n" not in warned[0]
     assert time.perf_counter() - started < 120
 
