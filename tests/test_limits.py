@@ -415,3 +415,19 @@ def test_the_largest_accepted_size_of_every_setting_runs_or_is_refused_in_one_li
             one_error_line(code, captured.err, [])
         else:
             assert code == 0 and captured.out.startswith("fits:"), (leaf.path, captured)
+
+
+def test_every_evaluation_setting_at_its_extremes_is_accepted_or_refused_in_one_line() -> None:
+    from byol.errors import ConfigError
+    from byol.evaluation.eval_settings import EvalSettings, split_overrides
+
+    refused = 0
+    for leaf in settings.leaves(EvalSettings()):
+        kind = tuple if isinstance(leaf.value, tuple) else type(leaf.value)
+        for value in EXTREMES[kind]:
+            try:
+                split_overrides([f"{leaf.path}={value}"])
+            except ConfigError as error:
+                assert leaf.path in str(error) and "\n" not in str(error), str(error)
+                refused += 1
+    assert refused > 50
