@@ -114,19 +114,18 @@ def _state_bytes(config: Any) -> float:
     return stored + trained + optimizer + checkpoint  # trained: the gradients
 
 
-def _forward_bytes(module: torch.nn.Module, inputs: list[torch.Tensor], grad: bool) -> float:
+def _forward_bytes(module: torch.nn.Module, inputs: list[torch.Tensor], grad: bool) -> float | None:
     """The bytes a forward of ``module`` keeps (with gradients) or peaks at (without), measured
-    on the meta device; 0 when the forward cannot run there (a model doing host-side work)."""
+    on the meta device (inf: beyond what int64 counts); None when the forward cannot run there
+    (a method with device-specific steps: MoCo's shuffle generator, VICReg's autocast)."""
     made = _Made()
     try:
         with made, torch.set_grad_enabled(grad):
             module(*inputs)
     except RuntimeError as error:
-        if "overflow" in str(error):  # a tensor of more bytes than int64 counts
-            return math.inf
-        return 0  # an estimate we cannot make is no reason to refuse a run
-    except Exception:  # noqa: BLE001 - the same: a model whose forward needs real data
-        return 0
+        return math.inf if "overflow" in str(error) else None
+    except Exception:  # noqa: BLE001 - an estimate we cannot make is no reason to refuse a run
+        return None
     return made.kept + 3 * made.largest_transient  # in, out and workspace of the largest op
 
 
@@ -156,8 +155,12 @@ def training_estimate(config: Any, micro_batch: int, precision: str = "fp32") ->
         return Estimate(state, math.inf, micro_batch)
     # Eval mode: the same activations, and a faster forward (batch norm's statistics are
     # computed on the meta device by a slow decomposition).
-    method = _meta_model(config).eval() if math.isfinite(state) else None
-    activations = _forward_bytes(method, views, grad=True) if method is not None else 0
+    activations = 0.0
+    if math.isfinite(state):
+        method = _meta_model(config).eval()
+        activations = _forward_bytes(method, views, grad=True)
+        if activations is None:  # the encoder alone, on both views: most of it
+            activations = 2 * (_forward_bytes(method.online_encoder, views[:1], grad=True) or 0)
     activations += 2 * views[0].numel() * views[0].element_size()
     if precision == "bf16":  # autocast computes most activations in half the bytes
         activations //= 2
@@ -243,7 +246,7 @@ def check_eval_memory(config: Any, device: torch.device, batch: int) -> None:
         encoder = _meta_model(config).online_encoder.eval()
         weights = sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
         views = _views(config, batch)
-        features = _forward_bytes(encoder, [views], grad=False)
+        features = _forward_bytes(encoder, [views], grad=False) or 0
         features += views.numel() * views.element_size()
     except _TooLarge:
         weights, features = 0, math.inf
