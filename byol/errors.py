@@ -79,7 +79,7 @@ def allocation_failure(error: BaseException) -> str | None:
 def memory_text(size: float) -> str:
     """A count of bytes in words: '512 MB', '1.2 TB'."""
     if size == float("inf"):
-        return "more than 9.2 EB (beyond what int64 counts)"
+        return "more than 9.2 EB (beyond what int64 counts)"  # a size no tensor can have
     units = ("bytes", "KB", "MB", "GB", "TB", "PB", "EB")
     step = 0
     while size >= 1000 and step < len(units) - 1:

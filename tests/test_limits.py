@@ -357,7 +357,7 @@ def test_a_timm_model_too_big_for_memory_is_refused(folder, tmp_path, capsys) ->
     pytest.importorskip("timm", reason="the timm extra is not installed")
     items = [
         "backbone=timm:vit_tiny_patch16_224",
-        "backbone_kwargs=embed_dim=65536,depth=64,num_heads=64,patch_size=4",
+        "backbone_kwargs=embed_dim=65536,depth=8,num_heads=64,patch_size=4",
     ]
     code, err = cli(pretrain(folder, tmp_path / "run") + sets(items), capsys)
     one_error_line(code, err, ["would need about", "model.backbone"])
@@ -401,20 +401,31 @@ def test_every_setting_at_its_extremes_is_accepted_or_refused_in_one_line(capsys
     print(f"{len(cases)} settings x extremes, {refused} refused, {seconds:.1f} s")
 
 
-def test_the_largest_accepted_size_of_every_setting_runs_or_is_refused_in_one_line(capsys):
+def _edges(leaf: settings.Leaf) -> list[str]:
+    """The largest value a numeric setting's rule accepts (its type's bound where it names none)
+    and, for a float, the smallest positive one."""
+    if leaf.rule.choices or type(leaf.value) not in (int, float):
+        return []
+    if type(leaf.value) is int:
+        return [] if leaf.rule.high is not None else [str(2**31 - 1)]
+    largest = [] if leaf.rule.high is not None else ["3.4e38"]
+    smallest = ["5e-324"] if (leaf.rule.low or 0) <= 5e-324 else []
+    return largest + smallest
+
+
+def test_every_setting_at_the_edge_of_its_range_runs_or_is_refused_in_one_line(capsys):
     """`byol config --check` (a run's own checks before it allocates) on the largest value the
-    rule of every integer setting of the run accepts."""
+    rule of every numeric setting of the run accepts, and the smallest positive float."""
     config = configure("fashion-mnist", SMALL)
-    for leaf in settings.leaves(config):
-        if type(leaf.value) is not int or leaf.rule.high is not None or leaf.rule.choices:
-            continue
-        argv = ["config", "--check", *sets(SMALL), "--set", f"{leaf.path}={2**31 - 1}"]
-        code = main(argv)
+    cases = [(leaf.path, edge) for leaf in settings.leaves(config) for edge in _edges(leaf)]
+    assert len(cases) > 30
+    for path, value in cases:
+        code = main(["config", "--check", *sets(SMALL), "--set", f"{path}={value}"])
         captured = capsys.readouterr()
         if code == 2:
             one_error_line(code, captured.err, [])
         else:
-            assert code == 0 and captured.out.startswith("fits:"), (leaf.path, captured)
+            assert code == 0 and captured.out.startswith("fits:"), (path, value, captured)
 
 
 def test_every_evaluation_setting_at_its_extremes_is_accepted_or_refused_in_one_line() -> None:

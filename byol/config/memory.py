@@ -33,6 +33,10 @@ from byol.methods import build_method
 _OPTIMIZER_COPIES = {"lars": 1, "sgd": 1, "adamw": 2}
 
 
+def _about(size: float) -> str:
+    return f"about {memory_text(size)}" if math.isfinite(size) else memory_text(size)
+
+
 def device_memory(device: torch.device) -> int | None:
     """The memory of ``device`` in bytes (the machine's, capped by its cgroup, for the CPU);
     None where it cannot be known."""
@@ -220,18 +224,18 @@ def check_training_memory(
         else:
             lower = f"lower data.image_size={config.data.image_size}"
     raise OutOfMemory(
-        f"this run would need about {memory_text(estimate.total)} of memory (weights, "
+        f"this run would need {_about(estimate.total)} of memory (weights, "
         f"gradients and optimizer state {memory_text(estimate.state)}; activations "
         f"{memory_text(estimate.activations)} for a micro-batch of {micro_batch} images), more "
         f"than the {memory_text(available)} of {device}; {lower}."
     )
 
 
-def eval_view_bytes(config: Any, workers: int) -> int:
+def eval_view_bytes(config: Any, workers: int) -> float:
     """The eval view's resized image (the shorter side at image_size / eval_crop_fraction, as
     floats while resampling), in every worker that makes one."""
-    side = config.data.image_size / config.monitor.eval_crop_fraction
-    return int(side * side * 3 * 4) * max(workers, 1)
+    side = config.data.image_size / config.monitor.eval_crop_fraction  # inf for a denormal
+    return side * side * 3 * 4 * max(workers, 1)
 
 
 def check_eval_memory(config: Any, device: torch.device, batch: int) -> None:
@@ -263,7 +267,7 @@ def check_eval_memory(config: Any, device: torch.device, batch: int) -> None:
     else:
         lower = f"lower data.image_size={config.data.image_size}"
     raise OutOfMemory(
-        f"evaluating this encoder would need about {memory_text(weights + features + resized)} "
+        f"evaluating this encoder would need {_about(weights + features + resized)} "
         f"of memory (weights {memory_text(weights)}, a batch of {batch} views "
         f"{memory_text(features)}, resized images {memory_text(resized)}), more than the "
         f"{memory_text(available)} of {device}; {lower}."
