@@ -353,6 +353,15 @@ def test_embed_with_an_eval_batch_too_big_for_memory(finished, folder, capsys) -
     one_error_line(*cli(argv, capsys), ["evaluating this encoder", "eval_batch_size"])
 
 
+def test_embed_of_a_bare_encoder_file_without_its_run_folder(finished, folder, tmp_path, capsys):
+    """No config.json beside it: the architecture comes from the file's metadata."""
+    shutil.copy(finished / "encoder.safetensors", tmp_path / "encoder.safetensors")
+    argv = ["embed", str(tmp_path / "encoder.safetensors"), str(folder / "test")]
+    code, err = cli(argv + sets(["num_workers=0", "image_size=16"]), capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "embed" / "test" / "embeddings.npy").shape == (8, 64)
+
+
 def test_a_timm_model_too_big_for_memory_is_refused(folder, tmp_path, capsys) -> None:
     pytest.importorskip("timm", reason="the timm extra is not installed")
     items = [
