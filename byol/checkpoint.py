@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -41,6 +41,7 @@ FORMAT_VERSION = 2  # 2: checksum trailer; 1: no trailer (still readable)
 # Trailer: magic, payload length (little-endian u64), SHA-256 of the payload.
 _MAGIC = b"BYOLSUM1"
 _TRAILER = struct.Struct(f"<{len(_MAGIC)}sQ32s")
+_HEADER_LIMIT = 100 << 20  # safetensors' own limit on a header's size
 
 
 def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = True) -> None:
@@ -99,7 +100,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol is no news: it is refused
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            state = torch.load(io.BytesIO(data if payload is None else payload), weights_only=True)
+            warnings.filterwarnings("ignore", ".*[Ss]parse", UserWarning)  # refused below
+            source = io.BytesIO(data if payload is None else payload)
+            # On the CPU first: a checkpoint written on a GPU resumes on a machine without one.
+            state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain values{_refusal_detail(error)} "
@@ -150,6 +154,21 @@ def has_checkpoint(run_dir: Path) -> bool:
     return any((Path(run_dir) / n).exists() for n in (CHECKPOINT, PREVIOUS_CHECKPOINT))
 
 
+def wrong_kind(value: Any, expected: torch.Tensor) -> str | None:
+    """Why ``value`` cannot take the place of ``expected`` (None: it can): only a dense, strided
+    tensor with data, of the same dtype, can. A crafted file may hold a sparse or meta tensor,
+    which passes a shape check and then fails (or loads nothing) deep inside torch."""
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}, not a tensor"
+    if value.layout != torch.strided:
+        return f"a {str(value.layout).removeprefix('torch.')} tensor, not a dense one"
+    if value.is_meta or value.is_quantized or value.is_nested:
+        return "a tensor without plain data (meta, quantized or nested)"
+    if value.dtype != expected.dtype:
+        return f"{value.dtype}, expected {expected.dtype}"
+    return None
+
+
 def load_model_state(module: nn.Module, state: Any, source: Path, what: str = "model") -> None:
     """``module.load_state_dict(state)``, with a mismatch (another architecture, other head
     sizes) reported as a CheckpointError that names the first differing keys."""
@@ -163,17 +182,7 @@ def load_model_state(module: nn.Module, state: Any, source: Path, what: str = "m
         for k in own
         if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
     ]
-    kinds = [
-        f"{k} is {type(state[k]).__name__}"
-        if not isinstance(state[k], torch.Tensor)
-        else f"{k} is {state[k].dtype}, expected {own[k].dtype}"
-        for k in own
-        if k in state
-        and (
-            not isinstance(state[k], torch.Tensor)
-            or state[k].dtype.is_floating_point != own[k].dtype.is_floating_point
-        )
-    ]
+    kinds = [f"{k} is {why}" for k in own if k in state and (why := wrong_kind(state[k], own[k]))]
     if kinds:
         raise CheckpointError(
             f"{source} holds {what} values of the wrong kind ({'; '.join(kinds[:3])})."
@@ -221,10 +230,15 @@ def save_encoder(
 
 
 def encoder_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    """The metadata in a safetensors file's header (an 8-byte length, then JSON), read by Python
+    rather than by safetensors, which refuses a path that is not UTF-8."""
+    with Path(path).open("rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(min(length, _HEADER_LIMIT)))
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        return {}
+    return metadata
 
 
 def timm_kwargs(metadata: dict[str, str]) -> dict[str, Any]:
@@ -246,7 +260,7 @@ def load_encoder(path: Path) -> tuple[nn.Module, dict[str, str]]:
         raise CheckpointError(f"no encoder file at {path}; run `byol pretrain` first.")
     try:  # safetensors holds tensors and strings only: reading it runs no code
         metadata = encoder_metadata(path)
-        tensors = load_file(str(path))
+        tensors = load_safetensors(path.read_bytes())  # bytes: any path Python can open
     except Exception as error:  # safetensors raises its own error types for a bad header
         raise CheckpointError(f"{path} is not a readable safetensors file ({error}).") from None
     architecture = metadata.get("architecture", "")

@@ -119,6 +119,12 @@ def check_batch(batch_size: int, world_size: int, accumulation_steps: int) -> in
             f"batch_size={batch_size} (the global batch) does not split into {world_size} "
             f"process(es) x {accumulation_steps} accumulation step(s); use a multiple of {parts}."
         )
+    if batch_size // parts < 2:  # batch norm needs two images to compute a variance
+        raise ConfigError(
+            f"batch_size={batch_size} over {world_size} process(es) x {accumulation_steps} "
+            "accumulation step(s) leaves one image per micro-batch, and batch norm needs two; "
+            f"use at most accumulation_steps={max(batch_size // (2 * world_size), 1)}."
+        )
     return batch_size // parts
 
 

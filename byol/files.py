@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from byol.errors import CheckpointError
+from byol.errors import ByolError, CheckpointError
 
+log = logging.getLogger(__name__)
 _CHUNK = 1 << 22
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
 os.umask(_UMASK)
@@ -87,3 +90,54 @@ def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files left by a process killed while writing (one run per folder)."""
     for stale in Path(folder).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+def expand_home(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a home that cannot be found (an
+    unknown user, no $HOME) is a ByolError naming the path rather than torch's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        head = str(path).split("/")[0]
+        raise ByolError(
+            f"{str(path)!r} starts with {head!r}, but that home folder cannot be found (no such "
+            "user, or $HOME unset); write the path out in full."
+        ) from None
+
+
+def set_aside(path: Path, problem: str) -> Path:
+    """Rename a file of ours that cannot be used to ``<name>.unreadable`` (``.unreadable-2``...
+    when taken), saying so in one line: a fresh file is then written in its place, and the old
+    one is kept to look at."""
+    path = Path(path)
+    aside, count = path.with_name(f"{path.name}.unreadable"), 1
+    while aside.exists():
+        count += 1
+        aside = path.with_name(f"{path.name}.unreadable-{count}")
+    os.replace(path, aside)
+    log.warning(
+        "byol: warning: %s %s; kept it as %s, a fresh one is written.", path, problem, aside
+    )
+    return aside
+
+
+def read_json(path: Path, valid: Callable[[Any], bool], shape: str) -> Any | None:
+    """The JSON in ``path`` when it parses and ``valid`` accepts it; None when there is no such
+    file, or when it is unreadable or of another shape (it is then set aside, see ``set_aside``;
+    ``shape`` says what it should hold)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ByolError(f"{path} is a folder where a file belongs; move it away.") from None
+    try:
+        value = json.loads(text)
+    except ValueError:  # not UTF-8 (UnicodeDecodeError) or not JSON
+        set_aside(path, "is not readable JSON")
+        return None
+    if not valid(value):
+        set_aside(path, f"does not hold {shape}")
+        return None
+    return value

@@ -132,7 +132,17 @@ def open_loggers(run_dir: Path, text: str, config: dict[str, Any] | None = None)
     """The loggers ``text`` names, each given the resolved config."""
     kinds = {"tensorboard": TensorBoardLogger, "mlflow": MLflowLogger, "wandb": WandbLogger}
     opened = []
-    for name in parse_loggers(text):
+    names = parse_loggers(text)
+    try:  # the loggers encode the folder's path as UTF-8 and fail on bytes that are not
+        str(run_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        if names:
+            raise ConfigError(
+                f"the run folder {str(run_dir).encode('utf-8', 'surrogateescape')!r} has a name "
+                f"that is not UTF-8, where {', '.join(names)} cannot write; rename it, or log "
+                "to metrics.jsonl alone with --set loggers=none."
+            ) from None
+    for name in names:
         try:
             logger = kinds[name](run_dir)
         except ImportError:  # tensorboard is a dependency; tolerate its absence in minimal envs

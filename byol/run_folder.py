@@ -20,6 +20,7 @@ from typing import Any
 from byol.config import Config, from_dict, resume_changes
 from byol.errors import CheckpointError
 from byol.files import atomic_write as atomic_write  # re-exported: run files are written here
+from byol.files import read_json, set_aside
 from byol.files import remove_stale_temporaries as remove_stale_temporaries
 from byol.files import write_bytes as write_bytes
 from byol.files import write_json as write_json
@@ -52,20 +53,30 @@ def save_config(run_dir: Path, config: Config) -> None:
     write_json(Path(run_dir) / CONFIG, config.to_dict())
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl as a list of records; a line cut short by a killed process is skipped."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+def _parse_metrics(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """(the records of metrics.jsonl, how many of its lines are not records). A last line cut
+    short by a killed process is no fault: it is dropped without counting."""
+    lines = data.split(b"\n")[:-1]  # after the last newline: nothing, or a line cut short
+    records, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+        except ValueError:  # not JSON, or not UTF-8
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
             records.append(record)
-    return records
+        else:
+            bad += 1
+    return records, bad
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as a list of records; lines that are not records are left out."""
+    path = Path(run_dir) / METRICS
+    return _parse_metrics(path.read_bytes())[0] if path.is_file() else []
 
 
 class MetricsLog:
@@ -84,8 +95,11 @@ class MetricsLog:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
+            records, bad = _parse_metrics(self.path.read_bytes())
+            if bad:  # kept as it was, to look at; the records in it carry on
+                set_aside(self.path, f"holds {bad} line(s) that are not metrics records")
             # Records written after the checkpoint we resume from will be written again.
-            kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step]
+            kept = [r for r in records if r["step"] <= resume_step]
             write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")
         names = config.runtime.loggers if config is not None else "tensorboard"
@@ -121,13 +135,9 @@ class MetricsLog:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """summary.json of a finished run, None when there is none (yet) or it is unreadable."""
-    path = Path(run_dir) / SUMMARY
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    """summary.json of a finished run, None when there is none (yet); one unreadable or of
+    another shape is set aside (``files.read_json``) and None returned."""
+    return read_json(Path(run_dir) / SUMMARY, lambda value: isinstance(value, dict), "an object")
 
 
 def check_resumable(checkpoint: dict[str, Any], config: Config, source: Path) -> None:

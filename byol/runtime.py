@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import os
 import resource
+import shutil
+import subprocess
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -15,10 +20,28 @@ from byol.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` means here; one this build or machine lacks is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA device is visible; use --set device=cpu.")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = (
+                "this PyTorch build has no CUDA"
+                if torch.version.cuda is None
+                else "none is visible"
+            )
+            raise ConfigError(f"device={name!r} but {why}; use --set device=cpu (or auto).")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name!r} but {torch.cuda.device_count()} CUDA device(s) are visible "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); choose one of them."
+            )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "device='mps' but this PyTorch build or machine has no MPS (Apple GPU) support; "
+            "use --set device=cpu (or auto)."
+        )
     return torch.device(name)
 
 
@@ -68,6 +91,60 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if device_precision(device, precision) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def check_parallelism(threads: int, num_workers: int) -> None:
+    """Refuse counts of threads or DataLoader workers far beyond this machine's cores: OpenMP
+    allocates state per thread up front (two billion threads abort the process) and each worker
+    is a process of its own."""
+    cores = os.cpu_count() or 1
+    most = max(4 * cores, 32)
+    for name, count in (("threads", threads), ("num_workers", num_workers)):
+        if count > most:
+            raise ConfigError(
+                f"runtime.{name}={count} is far more than the {cores} CPU cores here; use at "
+                f"most {most} (--set {name}=N)."
+            )
+
+
+def apply_threads(threads: int, num_workers: int) -> None:
+    """Use ``threads`` intra-op threads (0: torch's default), once ``check_parallelism`` passes."""
+    check_parallelism(threads, num_workers)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def compile_blocker(device: torch.device) -> str | None:
+    """What torch.compile would lack on ``device``, found without compiling anything (None:
+    nothing): its generated code is built with a C/C++ compiler against the Python headers (and
+    on CUDA by triton), and without them it fails only after minutes of tracing."""
+    headers = Path(sysconfig.get_path("include")) / "Python.h"
+    if not headers.is_file():
+        return f"the Python headers ({headers} is missing; install python3-dev or alike)"
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "triton (pip install triton)"
+        names, what = [os.environ.get("CC", ""), "gcc", "cc", "clang"], "a working C compiler"
+    elif device.type == "cpu":
+        names, what = [os.environ.get("CXX", ""), "g++", "c++", "clang++"], "a working C++ compiler"
+    else:
+        return None
+    if not any(_runs(name) for name in names):
+        variable = "$CC" if device.type == "cuda" else "$CXX"
+        return f"{what} (none of {', '.join(names[1:])} or {variable} runs)"
+    return None
+
+
+def _runs(command: str) -> bool:
+    """Whether ``command --version`` runs and succeeds (milliseconds)."""
+    words = command.split()
+    if not words or shutil.which(words[0]) is None:
+        return False
+    try:
+        done = subprocess.run([*words, "--version"], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def peak_memory_mb() -> float:

@@ -319,23 +319,29 @@ def test_eval_set_dataset_evaluates_that_dataset(run_dir, tmp_path, capsys):
     assert f"transfer to {target}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("damage", ["results_not_json", "results_a_list", "subset_truncated"])
-def test_corrupt_results_and_label_subsets_end_in_one_line(run_dir, tmp_path, capsys, damage):
+@pytest.mark.parametrize("damage", ["results_not_json", "results_a_list"])
+def test_corrupt_results_are_set_aside_and_written_afresh(run_dir, tmp_path, capsys, damage):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("results.*"))
-    args = ["eval", "finetune", str(copy), "--set", "finetune_epochs=1,1"]
-    if damage == "subset_truncated":
-        assert main(["eval", "knn", str(copy), "--set", "knn_ks=5"]) == 0
-        folder = copy / "subsets"
-        folder.mkdir(exist_ok=True)
-        (folder / "data-1pct-seed0.npy").write_bytes(b"\x93NUMPY")  # cut short
-        (folder / "data-1pct-seed0.json").write_text('{"train_size": 300}')
-    else:
-        text = "{not json" if damage == "results_not_json" else "[1, 2]"
-        (copy / "results.json").write_text(text)
-        args = ["eval", "knn", str(copy), "--set", "knn_ks=5"]
+    text = "{not json" if damage == "results_not_json" else "[1, 2]"
+    (copy / "results.json").write_text(text)
+    assert main(["eval", "knn", str(copy), "--set", "knn_ks=5"]) == 0
+    assert (copy / "results.json.unreadable").read_text() == text  # the old one, kept
+    tables = json.loads((copy / "results.json").read_text())["datasets"]
+    assert [list(rows["byol"]) for rows in tables.values()] == [["knn5_top1", "knn5_top5"]]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_corrupt_label_subset_ends_in_one_line(run_dir, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("results.*"))
+    assert main(["eval", "knn", str(copy), "--set", "knn_ks=5"]) == 0
+    folder = copy / "subsets"
+    folder.mkdir(exist_ok=True)
+    (folder / "data-1pct-seed0.npy").write_bytes(b"\x93NUMPY")  # cut short
+    (folder / "data-1pct-seed0.json").write_text('{"train_size": 300}')
     capsys.readouterr()
-    assert main(args) == 2
+    assert main(["eval", "finetune", str(copy), "--set", "finetune_epochs=1,1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "delete" in err, err
 

@@ -271,7 +271,46 @@ def _momentum_reshaped(state: dict) -> None:
     buffers[first]["momentum_buffer"] = torch.zeros(1)
 
 
+def _replace_weight(make):  # noqa: ANN001, ANN202
+    def craft(state: dict) -> None:
+        key = _first(state, "conv1.weight")
+        state["model"][key] = make(state["model"][key])
+
+    return craft
+
+
+def _momentum(make):  # noqa: ANN001, ANN202
+    def craft(state: dict) -> None:
+        entries = next(iter(state["optimizer"]["state"].values()))
+        entries["momentum_buffer"] = make(entries["momentum_buffer"])
+
+    return craft
+
+
+def _group(change):  # noqa: ANN001, ANN202
+    def craft(state: dict) -> None:
+        change(state["optimizer"]["param_groups"][0])
+
+    return craft
+
+
 CRAFTED = {
+    "weight_on_the_meta_device": _replace_weight(lambda t: torch.empty_like(t, device="meta")),
+    "weight_sparse": _replace_weight(lambda t: t.to_sparse()),
+    "weight_in_float64": _replace_weight(lambda t: t.double()),
+    "momentum_as_text": _momentum(lambda t: "0.9"),
+    "momentum_sparse": _momentum(lambda t: t.to_sparse()),
+    "momentum_on_the_meta_device": _momentum(lambda t: torch.empty_like(t, device="meta")),
+    "momentum_in_float16": _momentum(lambda t: t.half()),
+    "lr_as_text": _group(lambda g: g.update(lr="0.1")),
+    "momentum_setting_as_text": _group(lambda g: g.update(momentum="0.9")),
+    "momentum_setting_missing": _group(lambda g: g.pop("momentum")),
+    "weight_decay_a_list": _group(lambda g: g.update(weight_decay=[0.0])),
+    "group_a_list": lambda s: s["optimizer"].update(param_groups=[[1, 2]]),
+    "state_of_no_parameter": lambda s: s["optimizer"]["state"].update({10**6: {}}),
+    "state_entries_a_list": lambda s: s["optimizer"]["state"].update(
+        {next(iter(s["optimizer"]["state"])): [1]}
+    ),
     "step_is_text": lambda s: s.update(step="5"),
     "step_is_a_list": lambda s: s.update(step=[1]),
     "step_negative": lambda s: s.update(step=-3),

@@ -17,7 +17,10 @@ import argparse
 import errno
 import sys
 
-from byol.errors import ByolError, RunInterrupted, one_line
+from byol.errors import ByolError, RunInterrupted, allocation_failure, one_line
+
+# What each command's memory scales with, named when it runs out of memory (set by its parser).
+DEFAULT_MEMORY_HINT = "lower --set eval_batch_size (or data.image_size)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +46,25 @@ def _os_error(error: OSError) -> str:
     return f"{error.strerror or error} ({where}); check the path and its permissions."
 
 
+def _runtime_error(error: BaseException, memory_hint: str) -> str | None:
+    """One line for the failures a user's settings or machine cause deep inside torch: an
+    allocation too large, and torch.compile failing; None for any other error (a bug: its
+    traceback is the report)."""
+    requested = allocation_failure(error)
+    if requested is not None:
+        asked = f" (an allocation of {requested})" if requested else ""
+        return f"out of memory{asked}; {memory_hint}."
+    if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        first = one_line(error).split("\\n")[0][:200]
+        return f"torch.compile failed ({first}); run without it: --set compile=false."
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A path that is not UTF-8 (legal on POSIX) is printed escaped, as stderr prints it, instead
+    # of failing to encode under a strict UTF-8 locale.
+    if callable(getattr(sys.stdout, "reconfigure", None)):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         parser = build_parser()
     except KeyboardInterrupt:
@@ -65,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:  # a path the user gave: missing, a file, read-only, full disk
         print(f"byol: error: {_os_error(error)}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as error:
+        line = _runtime_error(error, getattr(args, "memory_hint", DEFAULT_MEMORY_HINT))
+        if line is None:
+            raise
+        print(f"byol: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("byol: interrupted.", file=sys.stderr)

@@ -98,7 +98,10 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="output folder (default: runs/ablations/<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_ablate)
+    p.set_defaults(
+        func=cmd_ablate,
+        memory_hint="lower --set batch_size or image_size, or raise accumulation_steps",
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -119,7 +122,10 @@ def add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="added to every table")
     p.add_argument("--out", help="output folder (default: runs/reproduce)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(
+        func=cmd_reproduce,
+        memory_hint="lower --set batch_size or image_size, or raise accumulation_steps",
+    )
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -134,4 +140,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "(finetune)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(
+        func=cmd_eval,
+        memory_hint="lower --set eval_batch_size (features), finetune_batch_size or "
+        "linear_batch_size",
+    )

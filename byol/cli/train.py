@@ -11,7 +11,7 @@ from pathlib import Path
 from byol import settings
 from byol.config import METHODS, Config, apply_overrides
 from byol.distributed import env_rank
-from byol.errors import ByolError
+from byol.errors import ByolError, OutOfMemory, allocation_failure
 from byol.presets import PRESETS, configure
 
 DEFAULT_PRESET = "fashion-mnist"
@@ -57,7 +57,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             f"{run_dir} already holds a run; continue it with `byol pretrain --resume {run_dir}` "
             "or choose another folder with --run-dir."
         )
-    result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
+    try:
+        result = pretrain(config, run_dir, resume=resume, quiet=args.quiet)
+    except (RuntimeError, MemoryError) as error:
+        requested = allocation_failure(error)
+        if requested is None:
+            raise
+        raise OutOfMemory(_out_of_memory(config, run_dir, requested)) from None
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
     if result.already_finished:
@@ -90,6 +96,24 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out_of_memory(config: Config, run_dir: Path, requested: str) -> str:
+    """What to lower when training ran out of memory; the checkpoints written are kept."""
+    from byol.checkpoint import has_checkpoint
+
+    asked = f" (an allocation of {requested})" if requested else ""
+    more = 2 * config.optim.accumulation_steps
+    lower = (
+        f"lower optim.batch_size or data.image_size, or split each batch into more "
+        f"micro-batches (--set accumulation_steps={more})"
+    )
+    if has_checkpoint(run_dir):
+        return (
+            f"out of memory while training{asked}; {lower}. The last checkpoint was kept: "
+            f"`byol pretrain --resume {run_dir} --set accumulation_steps={more}` continues it."
+        )
+    return f"out of memory while training{asked}; {lower}."
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     for name in PRESETS:
         print(name)
@@ -99,8 +123,39 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     config = configure(args.preset, args.set or [], getattr(args, "method", None))
     config.validate()
+    if args.check:
+        print(_check_here(config))
+        return 0
     print(json.dumps(config.to_dict(), indent=2) if args.json else settings.describe(config))
     return 0
+
+
+def _check_here(config: Config) -> str:
+    """What `byol pretrain` checks before it allocates anything, on this machine, in one process:
+    the device, the micro-batch, the memory of a training step and of the kNN monitor."""
+    from byol.config.memory import (
+        check_eval_memory,
+        check_training_memory,
+        device_memory,
+        training_estimate,
+    )
+    from byol.distributed import check_batch
+    from byol.errors import memory_text
+    from byol.runtime import check_parallelism, resolve_device, resolve_precision
+
+    check_parallelism(config.runtime.threads, config.runtime.num_workers)
+    device = resolve_device(config.runtime.device)
+    micro = check_batch(config.optim.batch_size, 1, config.optim.accumulation_steps)
+    c = config
+    precision = resolve_precision(
+        device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
+    )
+    check_training_memory(config, device, micro, precision)
+    check_eval_memory(config, device, config.monitor.eval_batch_size)
+    need = memory_text(training_estimate(config, micro, precision).total)
+    available = device_memory(device)
+    have = f" of the {memory_text(available)} of {device}" if available else f" on {device}"
+    return f"fits: a training step needs about {need}{have} (micro-batches of {micro} images)."
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -155,6 +210,12 @@ def add_catalog(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=list(METHODS), help="the same as --set method=NAME")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="the config.json a run would save")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check what a run checks before it starts, on this machine: the device, the "
+        "batch split, the memory it needs (one line)",
+    )
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(

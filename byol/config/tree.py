@@ -108,7 +108,7 @@ def _runtime(default: Any, help: str, *, resumable: bool = True, **rule: Any) ->
 @dataclass(frozen=True)
 class RuntimeSettings:
     device: str = _runtime(
-        "auto", "auto | cpu | cuda | cuda:N", pattern=r"auto|cpu|cuda|cuda:[0-9]+|mps"
+        "auto", "auto | cpu | cuda | cuda:N | mps", pattern=r"auto|cpu|cuda|cuda:[0-9]+|mps"
     )
     precision: str = _runtime(
         "auto",

@@ -29,8 +29,6 @@ folder; anything else is a path to a folder of images.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from byol.data import cifar10_jpeg, folders, idx, torchvision_sets
 from byol.data.decode import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, decode_image
 from byol.data.idx import FASHION_MNIST_CLASSES, read_idx
@@ -48,6 +46,7 @@ from byol.data.source import (
 from byol.data.subsets import labelled, subset, subset_indices
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
+from byol.files import expand_home
 
 # Every source by name; "folder" and anything that is not a name are image folders.
 SOURCES: dict[str, Registered] = {
@@ -95,14 +94,14 @@ def load_datasets(
     key = _key(name)
     entry = SOURCES.get(key)
     if entry is None:
-        path = Path(name).expanduser()
+        path = expand_home(name)
         if not path.exists():
             raise DatasetNotFoundError(
                 f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
                 "existing image folder; check the path."
             )
         return folders.load_folder(path, in_memory, strict)
-    path = Path(data_dir).expanduser() if data_dir else None
+    path = expand_home(data_dir) if data_dir else None
     return entry.load(LoadRequest(key, path, download, in_memory, strict))
 
 

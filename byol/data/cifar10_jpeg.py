@@ -26,7 +26,7 @@ from byol.data.source import LoadRequest, Registered, Source, Splits
 from byol.data.tensors import TensorImageDataset
 from byol.data.torchvision_sets import CIFAR10_STATS
 from byol.errors import DatasetError, DatasetNotFoundError
-from byol.files import atomic_write
+from byol.files import atomic_write, expand_home
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _locate_cifar10_jpeg(
     looked = [cache]
     shared = os.environ.get("BYOL_SHARED_DIR")
     if shared:
-        looked.append(Path(shared).expanduser() / "datasets" / CIFAR10_JPEG_TARBALL)
+        looked.append(expand_home(shared) / "datasets" / CIFAR10_JPEG_TARBALL)
     for tarball in looked[1:]:
         if tarball.is_file():
             return None, tarball, looked

@@ -36,6 +36,7 @@ from byol.data.decode import (
 from byol.data.source import IndexableSource, Item, Transform
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
+from byol.files import expand_home
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ImageFolderDataset(IndexableSource):
         classes: list[str] | None = None,
         strict: bool = False,
     ) -> None:
-        self.root = Path(root).expanduser()
+        self.root = expand_home(root)
         self.transform = transform
         self.strict = strict
         self.unreadable: list[tuple[Path, str]] = []  # found so far, in this process

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from byol.files import expand_home
+
 
 @dataclass
 class DatasetInfo:
@@ -21,10 +23,10 @@ class DatasetInfo:
 
 def _cache_root() -> Path:
     env = os.environ.get("BYOL_DATA_DIR")
-    return Path(env).expanduser() if env else Path("~/.cache/byol").expanduser()
+    return expand_home(env) if env else expand_home("~/.cache/byol")
 
 
 def default_data_dir() -> Path:
     """Where torchvision datasets are stored: $BYOL_DATA_DIR, else ~/.cache/byol/data."""
     env = os.environ.get("BYOL_DATA_DIR")
-    return Path(env).expanduser() if env else Path("~/.cache/byol/data").expanduser()
+    return expand_home(env) if env else expand_home("~/.cache/byol/data")

@@ -41,7 +41,7 @@ class EvalSettings:
     finetune_lr: float = setting(0.05, "fine-tuning: learning rate", above=0.0)
     finetune_batch_size: int = setting(64, "fine-tuning: batch", low=2)
     finetune_weight_decay: float = setting(5e-4, "fine-tuning: weight decay", low=0.0)
-    train_crop_scale: tuple[float, ...] = setting(
+    train_crop_scale: tuple[float, float] = setting(
         (0.08, 1.0),
         "fine-tuning and paper probe: crop scale range",
         above=0.0,
@@ -69,14 +69,18 @@ def split_overrides(overrides: list[str]) -> tuple[EvalSettings, list[str]]:
     rest = [item for item in overrides if item not in mine]
     result = settings.apply_overrides(defaults, mine, "evaluation setting")
     settings.check_rules(result)
-    for fractions, epochs in (
-        (result.label_fractions, result.finetune_epochs),
-        (result.transfer_fractions, result.transfer_epochs),
+    for names, fractions, epochs in (
+        (("label_fractions", "finetune_epochs"), result.label_fractions, result.finetune_epochs),
+        (
+            ("transfer_fractions", "transfer_epochs"),
+            result.transfer_fractions,
+            result.transfer_epochs,
+        ),
     ):
         if len(fractions) != len(epochs) or not all(0 < f <= 1 for f in fractions):
             raise ConfigError(
-                f"label fractions {fractions} must lie in (0, 1] and come with one epoch count "
-                f"each (got {epochs}); set both, e.g. label_fractions=0.01,0.1 "
-                "finetune_epochs=30,15."
+                f"{names[0]}={','.join(map(str, fractions))} must lie in (0, 1] and come with one "
+                f"count of {names[1]} each (got {','.join(map(str, epochs))}); set both, e.g. "
+                f"{names[0]}=0.01,0.1 {names[1]}=30,15."
             )
     return result, rest

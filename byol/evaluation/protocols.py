@@ -27,7 +27,7 @@ from byol.evaluation.features import cached_features, extract_features
 from byol.evaluation.knn import knn_evaluate
 from byol.evaluation.results import fraction_tag, update_results
 from byol.evaluation.source import EncoderSource
-from byol.runtime import resolve_device, resolve_precision
+from byol.runtime import apply_threads, resolve_device, resolve_precision
 from byol.views.per_image import EvalTransform
 
 
@@ -42,8 +42,7 @@ class Evaluation:
         self.config, self.pretrained_on = self.source.config, self.source.pretrained_on
         # --dataset, else --set dataset=..., else the dataset the encoder was pretrained on
         self.dataset = dataset or self.config.data.dataset
-        if self.config.runtime.threads:
-            torch.set_num_threads(self.config.runtime.threads)
+        apply_threads(self.config.runtime.threads, self.config.runtime.num_workers)
         self.device = resolve_device(self.config.runtime.device)
         c = self.config
         # Resolved once, by the rule training uses, for every protocol below.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from byol.config import METHODS as PRETRAINED_WITH  # the pretrained encoder's row is its method
-from byol.errors import ByolError
+from byol.files import read_json
 from byol.run_folder import RESULTS_JSON, RESULTS_MD, write_text
 
 METHODS = {
@@ -34,19 +34,25 @@ def fraction_tag(fraction: float) -> str:
     return f"{round(fraction * 100, 6):g}pct"
 
 
+def _is_results(value: Any) -> bool:
+    """{"datasets": {dataset: {method: {column: value}}}, ...}: the shape update_results writes."""
+    if not isinstance(value, dict) or not isinstance(value.get("datasets"), dict):
+        return False
+    if not all(isinstance(value.get(k, ""), str) for k in ("pretrained_on", "pretrained_with")):
+        return False
+    tables = value["datasets"].values()
+    return all(
+        isinstance(rows, dict) and all(isinstance(v, dict) for v in rows.values())
+        for rows in tables
+    )
+
+
 def load_results(out_dir: Path) -> dict[str, Any]:
-    path = Path(out_dir) / RESULTS_JSON
-    if not path.is_file():
-        return {"datasets": {}}
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ByolError(
-            f"{path} is not readable JSON ({error}); delete it and run `byol eval` again."
-        ) from None
-    if not isinstance(results, dict) or not isinstance(results.get("datasets"), dict):
-        raise ByolError(f"{path} is not a byol results file; delete it and run `byol eval` again.")
-    return results
+    """results.json of ``out_dir``; none yet, or one unreadable or of another shape (set aside
+    as results.json.unreadable, saying so in one line), is an empty table."""
+    shape = "byol results ({'datasets': {dataset: {method: {column: value}}}})"
+    results = read_json(Path(out_dir) / RESULTS_JSON, _is_results, shape)
+    return results if results is not None else {"datasets": {}}
 
 
 def update_results(

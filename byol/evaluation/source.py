@@ -15,8 +15,10 @@ from byol import run_folder, settings
 from byol.backbones import build_backbone, format_kwargs, is_timm
 from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
 from byol.config import Config, apply_overrides
+from byol.config.memory import check_eval_memory
 from byol.errors import ByolError, CheckpointError
 from byol.presets import PRESETS, preset
+from byol.runtime import resolve_device
 
 
 class EncoderSource:
@@ -49,6 +51,8 @@ class EncoderSource:
         self.pretrained_on = config.data.dataset if saved else "an unknown dataset"
         self.config = apply_overrides(config, overrides)
         self.config.validate()
+        c = self.config
+        check_eval_memory(c, resolve_device(c.runtime.device), c.monitor.eval_batch_size)
         self._pretraining_dataset = config.data.dataset  # before --set
         self._data_dir_set = "data_dir" in {settings.split_item(item)[0] for item in overrides}
         self._sha: str | None = None

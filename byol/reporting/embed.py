@@ -18,11 +18,13 @@ from byol import run_folder
 from byol.backbones import format_kwargs, is_timm
 from byol.checkpoint import encoder_metadata, load_encoder, timm_kwargs
 from byol.config import Config, apply_overrides
+from byol.config.memory import check_eval_memory
 from byol.data import ImageFolderDataset, known_stats
 from byol.data.decode import UnreadableImage, decode_image
 from byol.data.images import folder_stats
 from byol.errors import ByolError, CheckpointError
 from byol.evaluation.features import extract_features
+from byol.files import expand_home
 from byol.runtime import resolve_device, resolve_precision
 from byol.views.per_image import EvalTransform
 
@@ -75,9 +77,10 @@ def encoder_source(source: str | Path, overrides: list[str] | None = None) -> En
             kwargs = timm_kwargs(meta)
             size = int(kwargs.pop("img_size", config.data.image_size))
             config = config.replace(backbone_kwargs=format_kwargs(kwargs), image_size=size)
-        config.model.cifar_stem = meta.get("cifar_stem") == "true"
+        config = config.replace(cifar_stem=meta.get("cifar_stem") == "true")
     config = apply_overrides(config, overrides or [])
     config.validate()
+    check_eval_memory(config, resolve_device(config.runtime.device), config.monitor.eval_batch_size)
     return EncoderSource(encoder_path, out_dir, config, saved.is_file())
 
 
@@ -108,7 +111,7 @@ def embed(
     """Write ``embeddings.npy`` (N x D float32), ``files.txt`` (row i's path, relative to
     ``folder``), ``embed.json`` (what made them) and, with pyarrow, ``embeddings.parquet``."""
     src = encoder_source(source, overrides)
-    root = Path(folder).expanduser()
+    root = expand_home(folder)
     images = ImageFolderDataset(root)
     c = src.config
     mean, std = _pretraining_stats(c, images)
@@ -149,7 +152,7 @@ def _pretraining_stats(config: Config, images: ImageFolderDataset) -> tuple:
     known = known_stats(config.data.dataset)
     if known is not None:
         return known
-    trained_on = Path(config.data.dataset).expanduser()
+    trained_on = expand_home(config.data.dataset)
     if (trained_on / "train").is_dir():
         trained_on = trained_on / "train"
     source = ImageFolderDataset(trained_on) if trained_on.is_dir() else images

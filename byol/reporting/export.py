@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from byol import run_folder
 from byol.data import ImageFolderDataset, Source
 from byol.evaluation.protocols import Evaluation, safe_name
+from byol.files import expand_home
 
 
 def _sources(dataset: Source, name: str, split: str, classes: list[str], count: int) -> list[str]:
@@ -23,7 +24,7 @@ def _sources(dataset: Source, name: str, split: str, classes: list[str], count: 
     (cheap: no decoding) recovers each item's path.
     """
     files = dataset.files()
-    root = Path(name).expanduser()
+    root = expand_home(name)
     if files is None and root.is_dir():
         if split == "train":
             folder = root / "train" if (root / "train").is_dir() else root

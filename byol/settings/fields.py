@@ -8,6 +8,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# What a setting can hold at most when its rule names no upper bound: the numbers a run hands to
+# torch become float32 or int32 (learning rates, widths, counts of threads), and beyond these they
+# overflow there, far from the setting that caused it.
+FLOAT_LIMIT = 3.4028234663852886e38  # float32's largest finite value
+INT_LIMIT = 2**31 - 1
+
+
+def type_limit(value: Any) -> float | None:
+    """The upper bound of a value's type when its rule has none: float32's or int32's."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return FLOAT_LIMIT
+    return INT_LIMIT if isinstance(value, int) else None
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -25,8 +40,9 @@ class Rule:
     nonempty: bool = False
     prefix: str | None = None
 
-    def valid(self) -> str:
-        """What is valid, in words."""
+    def valid(self, value: Any = None) -> str:
+        """What is valid, in words (with the bound of ``value``'s type where the rule has
+        none)."""
         if self.choices is not None:
             other = f", or {self.prefix}<name>" if self.prefix else ""
             return f"one of {', '.join(map(str, self.choices))}{other}"
@@ -39,8 +55,10 @@ class Rule:
             parts.append(f"> {self.above:g}")
         if self.low is not None:
             parts.append(f">= {self.low:g}")
-        if self.high is not None:
-            parts.append(f"<= {self.high:g}")
+        element = value[0] if isinstance(value, tuple) and value else value
+        high = self.high if self.high is not None else type_limit(element)
+        if high is not None:
+            parts.append(f"<= {high:g}" if isinstance(high, float) else f"<= {high}")
         words = " and ".join(parts) or "any value"
         return f"{words}, low <= high" if self.ordered else words
 
@@ -57,7 +75,10 @@ class Rule:
         for v in values:
             if self.low is not None and v < self.low:
                 return False
-            if self.high is not None and v > self.high:
+            high = self.high if self.high is not None else type_limit(v)
+            if high is not None and v > high:
+                return False
+            if isinstance(v, float) and v < -FLOAT_LIMIT:
                 return False
             if self.above is not None and v <= self.above:
                 return False

@@ -169,7 +169,9 @@ def check_rules(tree: Any) -> None:
     is valid."""
     for leaf in leaves(tree):
         if not leaf.rule.accepts(leaf.value):
-            raise ConfigError(f"{leaf.path}={leaf.value!r} is out of range: {leaf.rule.valid()}.")
+            raise ConfigError(
+                f"{leaf.path}={leaf.value!r} is out of range: {leaf.rule.valid(leaf.value)}."
+            )
 
 
 def describe(tree: Any) -> str:

@@ -5,9 +5,12 @@ weight decay, then trust ratio, then momentum.
 """
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
+
+from byol.checkpoint import wrong_kind
 
 # Tokens and embeddings a transformer adds to its input: like biases, they set offsets, not a
 # scale that weight decay should shrink or a trust ratio should measure.
@@ -128,3 +131,78 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}; choose lars, sgd or adamw")
+
+
+def _same_kind(saved: Any, fresh: Any) -> bool:
+    """Whether a saved hyper-parameter is of the kind this optimizer's own one is (a number for
+    a number, a pair of numbers for Adam's betas...): a string where a momentum belongs would
+    load, then fail at the first step."""
+    if isinstance(fresh, bool) or fresh is None or isinstance(fresh, str):
+        return type(saved) is type(fresh)
+    if isinstance(fresh, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool)
+    if isinstance(fresh, (tuple, list)):
+        return (
+            isinstance(saved, (tuple, list))
+            and len(saved) == len(fresh)
+            and all(map(_same_kind, saved, fresh))
+        )
+    if torch.is_tensor(fresh):
+        return torch.is_tensor(saved) and wrong_kind(saved, fresh) is None
+    return True  # a kind we do not know of: load_state_dict's own checks apply
+
+
+def _state_value_problem(name: str, value: Any, parameter: torch.Tensor) -> str | None:
+    """Why an optimizer's state entry of ``parameter`` is unusable (None: it is usable)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return None  # SGD's momentum buffer is None without momentum; Adam's step may be a number
+    if not torch.is_tensor(value):
+        return f"an optimizer {name} that is a {type(value).__name__}, not a tensor or a number"
+    if not value.dim():  # a counter (Adam's step): a number of any dtype
+        why = wrong_kind(value, value.new_empty(()))
+    else:
+        why = wrong_kind(value, parameter)
+        if why is None and value.shape != parameter.shape:
+            why = f"of shape {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}"
+    return f"an optimizer {name} that is {why}" if why else None
+
+
+def optimizer_state_problem(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
+    """What makes ``saved`` unfit to be ``optimizer``'s state (None: nothing). Checked before
+    ``load_state_dict``, which checks neither kinds nor shapes: every hyper-parameter of every
+    group of the same kind as this optimizer's, every state tensor dense and strided, of its
+    parameter's dtype and shape."""
+    fresh = optimizer.state_dict()
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        return "no optimizer state"
+    groups = saved.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
+        return "the state of another optimizer (other parameter groups)"
+    parameters: dict[Any, torch.Tensor] = {}
+    fills_flags = type(optimizer).__setstate__ is not torch.optim.Optimizer.__setstate__
+    for live, own, group in zip(optimizer.param_groups, fresh["param_groups"], groups, strict=True):
+        if not isinstance(group, dict):
+            return f"an optimizer parameter group that is a {type(group).__name__}"
+        for key, value in own.items():
+            if key == "params":
+                continue
+            if key not in group:
+                if fills_flags and (value is None or isinstance(value, bool)):
+                    continue  # a flag an older torch did not save: __setstate__ sets it
+                return f"an optimizer parameter group without its {key}"
+            if not _same_kind(group[key], value):
+                return f"an optimizer {key}={group[key]!r} where a value like {value!r} belongs"
+        ids = group.get("params")
+        if not isinstance(ids, list) or len(ids) != len(live["params"]):
+            return "the state of another optimizer (other parameters)"
+        parameters.update(zip(ids, live["params"], strict=True))
+    for key, entries in saved["state"].items():
+        if key not in parameters:
+            return f"optimizer state {key!r} for no parameter of this model"
+        if not isinstance(entries, dict):
+            return f"optimizer state {key!r} that is a {type(entries).__name__}, not a group"
+        for name, value in entries.items():
+            problem = _state_value_problem(str(name), value, parameters[key])
+            if problem:
+                return problem
+    return None

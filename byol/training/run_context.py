@@ -4,7 +4,9 @@ builds both, restoring the state from the newest checkpoint on --resume."""
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +15,16 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
+from tqdm.std import TqdmMonitorWarning
 
 from byol import distributed, run_folder
 from byol.config import Config
+from byol.config.memory import check_eval_memory, check_training_memory
 from byol.data import DatasetInfo, indexable, load_datasets, subset
 from byol.errors import ConfigError
 from byol.methods import Method
 from byol.run_folder import MetricsLog
-from byol.runtime import resolve_precision
+from byol.runtime import apply_threads, compile_blocker, resolve_precision
 from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs, Pairs, PerImageEpochs, ViewPairs, view_path
 from byol.training.monitor import KnnMonitor
@@ -35,6 +39,8 @@ from byol.training.train_state import (
 from byol.views.batched import batch_paper_views
 from byol.views.cropped import cropped_paper_views
 from byol.views.per_image import paper_views
+
+logger = logging.getLogger(__name__)
 
 
 class AlreadyFinished(Exception):  # noqa: N818 - a state, not an error
@@ -92,15 +98,17 @@ class RunContext:
             yield item
 
     def progress_bar(self, step: int, quiet: bool) -> tqdm:
-        return tqdm(
-            total=self.schedule.total_steps * self.config.optim.batch_size,
-            initial=step * self.config.optim.batch_size,
-            unit="img",
-            unit_scale=True,
-            desc="pretrain",
-            disable=quiet or not self.ranks.is_main,
-            dynamic_ncols=True,
-        )
+        with warnings.catch_warnings():  # short of memory for its monitor thread, tqdm says so
+            warnings.simplefilter("ignore", TqdmMonitorWarning)  # and works without it
+            return tqdm(
+                total=self.schedule.total_steps * self.config.optim.batch_size,
+                initial=step * self.config.optim.batch_size,
+                unit="img",
+                unit_scale=True,
+                desc="pretrain",
+                disable=quiet or not self.ranks.is_main,
+                dynamic_ncols=True,
+            )
 
 
 def _channels_last(pair: Pairs) -> Pairs:
@@ -118,15 +126,17 @@ def set_up(
             if summary.get("steps") == checkpoint["step"]:  # its newest checkpoint is its last
                 raise AlreadyFinished(summary)
     config.validate()
-    distributed.check_batch(
+    micro_batch = distributed.check_batch(
         config.optim.batch_size, ranks.world_size, config.optim.accumulation_steps
     )
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
     precision = resolve_precision(
         device, config.runtime.precision, config.data.image_size, config.model.cifar_stem
     )
+    # Before anything is allocated: a run that cannot fit is refused naming what to lower.
+    check_training_memory(config, device, micro_batch, precision, ranks.world_size)
+    check_eval_memory(config, device, config.monitor.eval_batch_size)  # the kNN monitor
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    apply_threads(config.runtime.threads, config.runtime.num_workers)
     train_set, monitor, views, info = _data(config, ranks, device, precision)
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
@@ -220,6 +230,9 @@ def _place(
     method.to(device)
     if config.runtime.channels_last:
         method.to(memory_format=torch.channels_last)
-    if config.runtime.compile:
+    missing = compile_blocker(device) if config.runtime.compile else None
+    if missing:
+        logger.warning("byol: warning: torch.compile needs %s; training without it.", missing)
+    elif config.runtime.compile:
         method.compile()  # in place: the state dict keeps its names, so checkpoints are portable
     return method, distributed.wrap(method, device)  # DDP over the online branch

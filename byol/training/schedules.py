@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from byol.config import Config
 
@@ -11,7 +12,7 @@ from byol.config import Config
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warm-up from 0 to peak_lr over warmup_steps, then cosine decay to 0 at total_steps."""
     if step < warmup_steps:
-        return peak_lr * step / warmup_steps
+        return peak_lr * (step / warmup_steps)  # int / int: exact for any count of steps
     decay_steps = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / decay_steps, 1.0)
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -32,6 +33,12 @@ def target_tau(step: int, total_steps: int, tau_base: float, schedule: str = "co
 def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
     """The paper's linear scaling rule: lr = base_lr * batch_size / 256."""
     return base_lr * batch_size / 256
+
+
+def steps_of(epochs: float, steps_per_epoch: int) -> int:
+    """``epochs`` in whole steps, rounded to the nearest, computed exactly: a float product
+    would overflow to inf for a huge count of epochs (Python's integers do not)."""
+    return round(Fraction(epochs) * steps_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,8 @@ class Schedule:
         return cls(
             steps_per_epoch,
             total_steps,
-            max(total_steps, int(round(steps_per_epoch * config.schedule.schedule_epochs))),
-            int(round(config.schedule.warmup_epochs * steps_per_epoch)),
+            max(total_steps, steps_of(config.schedule.schedule_epochs, steps_per_epoch)),
+            steps_of(config.schedule.warmup_epochs, steps_per_epoch),
             scaled_learning_rate(config.optim.base_lr, config.optim.batch_size),
             config.schedule.tau_base,
             config.schedule.tau_schedule,

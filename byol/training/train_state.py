@@ -22,9 +22,10 @@ from byol import run_folder
 from byol.backbones import build_backbone
 from byol.checkpoint import load_latest_checkpoint, load_model_state, save_checkpoint
 from byol.config import Config
-from byol.errors import CheckpointError
+from byol.errors import CheckpointError, ConfigError
 from byol.methods import Method, build_method
-from byol.training.optim import build_optimizer
+from byol.settings.fields import FLOAT_LIMIT
+from byol.training.optim import build_optimizer, optimizer_state_problem
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ def build_model(config: Config) -> Method:
 
 def new_train_state(method: Method, config: Config, peak_lr: float) -> TrainState:
     """Step 0 of ``method`` (already on its device: the optimizer's state follows its weights)."""
+    largest = peak_lr * max([1.0, *method.lr_scales().values()])
+    if largest > FLOAT_LIMIT:  # the optimizer's step would overflow converting it to float32
+        raise ConfigError(
+            f"the peak learning rate would be {largest:.3g} (base_lr * batch_size / 256, times "
+            f"the largest lr scale), beyond float32's {FLOAT_LIMIT:.3g}; lower optim.base_lr."
+        )
     optimizer = build_optimizer(
         method,  # parameter groups skip the target: it has no gradients
         config.optim.optimizer,
@@ -103,6 +110,9 @@ def load_train_state(
     """``state`` (freshly built for this run) set to the checkpoint's, each part checked first:
     a mismatch is refused in one line naming ``source``."""
     load_model_state(state.method, checkpoint["model"], source)
+    problem = optimizer_state_problem(checkpoint["optimizer"], state.optimizer)
+    if problem:
+        raise CheckpointError(f"{source} holds {problem}; start a new run.")
     try:
         state.optimizer.load_state_dict(checkpoint["optimizer"])
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -113,13 +123,4 @@ def load_train_state(
             f"{source} is at step {step}, beyond this run's {total_steps} steps; resume from "
             "checkpoint-previous.pt or start a new run."
         )
-    optimizer = state.optimizer
-    for group in optimizer.param_groups:  # load_state_dict checks no shapes
-        for parameter in group["params"]:
-            for name, value in optimizer.state.get(parameter, {}).items():
-                if torch.is_tensor(value) and value.dim() and value.shape != parameter.shape:
-                    raise CheckpointError(
-                        f"{source} holds an optimizer {name} of shape {tuple(value.shape)} for "
-                        f"a parameter of shape {tuple(parameter.shape)}; start a new run."
-                    )
     state.step = step
