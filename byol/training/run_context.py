@@ -139,7 +139,7 @@ def set_up(
     train_set, monitor, views, info = _data(config, ranks, device, precision)
     schedule = Schedule.of(config, len(train_set))
     start_step = checkpoint["step"] if checkpoint is not None else 0
-    choices = _speed(config, ranks, device, precision, schedule.total_steps - start_step)
+    choices = speed_choices(config, ranks, device, precision, schedule.total_steps - start_step)
     choices = dataclasses.replace(
         choices, view_threads=views_threads(config, device, view_path(config, train_set))
     )
@@ -227,7 +227,7 @@ def _data(
     return train_set, monitor, views, info
 
 
-def _speed(
+def speed_choices(
     config: Config, ranks: distributed.Ranks, device: torch.device, precision: str, steps: int
 ) -> speed.SpeedChoices:
     """The speed switches for this run's shape (``byol/speed.py``), auto resolved."""
