@@ -13,6 +13,13 @@ rounds so that machine noise hits all of them alike. Each turn opens a fresh str
 timed), takes ``--warmup`` steps, then times ``--steps`` steps, split into: waiting for data, views
 made on the training device, copies (memory format), and the model step. On a CPU the step is
 synchronous, so its time is the step's own.
+
+Ours runs once per ``--channels-last`` value: ``off`` is as runs were before ``auto`` (contiguous,
+eager), ``auto`` what ``byol/speed`` chooses for a run of ``--run-steps`` steps (by default the
+preset's epochs over the images held). Every peer runs as its documentation gives it and, where
+ours chose channels_last or compile, again with the same switches. Every row reports its share of
+the step's peak: the step's FLOPs (FlopCounterMode, counted once eagerly) at the matrix-multiply
+rate measured on the same threads in its precision, against the time it took end to end.
 """
 
 from __future__ import annotations

@@ -138,8 +138,9 @@ def set_up(
     )
     train_set, monitor, views, info = _data(config, ranks, device, precision)
     schedule = Schedule.of(config, len(train_set))
-    start_step = checkpoint["step"] if checkpoint is not None else 0
-    choices = speed_choices(config, ranks, device, precision, schedule.total_steps - start_step)
+    # From the whole run's length, not the steps left: a resumed run lays out and compiles as
+    # the uninterrupted one did, so it computes the same to the last rounding.
+    choices = speed_choices(config, ranks, device, precision, schedule.total_steps)
     choices = dataclasses.replace(
         choices, view_threads=views_threads(config, device, view_path(config, train_set))
     )
@@ -230,7 +231,7 @@ def _data(
 def speed_choices(
     config: Config, ranks: distributed.Ranks, device: torch.device, precision: str, steps: int
 ) -> speed.SpeedChoices:
-    """The speed switches for this run's shape (``byol/speed.py``), auto resolved."""
+    """The speed switches for a run of ``steps`` steps of this shape (``byol/speed``)."""
     r, model = config.runtime, config.model
     shape = speed.RunShape(
         device_type=device.type,
