@@ -137,10 +137,20 @@ def measured_rows(results: list[dict], capability: str, source: str) -> str:
         needs = capability if r["precision"] == "bf16" and capability else ""
         rows.append(
             f'    Measured("cpu", "{r["kind"]}", ({r["size"]}, {r["size"]}), "{r["precision"]}", '
-            f"({speedups},), images_per_second={base:.1f}, "
+            f"({speedups}), images_per_second={base:.1f}, "
             f'compile_seconds={r["compile_seconds"]:.0f}, needs="{needs}", source="{source}"),'
         )
     return "\n".join(rows)
+
+
+def processor() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{len(names)} x {names[0]}" if names else platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -188,7 +198,7 @@ def main() -> None:
     capability = speed.device_capability(torch.device("cpu"))
     date = time.strftime("%Y-%m-%d")
     header = (
-        f"{platform.processor() or platform.machine()} ({capability or 'no native bf16'}), "
+        f"{processor()} ({capability or 'no native bf16'}), "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, {date}; {name}, batch "
         f"{args.batch_size}, heads {args.hidden_dim}, {args.rounds} rounds of {args.steps} steps; "
         f"auto for a run of {args.run_steps} steps; matmul peak "
