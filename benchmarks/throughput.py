@@ -263,7 +263,8 @@ def report(
         peak = peaks.get(precision.get(name, ""), 0.0)
         share = f"{100 * achieved / peak:>8.0f}%" if achieved and peak else f"{'':>9}"
         rate = statistics.median(rates[name])
-        print(f"{name:<{width}}{rate:>8.1f}{spread:>15}{cells}{achieved / 1e9:>9.1f}{share}")
+        speed = f"{achieved / 1e9:>9.1f}" if achieved else f"{'':>9}"
+        print(f"{name:<{width}}{rate:>8.1f}{spread:>15}{cells}{speed}{share}")
     print("(wait, views, copies, step: ms per step; wait = data time not spent making views)")
     if peaks:
         print(", ".join(f"matmul peak {p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
@@ -286,6 +287,12 @@ def switch(text: str) -> str:
     return words[text.lower()]
 
 
+def companion(layout: str) -> str:
+    """compile when --compile is not given: auto beside an auto layout, else off, so that
+    ``--channels-last off on`` compares the layouts alone."""
+    return "auto" if layout == "auto" else "false"
+
+
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments this benchmark shares with benchmarks/folder.py."""
     parser.add_argument("--image-size", type=int, default=32)
@@ -305,7 +312,10 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
         help="ours, each of on/off/auto (off: as before auto)",
     )
     parser.add_argument(
-        "--compile", type=switch, default=None, help="ours: on/off/auto (default: as channels-last)"
+        "--compile",
+        type=switch,
+        default=None,
+        help="ours: on/off/auto (default: auto beside --channels-last auto, else off)",
     )
     parser.add_argument(
         "--run-steps",
@@ -343,7 +353,9 @@ def main() -> None:
     for p in args.precision:
         auto = None
         for last, view_threads in itertools.product(args.channels_last, args.view_threads):
-            config = throughput_config(size, batch, hidden, p, last, args.compile or last)
+            config = throughput_config(
+                size, batch, hidden, p, last, args.compile or companion(last)
+            )
             ours = OurRecipe(
                 config, images, mean, std, view_threads=view_threads, run_steps=args.run_steps
             )
