@@ -28,7 +28,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 
 from peers import LightlyRecipe  # noqa: E402
-from throughput import OurRecipe, common_arguments, measure, report, throughput_config  # noqa: E402
+from throughput import (  # noqa: E402
+    OurRecipe,
+    common_arguments,
+    companion,
+    measure,
+    report,
+    throughput_config,
+)
 
 from byol.data import load_datasets  # noqa: E402
 from byol.training.epochs import ViewPairs, per_image_epoch  # noqa: E402
@@ -98,13 +105,21 @@ def main() -> None:
     recipes = []
     for p in args.precision:
         for last in args.channels_last:
-            config = throughput_config(size, batch, hidden, p, last)
+            config = throughput_config(
+                size, batch, hidden, p, last, args.compile or companion(last)
+            )
             config = config.replace(num_workers=args.workers)
             for path, make in (("folder path", cropped_paper_views), ("per-image", paper_views)):
-                epochs = FolderEpochs(train, make(config, info.mean, info.std), config)
-                name = f"byol (ours, {p}{', channels_last' if last else ''}, {path})"
-                recipes.append(OurRecipe(config, None, info.mean, info.std, name, epochs))
+                made = make(config.views, size, info.mean, info.std, info.grayscale)
+                epochs = FolderEpochs(train, made, config)
+                recipe = OurRecipe(
+                    config, None, info.mean, info.std, None, epochs, 0, args.run_steps
+                )
+                recipe.name = f"{recipe.name[:-1]}, {path})"
+                recipes.append(recipe)
         recipes.append(LightlyRecipe(None, size, batch, hidden, args.workers, p, folder))
+    for recipe in recipes:
+        recipe.prepare()
     seconds = measure(recipes, args.rounds, args.warmup, args.steps, args.data_only)
     print(
         f"{len(train)} JPEGs of {args.min_side}-{args.max_side} px read from {folder}, {size} px "
@@ -113,7 +128,7 @@ def main() -> None:
         f"pipeline, {args.rounds} rounds of {args.steps} steps{', data only' * args.data_only}, "
         f"torch {torch.__version__}"
     )
-    report(seconds, batch)
+    report(seconds, batch, recipes)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import statistics
 import sys
 import time
@@ -133,17 +132,19 @@ class LightlyGpu:
 
 
 def ours(images, mean, std, args, precision: str) -> OurRecipe:
-    config = dataclasses.replace(
-        throughput_config(args.image_size, args.batch_size, args.hidden_dim, precision, False),
+    layout = "true" if args.channels_last else "false"
+    config = throughput_config(
+        args.image_size,
+        args.batch_size,
+        args.hidden_dim,
+        precision,
+        layout,
         backbone=args.backbone,
         cifar_stem=args.cifar_stem,
         device=str(DEVICE),
-        channels_last=args.channels_last,
     )
-    recipe = OurRecipe(config, images, mean, std, name=f"byol (ours, {precision})")
-    recipe.model.to(DEVICE)
-    if args.channels_last:
-        recipe.model.to(memory_format=torch.channels_last)
+    recipe = OurRecipe(config, images, mean, std, f"byol (ours, {precision})", device=DEVICE)
+    recipe.model.to(DEVICE)  # keeps the memory format chosen
     return recipe
 
 

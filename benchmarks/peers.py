@@ -46,7 +46,33 @@ def autocast(precision: str):  # noqa: ANN201
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+class Switches:
+    """Ours' layout and compile choices (a SpeedChoices, or None: the peer as documented) applied
+    to a peer's modules and inputs, so a row shows what the same engineering gives the peer."""
+
+    def __init__(self, choices) -> None:  # noqa: ANN001
+        self.channels_last = bool(choices and choices.channels_last)
+        self.mode = choices.compile_mode if choices and choices.compile else ""
+
+    def label(self) -> str:
+        chosen = ["channels_last"] * self.channels_last + [f"compile:{self.mode}"] * bool(self.mode)
+        return f", with our {' '.join(chosen)}" if chosen else ""
+
+    def lay_out(self, module: nn.Module) -> None:
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+
+    def lay_out_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def compile(self, module: nn.Module) -> None:
+        if self.mode:
+            module.compile(mode=self.mode)
+
+
 class LightlyRecipe:
+    family = "lightly"
+
     def __init__(
         self,
         images: torch.Tensor | None,
@@ -56,9 +82,12 @@ class LightlyRecipe:
         workers: int,
         precision: str = "fp32",
         folder: Path | None = None,
+        switches=None,  # noqa: ANN001
     ):
         """From uint8 ``images`` in memory, or from the image files of ``folder`` (class
-        sub-folders) through torchvision's ImageFolder, as lightly's examples read a folder."""
+        sub-folders) through torchvision's ImageFolder, as lightly's examples read a folder.
+        ``switches``: ours' SpeedChoices, whose layout and compile it then takes (else none, as
+        its documentation gives it)."""
         from lightly.loss import NegativeCosineSimilarity
         from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
         from lightly.models.utils import deactivate_requires_grad
@@ -82,8 +111,9 @@ class LightlyRecipe:
         self.loader = DataLoader(
             dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers
         )
-        self.precision = precision
-        self.name = f"lightly ({'bf16 autocast' if precision == 'bf16' else precision})"
+        self.precision, self.switches = precision, Switches(switches)
+        self.name = f"lightly ({'bf16 autocast' if precision == 'bf16' else precision}"
+        self.name += f"{self.switches.label()})"
         backbone, dim = resnet18_trunk()
         self.backbone, self.projection = backbone, BYOLProjectionHead(dim, hidden, 256)
         self.prediction = BYOLPredictionHead(256, hidden, 256)
@@ -95,6 +125,12 @@ class LightlyRecipe:
         params = [*backbone.parameters(), *self.projection.parameters()]
         self.optimizer = torch.optim.SGD(params + [*self.prediction.parameters()], lr=0.06)
         self.modules = [self.backbone, self.projection, self.prediction]
+        for module in (*self.modules, self.backbone_momentum, self.projection_momentum):
+            self.switches.lay_out(module)
+
+    def prepare(self) -> None:
+        for module in (self.backbone, self.backbone_momentum):
+            self.switches.compile(module)
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.prediction(self.projection(self.backbone(x).flatten(1)))
@@ -110,7 +146,7 @@ class LightlyRecipe:
     def step(self, views: Batch, momentum: float = 0.99) -> float:
         from lightly.models.utils import update_momentum
 
-        x0, x1 = views
+        x0, x1 = map(self.switches.lay_out_input, views)
         update_momentum(self.backbone, self.backbone_momentum, m=momentum)
         update_momentum(self.projection, self.projection_momentum, m=momentum)
         with autocast(self.precision):
@@ -126,6 +162,8 @@ class LightlyRecipe:
 
 
 class ByolPytorchRecipe:
+    family = "byol-pytorch"
+
     def __init__(
         self,
         images: torch.Tensor,
@@ -134,9 +172,11 @@ class ByolPytorchRecipe:
         hidden: int,
         workers: int,
         precision: str = "fp32",
+        switches=None,  # noqa: ANN001
     ):
-        self.precision = precision
-        self.name = f"byol-pytorch ({'bf16 autocast' if precision == 'bf16' else precision})"
+        self.precision, self.switches = precision, Switches(switches)
+        self.name = f"byol-pytorch ({'bf16 autocast' if precision == 'bf16' else precision}"
+        self.name += f"{self.switches.label()})"
         from byol_pytorch import BYOL
 
         resnet = torchvision.models.resnet18()
@@ -146,12 +186,17 @@ class ByolPytorchRecipe:
         )
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=3e-4)
         self.images, self.batch = images, batch
+        self.switches.lay_out(self.learner)
+
+    def prepare(self) -> None:
+        self.switches.compile(self.resnet)  # the network; its wrapper's augmentation stays eager
 
     def batches(self) -> Iterator[Batch]:
         while True:
             order = torch.randperm(len(self.images))
             for b in range(len(self.images) // self.batch):
                 x = self.images[order[b * self.batch : (b + 1) * self.batch]].float() / 255
+                x = self.switches.lay_out_input(x)
                 yield x, x  # the wrapper makes both views itself
 
     def step(self, views: Batch) -> torch.Tensor:

@@ -13,6 +13,13 @@ rounds so that machine noise hits all of them alike. Each turn opens a fresh str
 timed), takes ``--warmup`` steps, then times ``--steps`` steps, split into: waiting for data, views
 made on the training device, copies (memory format), and the model step. On a CPU the step is
 synchronous, so its time is the step's own.
+
+Ours runs once per ``--channels-last`` value: ``off`` is as runs were before ``auto`` (contiguous,
+eager), ``auto`` what ``byol/speed`` chooses for a run of ``--run-steps`` steps (by default the
+preset's epochs over the images held). Every peer runs as its documentation gives it and, where
+ours chose channels_last or compile, again with the same switches. Every row reports its share of
+the step's peak: the step's FLOPs (FlopCounterMode, counted once eagerly) at the matrix-multiply
+rate measured on the same threads in its precision, against the time it took end to end.
 """
 
 from __future__ import annotations
@@ -28,15 +35,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from peers import ByolPytorchRecipe, LightlyRecipe  # noqa: E402
+from step import matmul_peak  # noqa: E402
 
+from byol import distributed  # noqa: E402
 from byol.data import load_datasets  # noqa: E402
 from byol.presets import preset  # noqa: E402
+from byol.runtime import resolve_precision  # noqa: E402
 from byol.training.epochs import BatchedEpochs  # noqa: E402
 from byol.training.optim import build_optimizer  # noqa: E402
+from byol.training.run_context import speed_choices  # noqa: E402
 from byol.training.schedules import scaled_learning_rate  # noqa: E402
 from byol.training.step import train_step  # noqa: E402
 from byol.training.train_state import build_model  # noqa: E402
@@ -56,34 +68,63 @@ def source_images(size: int, count: int) -> tuple[torch.Tensor, str, tuple, tupl
     return images.contiguous(), info.name, info.mean, info.std
 
 
-def throughput_config(size, batch, hidden, precision, channels_last):
-    """Ours at the benchmark's shape: torchvision ResNet-18, the paper's views (blur at 96 px,
-    none at 32 px, as lightly's CIFAR example)."""
+def throughput_config(
+    size, batch, hidden, precision, channels_last="false", compile="false", **model
+):  # noqa: ANN001, ANN201
+    """Ours at the benchmark's shape: torchvision ResNet-18 unless ``model`` says otherwise, the
+    paper's views (blur at 96 px, none at 32 px, as lightly's CIFAR example)."""
     return preset("stl10" if size >= 64 else "cifar10").replace(
-        cifar_stem=False,
+        **{"cifar_stem": False, **model},
         image_size=size,
         batch_size=batch,
         projector_hidden_dim=hidden,
         predictor_hidden_dim=hidden,
         precision=precision,
         channels_last=channels_last,
+        compile=compile,
     )
 
 
 class OurRecipe:
     """Our pipeline as `byol pretrain` runs it: views made a batch at a time (``epochs``: from
-    in-memory uint8 images by default), LARS at the config's peak learning rate, fused EMA."""
+    in-memory uint8 images by default), LARS at the config's peak learning rate, fused EMA, and
+    the speed switches a run of ``run_steps`` steps chooses (``byol/speed``; by default the
+    config's epochs over ``images``)."""
 
-    def __init__(self, config, images, mean, std, name=None, epochs=None, view_threads=0):
+    family = "ours"
+
+    def __init__(
+        self,
+        config,
+        images,
+        mean,
+        std,
+        name=None,
+        epochs=None,
+        view_threads=0,
+        run_steps=None,
+        device=None,
+    ):
         c = self.config = config
         self.view_threads = view_threads  # intra-op threads for making views (0: the step's)
+        device = device or torch.device("cpu")
+        self.precision = resolve_precision(
+            device, c.runtime.precision, c.data.image_size, c.model.cifar_stem
+        )
+        if run_steps is None:  # what a run of the config's epochs over these images chooses
+            held = 0 if images is None else len(images)
+            run_steps = c.schedule.epochs * (held // c.optim.batch_size) or 10_000
+        self.choices = speed_choices(c, distributed.Ranks(), device, self.precision, run_steps)
+        asked = (c.runtime.channels_last, c.runtime.compile)
+        label = {("auto", "auto"): "auto", ("false", "false"): "as before auto"}.get(
+            asked, f"channels_last={asked[0]}, compile={asked[1]}"
+        )
         self.name = name or (
-            f"byol (ours, {c.runtime.precision}"
-            f"{', channels_last' if c.runtime.channels_last else ''}"
+            f"byol (ours, {self.precision}, {label}: {self.choices.short()}"
             f"{f', views on {view_threads} thread(s)' if view_threads else ''})"
         )
         self.model = build_model(c)
-        if c.runtime.channels_last:
+        if self.choices.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.lr = scaled_learning_rate(c.optim.base_lr, c.optim.batch_size)
         self.optimizer = build_optimizer(
@@ -93,6 +134,7 @@ class OurRecipe:
             c.optim.weight_decay,
             c.optim.momentum,
             c.optim.lars_trust_coefficient,
+            kernels=self.choices.optimizer_kernels,
         )
         self.tau, self.steps_done = c.schedule.tau_base, 0
         # Given epochs (a folder's) time their own device work into phases["views on device"].
@@ -105,6 +147,11 @@ class OurRecipe:
         # Seconds per phase of the data time, for the breakdown
         self.phases: dict[str, float] = getattr(epochs, "phases", defaultdict(float))
 
+    def prepare(self) -> None:
+        """Compiles the model if the switches say so: after its FLOPs are counted eagerly."""
+        if self.choices.compile:
+            self.model.compile(mode=self.choices.compile_mode)
+
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = 0
         while True:
@@ -114,7 +161,7 @@ class OurRecipe:
                 ((v1, v2),) = micro_batches  # the views are made here
                 torch.set_num_threads(threads)
                 made = time.perf_counter()
-                if self.config.runtime.channels_last:
+                if self.choices.channels_last:
                     v1 = v1.contiguous(memory_format=torch.channels_last)
                     v2 = v2.contiguous(memory_format=torch.channels_last)
                 self.phases["copies"] += time.perf_counter() - made
@@ -126,9 +173,7 @@ class OurRecipe:
     def step(self, views) -> torch.Tensor:
         self.model.before_step(self.steps_done)  # as `byol pretrain` does
         self.steps_done += 1
-        out = train_step(
-            self.model, self.optimizer, *views, self.lr, self.tau, self.config.runtime.precision
-        )
+        out = train_step(self.model, self.optimizer, *views, self.lr, self.tau, self.precision)
         return out.loss.detach()
 
     def encoder(self) -> torch.nn.Module:
@@ -170,12 +215,41 @@ def measure(recipes, rounds: int, warmup: int, steps: int, data_only: bool = Fal
     return seconds
 
 
-def report(seconds: dict[str, list[dict[str, float]]], batch: int) -> None:
-    """img/s (median and range over rounds), ours / each at equal precision, and where each
-    step's time goes (medians, ms per step)."""
+def count_step_flops(recipe) -> int:  # noqa: ANN001
+    """FLOPs of one of ``recipe``'s steps (torch's FlopCounterMode: matrix multiplies and
+    convolutions), counted eagerly: call before ``prepare`` compiles it."""
+    stream = recipe.batches()
+    views = next(stream)
+    stream.close()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        float(recipe.step(views))
+    return counter.get_total_flops()
+
+
+def matmul_peaks(precisions) -> dict[str, float]:  # noqa: ANN001
+    """The matrix-multiply rate (FLOP/s) on this process's threads, per precision."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return {p: matmul_peak(dtypes[p]) for p in precisions}
+
+
+def report(
+    seconds: dict[str, list[dict[str, float]]],
+    batch: int,
+    recipes=(),  # noqa: ANN001
+    flops: dict[str, int] | None = None,
+    peaks: dict[str, float] | None = None,
+) -> None:
+    """img/s (median and range over rounds), where each step's time goes (medians, ms per step),
+    the share of the step's peak (its FLOPs at the matmul rate of its precision on the same
+    threads, against the time it took end to end), and ours / each peer at equal precision."""
+    flops, peaks = flops or {}, peaks or {}
+    precision = {r.name: r.precision for r in recipes}
     rates = {n: [batch / r["total"] for r in rounds] for n, rounds in seconds.items()}
+    width = max(40, *(len(n) + 2 for n in seconds))
     print(
-        f"{'pipeline':<40}{'img/s':>8}{'range':>15}{'wait':>8}{'views':>8}{'copies':>8}{'step':>8}"
+        f"{'pipeline':<{width}}{'img/s':>8}{'range':>15}{'wait':>8}{'views':>8}{'copies':>8}"
+        f"{'step':>8}{'GFLOP/s':>9}{'of peak':>9}"
     )
     for name, rounds in seconds.items():
         median = {k: statistics.median(r.get(k, 0.0) for r in rounds) for k in rounds[0]}
@@ -185,24 +259,38 @@ def report(seconds: dict[str, list[dict[str, float]]], batch: int) -> None:
         ]
         spread = f"{min(rates[name]):.1f}-{max(rates[name]):.1f}"
         cells = "".join(f"{v:>8.0f}" for v in ms)
-        print(f"{name:<40}{statistics.median(rates[name]):>8.1f}{spread:>15}{cells}")
+        achieved = flops.get(name, 0) / median["total"]
+        peak = peaks.get(precision.get(name, ""), 0.0)
+        share = f"{100 * achieved / peak:>8.0f}%" if achieved and peak else f"{'':>9}"
+        rate = statistics.median(rates[name])
+        speed = f"{achieved / 1e9:>9.1f}" if achieved else f"{'':>9}"
+        print(f"{name:<{width}}{rate:>8.1f}{spread:>15}{cells}{speed}{share}")
     print("(wait, views, copies, step: ms per step; wait = data time not spent making views)")
-    for ours in (n for n in rates if n.startswith("byol (ours")):
-        precision = ours.split(", ")[1].rstrip(")")
-        for peer in (n for n in rates if not n.startswith("byol (ours")):
-            if peer.endswith(f"({precision})") or peer.endswith(f"({precision} autocast)"):
-                per_round = [a / b for a, b in zip(rates[ours], rates[peer], strict=True)]
-                ratio = statistics.median(rates[ours]) / statistics.median(rates[peer])
-                print(
-                    f"{ours} / {peer}: {ratio:.2f}x "
-                    f"(per round {min(per_round):.2f}-{max(per_round):.2f}x)"
-                )
+    if peaks:
+        print(", ".join(f"matmul peak {p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
+    for ours in (r for r in recipes if r.family == "ours"):
+        for peer in (r for r in recipes if r.family != "ours" and r.precision == ours.precision):
+            a, b = rates[ours.name], rates[peer.name]
+            per_round = [x / y for x, y in zip(a, b, strict=True)]
+            ratio = statistics.median(a) / statistics.median(b)
+            print(
+                f"{ours.name} / {peer.name}: {ratio:.2f}x "
+                f"(per round {min(per_round):.2f}-{max(per_round):.2f}x)"
+            )
 
 
-def on_off(text: str) -> bool:
-    if text.lower() not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
-    return text.lower() == "on"
+def switch(text: str) -> str:
+    """on/off/auto (or true/false) as a runtime setting's word."""
+    words = {"on": "true", "true": "true", "off": "false", "false": "false", "auto": "auto"}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"{text!r} is not on, off or auto")
+    return words[text.lower()]
+
+
+def companion(layout: str) -> str:
+    """compile when --compile is not given: auto beside an auto layout, else off, so that
+    ``--channels-last off on`` compares the layouts alone."""
+    return "auto" if layout == "auto" else "false"
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,7 +304,25 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (lightly's too)")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], help="every pipeline")
-    parser.add_argument("--channels-last", nargs="+", type=on_off, default=[False], help="ours")
+    parser.add_argument(
+        "--channels-last",
+        nargs="+",
+        type=switch,
+        default=["false", "auto"],
+        help="ours, each of on/off/auto (off: as before auto)",
+    )
+    parser.add_argument(
+        "--compile",
+        type=switch,
+        default=None,
+        help="ours: on/off/auto (default: auto beside --channels-last auto, else off)",
+    )
+    parser.add_argument(
+        "--run-steps",
+        type=int,
+        default=None,
+        help="ours under auto: the run length it chooses for (default: the preset's epochs)",
+    )
     parser.add_argument(
         "--data-only", action="store_true", help="no model step: how fast views are delivered"
     )
@@ -228,6 +334,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10000, help="source images held in memory")
     parser.add_argument("--peers", nargs="*", default=["lightly", "byol-pytorch"])
     parser.add_argument(
+        "--peer-switches",
+        nargs="+",
+        choices=("theirs", "ours"),
+        default=["theirs", "ours"],
+        help="the peers as documented, and with the layout and compile ours chose under auto",
+    )
+    parser.add_argument(
         "--view-threads", nargs="+", type=int, default=[0], help="ours: 0 = the step's threads"
     )
     args = parser.parse_args()
@@ -238,13 +351,31 @@ def main() -> None:
     size, batch, hidden = args.image_size, args.batch_size, args.hidden_dim
     recipes = []
     for p in args.precision:
+        auto = None
         for last, view_threads in itertools.product(args.channels_last, args.view_threads):
-            config = throughput_config(size, batch, hidden, p, last)
-            recipes.append(OurRecipe(config, images, mean, std, view_threads=view_threads))
-        if "lightly" in args.peers:
-            recipes.append(LightlyRecipe(images, size, batch, hidden, args.workers, p))
-        if "byol-pytorch" in args.peers:
-            recipes.append(ByolPytorchRecipe(images, size, batch, hidden, 0, p))
+            config = throughput_config(
+                size, batch, hidden, p, last, args.compile or companion(last)
+            )
+            ours = OurRecipe(
+                config, images, mean, std, view_threads=view_threads, run_steps=args.run_steps
+            )
+            recipes.append(ours)
+            auto = ours if last == "auto" else auto
+        for peer in args.peers:
+            for switches in args.peer_switches:
+                chosen = auto.choices if switches == "ours" and auto else None
+                if switches == "ours" and not (chosen and (chosen.channels_last or chosen.compile)):
+                    continue  # ours chose nothing the peers lack: the documented row says it
+                recipes.append(
+                    peer_recipe(peer, images, size, batch, hidden, args.workers, p, chosen)
+                )
+    flops = {}
+    if not args.data_only:
+        for recipe in recipes:
+            flops[recipe.name] = count_step_flops(recipe)
+    for recipe in recipes:
+        getattr(recipe, "prepare", lambda: None)()
+    peaks = matmul_peaks(sorted(set(args.precision))) if not args.data_only else {}
     seconds = measure(recipes, args.rounds, args.warmup, args.steps, args.data_only)
     print(
         f"{name}, {size} px, batch {batch}, ResNet-18 (torchvision), heads {hidden}, "
@@ -252,7 +383,15 @@ def main() -> None:
         f"{args.rounds} rounds of {args.steps} steps{', data only' * args.data_only}, torch "
         f"{torch.__version__}"
     )
-    report(seconds, batch)
+    report(seconds, batch, recipes, flops, peaks)
+
+
+def peer_recipe(peer, images, size, batch, hidden, workers, precision, chosen):  # noqa: ANN001, ANN201
+    """A peer's recipe, as its documentation gives it (``chosen`` None) or with our layout and
+    compile switches (``chosen``: the SpeedChoices ours made under auto)."""
+    make = {"lightly": LightlyRecipe, "byol-pytorch": ByolPytorchRecipe}[peer]
+    workers = workers if peer == "lightly" else 0
+    return make(images, size, batch, hidden, workers, precision, switches=chosen)
 
 
 if __name__ == "__main__":

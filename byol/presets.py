@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=800,
         tau_base=0.99,
         num_workers=4,
-        channels_last=True,
+        channels_last="true",
     ),
     # STL-10, 96 px, unlabelled+train: ResNet-18, batch 256, 200 epochs, tau 0.99 (usual repro).
     "stl10": dict(
@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=200,
         tau_base=0.99,
         num_workers=4,
-        channels_last=True,
+        channels_last="true",
     ),
     "fashion-mnist": {},  # below, with the measurements that shaped it
     # ViT-S/4: AdamW + warm-up, not LARS (ViTs train unstably under it), 4 px patches for 32 px.

@@ -151,7 +151,7 @@ def test_overrides_are_parsed_against_the_field_types():
             "optim.base_lr=0.3",
             "warmup_epochs=2",
             "download=true",
-            "channels_last=1",
+            "channels_last=true",
             "data.dataset=cifar100",
             "blur_prob=0.5,0.25",
             "crop_scale=(0.2, 1)",
@@ -162,7 +162,7 @@ def test_overrides_are_parsed_against_the_field_types():
     assert c.schedule.epochs == 5 and type(c.schedule.epochs) is int
     assert c.optim.base_lr == 0.3 and type(c.optim.base_lr) is float
     assert c.schedule.warmup_epochs == 2.0 and type(c.schedule.warmup_epochs) is float
-    assert c.data.download is True and c.runtime.channels_last is True
+    assert c.data.download is True and c.runtime.channels_last == "true"
     assert c.data.dataset == "cifar100"
     assert (c.views[0].blur_prob, c.views[1].blur_prob) == (0.5, 0.25)  # a pair: T, then T'
     assert c.views[0].crop_scale == c.views[1].crop_scale == (0.2, 1.0)  # both views
@@ -340,7 +340,10 @@ def test_a_flat_config_of_an_earlier_release_reads_into_the_tree():
         num_workers=0,
         loggers="none",
         view_path="batched",
+        channels_last=False,  # booleans before they had auto: read as the words
+        compile=False,
     )
+    assert (loaded.runtime.channels_last, loaded.runtime.compile) == ("false", "false")
     assert loaded == expected
     assert resume_changes(loaded, expected) == []  # so its run folder resumes
 

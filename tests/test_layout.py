@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "byol"
 # The path a batch takes, lowest first. A module may import its own layer and the ones before.
 LAYERS = [
     ("errors", "settings", "files", "backbones", "loggers", "run_lock"),
-    ("runtime", "distributed", "sync_batchnorm"),
+    ("runtime", "distributed", "sync_batchnorm", "speed"),
     ("data",),
     ("views",),
     ("methods",),

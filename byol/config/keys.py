@@ -124,7 +124,7 @@ def apply_changes(config: Config, changes: dict[str, Any], other_methods: bool =
     changes = dict(changes)
     if "method" in changes:
         config = dataclasses.replace(config, method=settings_class(str(changes.pop("method")))())
-    for key, value in changes.items():
+    for key, value in _switches_as_words(changes).items():
         if other_methods and _other_method_owning(config, settings.normalise_key(key)):
             continue
         paths = resolve_key(config, key)
@@ -144,8 +144,24 @@ def from_dict(values: dict[str, Any]) -> Config:
     are errors."""
     sections = {f.name for f in dataclasses.fields(Config)}
     if set(values) <= sections:
+        runtime = values.get("runtime")
+        if isinstance(runtime, dict):
+            values = {**values, "runtime": _switches_as_words(runtime)}
         return settings.from_dict(Config, values)
-    return _from_flat(values)
+    return _from_flat(_switches_as_words(values))
+
+
+# Settings that were booleans before they had "auto": a saved true or false reads as that word.
+_WERE_BOOLEANS = ("channels_last", "compile")
+
+
+def _switches_as_words(values: dict[str, Any]) -> dict[str, Any]:
+    def word(key: str, value: Any) -> Any:
+        if key.rsplit(".", 1)[-1] in _WERE_BOOLEANS and isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+    return {key: word(key, value) for key, value in values.items()}
 
 
 # Flat keys of earlier releases that are not a short name of today's tree.

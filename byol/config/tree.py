@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from byol import settings
+from byol import settings, speed
 from byol.backbones import BACKBONES, TIMM, check_backbone
 from byol.errors import ConfigError
 from byol.loggers import check_installed
@@ -117,16 +117,41 @@ class RuntimeSettings:
         recovery=True,
         choices=("auto", "fp32", "bf16"),
     )
-    channels_last: bool = _runtime(False, "channels-last memory layout", resumable=False)
+    channels_last: str = _runtime(
+        "auto",
+        "NHWC memory layout: true | false | auto (by measurement, docs/speed.md)",
+        resumable=False,
+        choices=speed.SWITCH,
+    )
     view_path: str = _runtime(
         "auto",
         "batched (on the device; files: crops in workers) | per-image | auto",
         resumable=False,
         choices=("auto", "batched", "per-image"),
     )
-    compile: bool = _runtime(False, "torch.compile the encoder (slow first step)")
+    compile: str = _runtime(
+        "auto",
+        "torch.compile the method: true | false | auto (where measured to repay its first steps)",
+        choices=speed.SWITCH,
+    )
+    compile_mode: str = _runtime(
+        "auto",
+        "torch.compile mode; auto: reduce-overhead (CUDA graphs) on one GPU, else default",
+        choices=speed.COMPILE_MODES,
+    )
+    optimizer_kernels: str = _runtime(
+        "auto",
+        "sgd and adamw: for-loop | foreach | fused | auto (fused on CUDA); LARS: foreach",
+        resumable=False,
+        choices=speed.OPTIMIZER_KERNELS,
+    )
     num_workers: int = _runtime(8, "DataLoader workers", low=0)
     threads: int = _runtime(0, "torch intra-op threads on CPU (0 = torch's default)", low=0)
+    view_threads: int = _runtime(
+        0,
+        "intra-op threads making views (0 = auto: the cores workers leave, else the step's)",
+        low=0,
+    )
     log_every_steps: int = _runtime(10, "a metrics record every this many steps", low=1)
     loggers: str = _runtime(
         "tensorboard",

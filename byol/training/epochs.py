@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from byol import distributed
+from byol import distributed, speed
 from byol.config import Config
 from byol.views.batched import BatchTwoViews
 from byol.views.cropped import CroppedViews
@@ -133,7 +133,7 @@ def per_image_epoch(
     on_device = (tuple(t.to(device, non_blocking=True) for t in batch) for batch in loader)
     finish = view_pairs.finish
     if finish is not None:
-        on_device = map(_beside_workers(finish, config.runtime.num_workers, device), on_device)
+        on_device = map(_with_threads(finish, views_threads(config, device, "cropped")), on_device)
     for _ in range(len(sampler) // config.optim.accumulation_steps):
         yield itertools.islice(on_device, config.optim.accumulation_steps)
 
@@ -158,23 +158,33 @@ class PerImageEpochs:
         )
 
 
-def _beside_workers(finish: Callable[[tuple], Pairs], workers: int, device: torch.device):  # noqa: ANN202
-    """``finish`` with as many intra-op threads as the DataLoader workers leave cores (at least
-    one) when it runs on a CPU: the workers decode on the same cores meanwhile. On 2 busy cores
-    beside 2 workers, two threads made these views about 18x slower than one (BENCHMARKS.md)."""
-    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers))
-    if device.type != "cpu" or workers == 0 or threads == torch.get_num_threads():
-        return finish
+def views_threads(config: Config, device: torch.device, path: str) -> int:
+    """The intra-op threads that make views in the training process (``speed.view_threads``)."""
+    workers = config.runtime.num_workers if path == "cropped" else 0
+    return speed.view_threads(
+        config.runtime.view_threads,
+        device.type,
+        os.cpu_count() or 1,
+        workers,
+        torch.get_num_threads(),
+        path,
+    )
 
-    def finish_with_fewer_threads(batch: tuple) -> Pairs:
+
+def _with_threads(make: Callable[..., Pairs], threads: int) -> Callable[..., Pairs]:
+    """``make`` run with ``threads`` intra-op threads, the step's restored after it."""
+    if threads == torch.get_num_threads():
+        return make
+
+    def make_with_threads(*args: object) -> Pairs:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return finish(batch)
+            return make(*args)
         finally:
             torch.set_num_threads(before)
 
-    return finish_with_fewer_threads
+    return make_with_threads
 
 
 class BatchedEpochs:
@@ -194,6 +204,7 @@ class BatchedEpochs:
         ranks: distributed.Ranks = ONE_PROCESS,
     ) -> None:
         self.images, self.views, self.config = images, views, config
+        self.apply = _with_threads(views.apply, views_threads(config, images.device, "batched"))
         self.slices = distributed.shard_slices(
             config.optim.batch_size, ranks, config.optim.accumulation_steps
         )
@@ -214,7 +225,7 @@ class BatchedEpochs:
 
     def _micro_batches(self, batch: torch.Tensor, params: tuple) -> Iterator[Pairs]:
         for part in self.slices:
-            yield self.views.apply(self.images[batch[part]], (params[0][part], params[1][part]))
+            yield self.apply(self.images[batch[part]], (params[0][part], params[1][part]))
 
 
 def view_path(config: Config, train_set: Dataset) -> str:

@@ -76,6 +76,7 @@ def finish(
         del summary["already_finished"]
         summary["world_size"] = ranks.world_size
         summary["precision"] = context.precision  # what training ran in, with auto resolved
+        summary["speed"] = context.speed.summary()  # the speed switches, auto resolved
         summary["data_wait_s"] = context.data_wait_s  # of the training time: views and images
         summary["unreadable_images"] = context.info.unreadable
         run_folder.write_json(context.run_dir / run_folder.SUMMARY, summary)
@@ -88,7 +89,7 @@ def _final_scores(state: TrainState, context: RunContext) -> dict[str, float]:
     if c.monitor.knn_references:
         torch.manual_seed(c.seed)  # the same initial weights the run started from
         random_init = build_model(c).online_encoder.to(context.device)
-        if c.runtime.channels_last:
+        if context.speed.channels_last:
             random_init = random_init.to(memory_format=torch.channels_last)
         scores["knn_top1_random_init"] = monitor.score(random_init, full=True)
         scores["knn_top1_pixels"] = monitor.score_pixels()

@@ -30,6 +30,7 @@ class KnnMonitor:
         precision: str,
     ) -> None:
         self.config, self.device, self.precision = config, device, precision
+        self.channels_last = False  # the run's memory layout, once chosen (``byol/speed.py``)
         transform = EvalTransform(
             config.data.image_size, info.mean, info.std, config.monitor.eval_crop_fraction
         )
@@ -57,7 +58,7 @@ class KnnMonitor:
             c.monitor.eval_batch_size,
             self.precision,
             0,
-            c.runtime.channels_last,
+            self.channels_last,
         )
 
     def _knn(self, bank: tuple, queries: tuple) -> float:

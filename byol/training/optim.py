@@ -120,16 +120,19 @@ def build_optimizer(
     momentum: float = 0.9,
     trust_coefficient: float = 1e-3,
     lr_scales: dict[nn.Module, float] | None = None,
+    kernels: str = "foreach",
 ) -> torch.optim.Optimizer:
     """LARS (the paper), SGD or AdamW over the same two groups (no decay on biases, norm layers,
-    position embeddings and class tokens)."""
+    position embeddings and class tokens). ``kernels``: SGD and AdamW's implementation, for-loop,
+    foreach or fused (LARS is foreach)."""
     groups = parameter_groups(model, weight_decay, lr_scales)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
+    chosen = dict(foreach=kernels == "foreach", fused=kernels == "fused")
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, **chosen)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, **chosen)
     raise ValueError(f"unknown optimizer {name!r}; choose lars, sgd or adamw")
 
 

@@ -4,6 +4,7 @@ builds both, restoring the state from the newest checkpoint on --resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 from tqdm.std import TqdmMonitorWarning
 
-from byol import distributed, run_folder
+from byol import distributed, run_folder, speed
 from byol.config import Config
 from byol.config.memory import check_eval_memory, check_training_memory
 from byol.data import DatasetInfo, indexable, load_datasets, subset
@@ -26,7 +27,14 @@ from byol.methods import Method
 from byol.run_folder import MetricsLog
 from byol.runtime import apply_threads, compile_blocker, resolve_precision
 from byol.sync_batchnorm import convert_sync_batchnorm
-from byol.training.epochs import BatchedEpochs, Pairs, PerImageEpochs, ViewPairs, view_path
+from byol.training.epochs import (
+    BatchedEpochs,
+    Pairs,
+    PerImageEpochs,
+    ViewPairs,
+    view_path,
+    views_threads,
+)
 from byol.training.monitor import KnnMonitor
 from byol.training.schedules import Schedule
 from byol.training.train_state import (
@@ -58,6 +66,7 @@ class RunContext:
     ranks: distributed.Ranks
     device: torch.device
     precision: str  # resolved: never "auto"
+    speed: speed.SpeedChoices  # the speed switches, with auto resolved
     info: DatasetInfo
     views: BatchedEpochs | PerImageEpochs
     monitor: KnnMonitor | None  # rank 0 alone scores
@@ -79,7 +88,7 @@ class RunContext:
     def epoch_batches(self, step: int) -> Iterator[Iterator[Pairs]]:
         """The steps of ``step``'s epoch from that step on, each an iterator of micro-batches."""
         steps = self.views.epoch(*divmod(step, self.schedule.steps_per_epoch))
-        if self.config.runtime.channels_last:
+        if self.speed.channels_last:
             steps = (map(_channels_last, micro_batches) for micro_batches in steps)
         return (self._timed(micro_batches) for micro_batches in self._timed(steps))
 
@@ -105,7 +114,7 @@ class RunContext:
                 initial=step * self.config.optim.batch_size,
                 unit="img",
                 unit_scale=True,
-                desc="pretrain",
+                desc=f"pretrain ({self.precision} {self.speed.short()})",
                 disable=quiet or not self.ranks.is_main,
                 dynamic_ncols=True,
             )
@@ -138,13 +147,21 @@ def set_up(
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     apply_threads(config.runtime.threads, config.runtime.num_workers)
     train_set, monitor, views, info = _data(config, ranks, device, precision)
+    schedule = Schedule.of(config, len(train_set))
+    # From the whole run's length, not the steps left: a resumed run lays out and compiles as
+    # the uninterrupted one did, so it computes the same to the last rounding.
+    choices = speed_choices(config, ranks, device, precision, schedule.total_steps)
+    choices = dataclasses.replace(
+        choices, view_threads=views_threads(config, device, view_path(config, train_set))
+    )
+    if monitor is not None:
+        monitor.channels_last = choices.channels_last
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
-    method, trained = _place(method, config, ranks, device)
+    method, trained = _place(method, config, ranks, device, choices)
     lock = _claim(run_dir, config) if ranks.is_main else None  # the other ranks write no files
     try:
-        schedule = Schedule.of(config, len(train_set))
-        state = new_train_state(method, config, schedule.peak_lr)
+        state = new_train_state(method, config, schedule.peak_lr, choices.optimizer_kernels)
         if checkpoint is not None:
             load_train_state(state, checkpoint, source, schedule.total_steps)
         # Drops records a killed run wrote after its checkpoint; rank 0 alone writes.
@@ -159,6 +176,7 @@ def set_up(
         ranks,
         device,
         precision,
+        choices,
         info,
         views,
         monitor,
@@ -220,19 +238,45 @@ def _data(
     return train_set, monitor, views, info
 
 
+def speed_choices(
+    config: Config, ranks: distributed.Ranks, device: torch.device, precision: str, steps: int
+) -> speed.SpeedChoices:
+    """The speed switches for a run of ``steps`` steps of this shape (``byol/speed``)."""
+    r, model = config.runtime, config.model
+    shape = speed.RunShape(
+        device_type=device.type,
+        capability=speed.device_capability(device),
+        backbone_kind=speed.backbone_kind(model.backbone, model.cifar_stem),
+        image_size=config.data.image_size,
+        precision=precision,
+        steps=steps,
+        batch_size=config.optim.batch_size // ranks.world_size,
+        optimizer=config.optim.optimizer,
+        world_size=ranks.world_size,
+        accumulation_steps=config.optim.accumulation_steps,
+        compiler_ready=speed.compiler_ready(device.type),
+    )
+    asked = speed.Requested(r.channels_last, r.compile, r.compile_mode, r.optimizer_kernels)
+    return speed.choose(shape, asked)
+
+
 def _place(
-    method: Method, config: Config, ranks: distributed.Ranks, device: torch.device
+    method: Method,
+    config: Config,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    choices: speed.SpeedChoices,
 ) -> tuple[Method, torch.nn.Module]:
     """The method on its device and memory format, and what the step calls: the method,
     DDP-wrapped when there are several ranks."""
     if ranks.world_size > 1 and config.model.sync_batchnorm:  # global BN statistics (Section 3.3)
         method = convert_sync_batchnorm(method, device)
     method.to(device)
-    if config.runtime.channels_last:
+    if choices.channels_last:
         method.to(memory_format=torch.channels_last)
-    missing = compile_blocker(device) if config.runtime.compile else None
+    missing = compile_blocker(device) if choices.compile else None
     if missing:
         logger.warning("byol: warning: torch.compile needs %s; training without it.", missing)
-    elif config.runtime.compile:
-        method.compile()  # in place: the state dict keeps its names, so checkpoints are portable
+    elif choices.compile:  # in place: the state dict keeps its names, so checkpoints are portable
+        method.compile(mode=choices.compile_mode)
     return method, distributed.wrap(method, device)  # DDP over the online branch

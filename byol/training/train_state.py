@@ -56,8 +56,11 @@ def build_model(config: Config) -> Method:
     return build_method(config.method, encoder, feature_dim, config.seed)
 
 
-def new_train_state(method: Method, config: Config, peak_lr: float) -> TrainState:
-    """Step 0 of ``method`` (already on its device: the optimizer's state follows its weights)."""
+def new_train_state(
+    method: Method, config: Config, peak_lr: float, kernels: str = "foreach"
+) -> TrainState:
+    """Step 0 of ``method`` (already on its device: the optimizer's state follows its weights),
+    its optimizer running ``kernels`` (``speed.SpeedChoices.optimizer_kernels``)."""
     largest = peak_lr * max([1.0, *method.lr_scales().values()])
     if largest > FLOAT_LIMIT:  # the optimizer's step would overflow converting it to float32
         raise ConfigError(
@@ -72,6 +75,7 @@ def new_train_state(method: Method, config: Config, peak_lr: float) -> TrainStat
         config.optim.momentum,
         config.optim.lars_trust_coefficient,
         method.lr_scales(),
+        kernels,
     )
     return TrainState(method, optimizer)
 

@@ -1,0 +1,264 @@
+"""The speed switches' ``auto``: the decision rule against the measurement table (closed-form
+break-even of compilation, unmeasured shapes left as before), the CUDA rules exercised on a CPU,
+and a tiny real run that records what it chose."""
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from byol import speed
+from byol.config import Config
+from byol.config.keys import from_dict
+from byol.errors import ConfigError
+from byol.presets import preset
+from byol.speed import MEASURED, Requested, RunShape, choose
+from byol.training.loop import pretrain
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def cpu(size: int, steps: int = 100, **changes) -> RunShape:
+    return RunShape("cpu", "", "torchvision", size, "fp32", steps, **changes)
+
+
+def cuda(steps: int = 100, **changes) -> RunShape:
+    return dataclasses.replace(
+        RunShape("cuda", "8.0", "torchvision", 224, "bf16", steps), **changes
+    )
+
+
+def row_for(shape: RunShape) -> speed.Measured:
+    row = speed.measured_row(shape)
+    assert row is not None
+    return row
+
+
+# --- the measurement table ------------------------------------------------------------------------
+
+
+def test_no_two_rows_stand_for_the_same_shape():
+    for a, b in itertools.combinations(MEASURED, 2):
+        same = (a.device_type, a.backbone_kind, a.precision) == (
+            b.device_type,
+            b.backbone_kind,
+            b.precision,
+        )
+        overlap = a.sizes[0] <= b.sizes[1] and b.sizes[0] <= a.sizes[1]
+        assert not (same and overlap), (a, b)
+
+
+def test_every_row_names_its_source_and_a_compile_cost_where_it_measured_compile():
+    for row in MEASURED:
+        assert row.source and row.images_per_second > 0 and row.sizes[0] <= row.sizes[1]
+        combos = [(cl, co) for cl, co, _ in row.speedups]
+        assert len(set(combos)) == len(combos) and (False, False) not in combos
+        assert all(x > 0 for _, _, x in row.speedups)
+        if any(co for _, co in combos):
+            assert row.compile_seconds > 0
+
+
+# --- CPU: measured shapes -------------------------------------------------------------------------
+
+
+def test_96_px_takes_channels_last_and_no_compile_however_long_the_run():
+    for steps in (1, 100, 1_000_000):
+        chosen = choose(cpu(96, steps))
+        # channels_last alone (1.28x) beats compile alone (1.19x); both together never measured
+        assert (chosen.channels_last, chosen.compile) == (True, False)
+        assert "1.28x" in chosen.why
+
+
+def test_32_px_compiles_exactly_when_the_gain_repays_twice_the_compile_time():
+    row = row_for(cpu(32))
+    step_seconds = 256 / row.images_per_second
+    both = dict(((cl, co), x) for cl, co, x in row.speedups)[(True, True)]
+    # steps * s = steps * s / both + margin * compile_seconds at break-even
+    break_even = speed.COMPILE_COST_MARGIN * row.compile_seconds / (step_seconds * (1 - 1 / both))
+    short, long = choose(cpu(32, int(break_even) - 1)), choose(cpu(32, int(break_even) + 2))
+    assert (short.channels_last, short.compile) == (False, False)  # 0.92x alone: off
+    assert (long.channels_last, long.compile, long.compile_mode) == (True, True, "default")
+
+
+def test_no_compiler_no_compile_and_then_no_channels_last_at_32_px():
+    chosen = choose(cpu(32, 1_000_000, compiler_ready=False))
+    assert (chosen.channels_last, chosen.compile) == (False, False)
+
+
+def test_a_smaller_batch_needs_more_steps_before_compile_pays():
+    steps = 2000
+    assert choose(cpu(32, steps)).compile
+    assert not choose(cpu(32, steps, batch_size=32)).compile
+
+
+def test_the_cifar_stem_takes_channels_last_at_32_px():
+    chosen = choose(RunShape("cpu", "", "cifar-stem", 32, "fp32", 10))
+    assert (chosen.channels_last, chosen.compile) == (True, False)
+
+
+def test_bf16_rows_need_a_cpu_with_native_bf16():
+    native = choose(RunShape("cpu", "native-bf16", "torchvision", 96, "bf16", 10))
+    emulated = choose(RunShape("cpu", "", "torchvision", 96, "bf16", 10))
+    assert native.channels_last and not emulated.channels_last
+    assert "no measurement" in emulated.why
+
+
+# --- CPU: what was never measured runs as before -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        cpu(64, 10**6),
+        cpu(224, 10**6),
+        cpu(28, 10**6),  # the main job's shape in fp32
+        cpu(96, 10**6, world_size=2),  # every row was measured in one process
+        RunShape("cpu", "", "timm-vit", 32, "fp32", 10**6, optimizer="adamw"),
+        RunShape("cpu", "", "narrow", 32, "fp32", 10**6),
+        RunShape("cpu", "native-bf16", "torchvision", 28, "bf16", 10**6),  # measured: 0.93x
+    ],
+)
+def test_unmeasured_or_losing_shapes_stay_contiguous_and_eager(shape):
+    chosen = choose(shape)
+    assert (chosen.channels_last, chosen.compile, chosen.compile_mode) == (False, False, "")
+    assert chosen.optimizer_kernels == ("for-loop" if shape.optimizer == "adamw" else "foreach")
+    assert not chosen.pin_memory and not chosen.non_blocking
+
+
+def test_the_default_job_runs_as_before_auto():
+    c = preset("fashion-mnist")
+    assert (c.runtime.channels_last, c.runtime.compile) == ("auto", "auto")
+    shape = RunShape(
+        device_type="cpu",
+        capability="",
+        backbone_kind=speed.backbone_kind(c.model.backbone, c.model.cifar_stem),
+        image_size=c.data.image_size,
+        precision="fp32",
+        steps=936,
+        batch_size=c.optim.batch_size,
+        optimizer=c.optim.optimizer,
+    )
+    chosen = choose(shape)
+    assert (chosen.channels_last, chosen.compile, chosen.optimizer_kernels) == (
+        False,
+        False,
+        "foreach",
+    )
+
+
+# --- what the config sets is obeyed ---------------------------------------------------------------
+
+
+def test_explicit_switches_are_obeyed_and_auto_fills_the_rest_from_measured_combinations():
+    # channels_last off: compile alone (1.19x of 12.7 s steps) repays twice 55 s in 100 steps
+    no_layout = Requested(channels_last="false")
+    short, long = choose(cpu(96, 20), no_layout), choose(cpu(96, 100), no_layout)
+    assert (short.channels_last, short.compile, long.channels_last, long.compile) == (
+        False,
+        False,
+        False,
+        True,
+    )
+    both = choose(cpu(32), Requested(channels_last="true", compile="true"))
+    assert (both.channels_last, both.compile, both.why) == (True, True, "as set")
+    # compile set: at 96 px channels_last with compile was never measured, so it stays off
+    compiled = choose(cpu(96), Requested(compile="true"))
+    assert (compiled.channels_last, compiled.compile) == (False, True)
+    # at 32 px with compile set, its cost is paid either way: both together (1.17x) wins
+    assert choose(cpu(32, 1), Requested(compile="true")).channels_last
+    autotuned = Requested(compile="true", compile_mode="max-autotune")
+    assert choose(cpu(32), autotuned).compile_mode == "max-autotune"
+
+
+def test_optimizer_kernels():
+    assert choose(cpu(32, optimizer="sgd")).optimizer_kernels == "for-loop"  # torch's CPU default
+    assert choose(cuda(optimizer="adamw")).optimizer_kernels == "fused"
+    assert choose(cuda(optimizer="lars")).optimizer_kernels == "foreach"
+    fused = Requested(optimizer_kernels="fused")
+    assert choose(cpu(32, optimizer="sgd"), fused).optimizer_kernels == "fused"
+    with pytest.raises(ConfigError, match="LARS runs foreach kernels only"):
+        choose(cpu(32), Requested(optimizer_kernels="fused"))
+
+
+# --- CUDA, decided on a CPU -----------------------------------------------------------------------
+
+
+def test_cuda_channels_last_where_convolutions_run_on_tensor_cores():
+    assert choose(cuda()).channels_last  # bf16, compute capability 8.0
+    assert not choose(cuda(precision="fp32")).channels_last
+    assert not choose(cuda(capability="6.1")).channels_last  # no tensor cores
+    assert not choose(cuda(backbone_kind="timm-vit")).channels_last
+
+
+def test_cuda_compiles_long_runs_with_cuda_graphs_on_one_device_only():
+    long = speed.CUDA_COMPILE_MIN_STEPS
+    assert not choose(cuda(long - 1)).compile
+    chosen = choose(cuda(long))
+    assert (chosen.compile, chosen.compile_mode) == (True, "reduce-overhead")
+    assert choose(cuda(long, world_size=2)).compile_mode == "default"
+    assert choose(cuda(long, accumulation_steps=2)).compile_mode == "default"
+    assert not choose(cuda(long, compiler_ready=False)).compile
+    assert chosen.pin_memory and chosen.non_blocking
+
+
+# --- the views' threads ---------------------------------------------------------------------------
+
+
+def test_view_threads():
+    assert speed.view_threads(3, "cpu", 2, 2, 2, "cropped") == 3  # set: obeyed
+    assert speed.view_threads(0, "cpu", 2, 2, 2, "cropped") == 1  # at least one
+    assert speed.view_threads(0, "cpu", 16, 4, 8, "cropped") == 8  # never above the step's
+    assert speed.view_threads(0, "cpu", 16, 12, 8, "cropped") == 4
+    assert speed.view_threads(0, "cpu", 2, 0, 2, "cropped") == 2  # no workers beside them
+    assert speed.view_threads(0, "cpu", 2, 2, 2, "batched") == 2
+    assert speed.view_threads(0, "cuda", 2, 2, 2, "cropped") == 2
+
+
+def test_backbone_kinds():
+    assert speed.backbone_kind("resnet50", False) == "torchvision"
+    assert speed.backbone_kind("resnet18", True) == "cifar-stem"
+    assert speed.backbone_kind("resnet18-narrow", False) == "narrow"
+    assert speed.backbone_kind("timm:vit_small_patch16_224", False) == "timm-vit"
+    assert speed.backbone_kind("timm:resnet26d", False) == "timm"
+
+
+def test_saved_booleans_read_as_words_and_bad_words_are_refused():
+    saved = Config().to_dict()
+    saved["runtime"].update(channels_last=True, compile=False)
+    loaded = from_dict(saved)
+    assert (loaded.runtime.channels_last, loaded.runtime.compile) == ("true", "false")
+    with pytest.raises(ConfigError, match="channels_last"):
+        Config().replace(channels_last="sometimes").validate()
+
+
+# --- a real run records its choices ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_a_run_records_what_it_chose_in_its_summary(tmp_path, one_thread):
+    config = preset("fashion-mnist").replace(
+        backbone="resnet18-narrow",
+        train_subset=128,
+        batch_size=64,
+        epochs=1,
+        projector_hidden_dim=64,
+        predictor_hidden_dim=64,
+        projection_dim=32,
+        num_workers=0,
+        knn_every_epochs=0,
+        knn_final=False,
+        loggers="none",
+        precision="fp32",
+        optimizer="sgd",
+        channels_last=True,
+    )
+    pretrain(config, tmp_path / "run", quiet=True)
+    chosen = json.loads((tmp_path / "run" / "summary.json").read_text())["speed"]
+    assert chosen["channels_last"] is True and chosen["compile"] is False
+    assert chosen["optimizer_kernels"] == "for-loop" and chosen["view_threads"] == 1
+    assert "no measurement" in chosen["why"]
