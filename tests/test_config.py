@@ -376,6 +376,8 @@ def test_resume_may_change_only_resumable_settings_and_recovery_ones_after_diver
     saved = preset("fashion-mnist")
     assert resume_changes(saved, saved.replace(threads=1, max_minutes=3.0)) == []
     assert resume_changes(saved, saved.replace(accumulation_steps=2)) == []
+    # Folders from before the speed switches' auto saved channels_last=false; they resume.
+    assert resume_changes(saved.replace(channels_last="false"), saved) == []
     assert resume_changes(saved, saved.replace(epochs=9)) == ["schedule.epochs: 4 -> 9"]
     lower = saved.replace(base_lr=0.5, precision="fp32")
     assert len(resume_changes(saved, lower)) == 2

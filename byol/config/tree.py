@@ -120,7 +120,6 @@ class RuntimeSettings:
     channels_last: str = _runtime(
         "auto",
         "NHWC memory layout: true | false | auto (by measurement, docs/speed.md)",
-        resumable=False,
         choices=speed.SWITCH,
     )
     view_path: str = _runtime(
