@@ -4,7 +4,8 @@ spread over the seeds of each recipe, read against the raw pixels the encoders l
 A run folder gives one curve: the kNN monitor's score after each epoch (``metrics.jsonl``) and the
 final score on the whole bank (``summary.json``, beside the random-init and raw-pixel references).
 Runs are grouped into recipes by the user (``LABEL=FOLDER,FOLDER...``); a recipe's curve is the
-mean at each step its seeds share, with their standard deviation (n - 1). Where the mean passes a
+mean at each step its seeds share, with their standard deviation (n - 1), and its minutes at its
+fastest seed's rate (the least disturbed by other work). Where the mean passes a
 margin above the pixels, the step is interpolated between the two epochs around it; where it never
 does, it is extrapolated from the last two epochs' slope, and marked so.
 """
@@ -57,7 +58,8 @@ class Recipe:
         return [statistics.stdev(self.at(s)) if len(self.curves) > 1 else 0.0 for s in self.steps]
 
     def minutes(self) -> list[float]:
-        rate = statistics.fmean(c.seconds_per_step for c in self.curves)
+        """Training minutes at the fastest seed's rate: the least disturbed by other work."""
+        rate = min(c.seconds_per_step for c in self.curves)
         return [s * rate / 60 for s in self.steps]
 
     @property
@@ -182,7 +184,7 @@ def plot_curves(recipes: list[Recipe], margin: float, out: Path) -> Path:
                 ax.axhline(r.pixels, color=colour, linestyle="--", linewidth=1)
                 ax.axhline(r.pixels + margin, color=colour, linestyle=":", linewidth=1)
     axes[0].set_xlabel("optimizer steps")
-    axes[1].set_xlabel("training minutes (at each recipe's median rate)")
+    axes[1].set_xlabel("training minutes (at each recipe's fastest seed's median rate)")
     axes[0].set_ylabel("kNN top-1 on the test set (%)")
     for ax in axes:
         ax.grid(alpha=0.3)
