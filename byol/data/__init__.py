@@ -14,7 +14,8 @@ source declares its kind (``source.py``):
 Subsets, the labelled part, the kNN monitor and evaluation go through this contract only. A new
 source is one file here that returns its splits from a ``Registered`` loader, plus one line in
 ``SOURCES`` below. Known names: fashion-mnist, cifar10, cifar100, stl10, cifar10-jpeg, imagenet,
-folder; anything else is a path to a folder of images.
+folder, shards; a folder of .tar shards or a shard pattern (``{000..127}``, a URL,
+``pipe:``) is read as shards; anything else is a path to a folder of images.
 
     source.py            the contract, LoadRequest, Registered
     tensors.py           images held in memory as one tensor
@@ -24,6 +25,8 @@ folder; anything else is a path to a folder of images.
     torchvision_sets.py  CIFAR-10/100, STL-10
     cifar10_jpeg.py      the CIFAR-10 JPEG copy
     folders.py           a user's image folder, ImageNet's
+    shards.py            WebDataset tar shards (streaming), read with webdataset
+    shard_files.py       where shards are, their counts, index.json
     subsets.py           class-balanced subsets, the labelled items
 """
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from byol.data import cifar10_jpeg, folders, idx, torchvision_sets
+from byol.data import cifar10_jpeg, folders, idx, shard_files, shards, torchvision_sets
 from byol.data.decode import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, decode_image
 from byol.data.idx import FASHION_MNIST_CLASSES, read_idx
 from byol.data.images import ImageFolderDataset
@@ -58,6 +61,7 @@ SOURCES: dict[str, Registered] = {
     "cifar10-jpeg": cifar10_jpeg.CIFAR10_JPEG,
     "imagenet": folders.IMAGENET,
     "folder": folders.FOLDER,
+    "shards": shards.SHARDS,
 }
 KNOWN_DATASETS = tuple(name for name in SOURCES if name != "folder")
 
@@ -86,14 +90,17 @@ def load_datasets(
 
     ``name`` is fashion-mnist, cifar10, cifar100, stl10 (train = train+unlabeled, label -1 for
     unlabeled), cifar10-jpeg, imagenet (a folder with train/ and val/ at data_dir), "folder"
-    (the folder at data_dir), any other name in ``SOURCES``, or a path to a folder. ``data_dir``
-    "" or None means the usual place. ``in_memory`` matters for image folders only; the other
-    sets always are in memory. Unreadable image files are skipped and listed in
+    (the folder at data_dir), shards (the tar shards at data_dir), any other name in
+    ``SOURCES``, a folder of .tar shards, a shard pattern or URL, or a path to a folder.
+    ``data_dir`` "" or None means the usual place. ``in_memory`` matters for image folders only;
+    the other sets always are in memory. Unreadable image files are skipped and listed in
     ``info.unreadable``, or, with ``strict``, the first one raises DatasetError naming it.
     Both splits come with transform=None; the caller sets ``.transform``.
     """
     key = _key(name)
     entry = SOURCES.get(key)
+    if entry is None and shard_files.looks_like_shards(name):
+        return shards.load_location(name, strict)
     if entry is None:
         path = Path(name).expanduser()
         if not path.exists():

@@ -7,9 +7,11 @@ web page saved as .jpg, a decompression bomb. Each raises ``UnreadableImage`` na
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -102,9 +104,9 @@ def failure_reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _decode(path: Path) -> torch.Tensor:
+def _decode(path: Path, source: Path | BinaryIO | None = None) -> torch.Tensor:
     try:
-        with Image.open(path) as img:
+        with Image.open(path if source is None else source) as img:
             img.load()
             rgb = to_rgb(ImageOps.exif_transpose(img))  # as a camera's viewer shows it
     # PIL's format plugins raise many types on malformed input (OSError, SyntaxError,
@@ -129,3 +131,9 @@ def header_size(path: Path) -> tuple[int, int]:
 def decode_image(path: str | Path) -> torch.Tensor:
     """Decode an image file of any PIL mode to a uint8 (3, H, W) RGB tensor."""
     return _decode(Path(path))
+
+
+def decode_bytes(data: bytes, name: str) -> torch.Tensor:
+    """As ``decode_image``, for an image file's bytes (a tar shard's member, a dataset's cell);
+    ``name`` says where they came from in an ``UnreadableImage``."""
+    return _decode(Path(name), io.BytesIO(data))

@@ -1,0 +1,52 @@
+"""``byol shards SRC OUT``: any dataset the package reads, written as WebDataset tar shards with
+an index of sample counts, to stream from after (``--set dataset=OUT``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from byol.data import load_datasets
+    from byol.data.shard_writer import write_shards
+
+    lazy = not args.decode  # files are copied as they are, never decoded
+    train, test, info = load_datasets(args.source, args.data_dir, args.download, in_memory=not lazy)
+    bars: dict[str, tqdm] = {}
+
+    def progress(split: str, done: int) -> None:
+        if split not in bars:
+            bars[split] = tqdm(desc=split, unit="img", unit_scale=True, disable=args.quiet)
+        bars[split].update(done - bars[split].n)
+
+    out = Path(args.out).expanduser()
+    written = write_shards(train, test, info, out, args.shard_size, args.seed, progress)
+    for bar in bars.values():
+        bar.close()
+    for split in written:
+        print(f"{split.split}: {split.samples} samples in {len(split.shards)} shards")
+    print(f"written: {out} (index.json lists the shards; read them with --set dataset={out})")
+    return 0
+
+
+def add_shards(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shards",
+        help="write a dataset as WebDataset tar shards with an index of sample counts",
+    )
+    p.add_argument("source", metavar="SRC", help="a dataset name or folder (as --set dataset=)")
+    p.add_argument("out", metavar="OUT", help="an empty folder for the shards")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--data-dir", help="where SRC lies, as --set data_dir= (default: its place)")
+    p.add_argument("--download", action="store_true", help="fetch a torchvision dataset first")
+    p.add_argument("--seed", type=int, default=0, help="seeds the order the samples are written in")
+    p.add_argument(
+        "--decode",
+        action="store_true",
+        help="decode a folder's images into memory first (default: copy each file's bytes)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_shards)
