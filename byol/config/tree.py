@@ -31,7 +31,10 @@ from byol.methods.byol import BYOLSettings
 from byol.settings import section, setting
 from byol.views.spec import ViewSpec, paper_view_specs
 
-_DATASETS = "fashion-mnist | cifar10 | cifar100 | stl10 | cifar10-jpeg | imagenet | a folder"
+_DATASETS = (
+    "fashion-mnist | cifar10 | cifar100 | stl10 | cifar10-jpeg | imagenet | a folder | tar "
+    "shards (a folder, a {000..127} pattern, a URL)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class DataSettings:
     train_subset: int = setting(0, "pretrain on this many images only (0 = all)", low=0)
     strict_images: bool = setting(
         False, "stop at the first unreadable image file instead of skipping it", identity=False
+    )
+    # Shards are written in a random order; the buffer mixes neighbours within a worker's part.
+    shuffle_buffer: int = setting(
+        1000, "streamed sources: records each DataLoader worker shuffles among", low=1
     )
 
 

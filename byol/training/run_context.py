@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from byol import distributed, run_folder
@@ -25,6 +24,7 @@ from byol.sync_batchnorm import convert_sync_batchnorm
 from byol.training.epochs import BatchedEpochs, Pairs, PerImageEpochs, ViewPairs, view_path
 from byol.training.monitor import KnnMonitor
 from byol.training.schedules import Schedule
+from byol.training.stream_epochs import StreamEpochs
 from byol.training.train_state import (
     TrainState,
     build_model,
@@ -53,7 +53,7 @@ class RunContext:
     device: torch.device
     precision: str  # resolved: never "auto"
     info: DatasetInfo
-    views: BatchedEpochs | PerImageEpochs
+    views: BatchedEpochs | PerImageEpochs | StreamEpochs
     monitor: KnnMonitor | None  # rank 0 alone scores
     trained: (
         torch.nn.Module
@@ -127,13 +127,13 @@ def set_up(
     precision = resolve_precision(
         device, config.runtime.precision, config.data.image_size, config.model.cifar_stem
     )
-    train_set, monitor, views, info = _data(config, ranks, device, precision)
+    train_size, monitor, views, info = _data(config, ranks, device, precision)
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
     method, trained = _place(method, config, ranks, device)
     lock = _claim(run_dir, config) if ranks.is_main else None  # the other ranks write no files
     try:
-        schedule = Schedule.of(config, len(train_set))
+        schedule = Schedule.of(config, train_size)
         state = new_train_state(method, config, schedule.peak_lr)
         if checkpoint is not None:
             load_train_state(state, checkpoint, source, schedule.total_steps)
@@ -173,7 +173,7 @@ def _claim(run_dir: Path, config: Config) -> run_folder.RunLock:
 
 def _data(
     config: Config, ranks: distributed.Ranks, device: torch.device, precision: str
-) -> tuple[Dataset, KnnMonitor | None, BatchedEpochs | PerImageEpochs, DatasetInfo]:
+) -> tuple[int, KnnMonitor | None, BatchedEpochs | PerImageEpochs | StreamEpochs, DatasetInfo]:
     with distributed.main_first():  # rank 0 alone downloads or extracts, the others then read
         train_set, test_set, info = load_datasets(
             config.data.dataset,
@@ -186,6 +186,9 @@ def _data(
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
     if test_set is not None and info.classes and ranks.is_main:
         monitor = KnnMonitor(config, train_set, test_set, info, device, precision)
+    if getattr(train_set, "streaming", False):  # read by pieces (tar shards): stream_epochs.py
+        views = StreamEpochs(train_set, config, info, device, ranks)
+        return views.images_per_epoch, monitor, views, info
     indexable(train_set, "pretraining (a seeded image order per epoch, resumable mid-epoch)")
     if config.data.train_subset:
         train_set = subset(train_set, config.data.train_subset, config.seed)
@@ -207,7 +210,7 @@ def _data(
         make = cropped_paper_views if path == "cropped" else paper_views
         made = make(config.views, config.data.image_size, info.mean, info.std, info.grayscale)
         views = PerImageEpochs(ViewPairs(train_set, made), config, device, ranks)
-    return train_set, monitor, views, info
+    return len(train_set), monitor, views, info
 
 
 def _place(
