@@ -112,7 +112,10 @@ def _decode(path: Path, source: Path | BinaryIO | None = None) -> torch.Tensor:
     # PIL's format plugins raise many types on malformed input (OSError, SyntaxError,
     # struct.error, IndexError, DecompressionBombError...): any of them means "unreadable".
     except Exception as e:
-        raise UnreadableImage(path, failure_reason(e)) from e
+        reason = failure_reason(e)
+        if source is not None:  # PIL names the buffer by its repr: say what it holds instead
+            reason = reason.replace(repr(source), "of its bytes")
+        raise UnreadableImage(path, reason) from e
     return pil_to_tensor(rgb)
 
 

@@ -248,7 +248,9 @@ class StreamEpochs:
         )
         self._unreadable = set(info.unreadable)
         if ranks.is_main and self.plan.left_over:
-            log.info(
+            # Beyond a partial batch (which any run drops) the ranks' shards are uneven: said.
+            uneven = self.plan.left_over >= config.optim.batch_size
+            (log.warning if uneven else log.info)(
                 "%d of the %d images are left out of each epoch: the ranks' shards differ in "
                 "size and the last batch is never partial",
                 self.plan.left_over,
