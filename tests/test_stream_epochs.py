@@ -22,11 +22,8 @@ from byol.presets import preset
 
 pytest.importorskip("webdataset", reason="the shards extra (webdataset) is not installed")
 
-from byol.training.stream_epochs import (  # noqa: E402
-    StreamEpochs,
-    chunk_schedule,
-    pieces_by_rank,
-)
+from byol.training.stream_epochs import StreamEpochs  # noqa: E402
+from byol.training.stream_plan import chunk_schedule, pieces_by_rank  # noqa: E402
 
 IMAGES = 70
 
