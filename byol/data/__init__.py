@@ -27,6 +27,7 @@ folder, shards; a folder of .tar shards or a shard pattern (``{000..127}``, a UR
     folders.py           a user's image folder, ImageNet's
     shards.py            WebDataset tar shards (streaming), read with webdataset
     shard_files.py       where shards are, their counts, index.json
+    hf.py                Hugging Face datasets (hf:NAME), read with datasets
     subsets.py           class-balanced subsets, the labelled items
 """
 
@@ -34,8 +35,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from byol.data import cifar10_jpeg, folders, idx, shard_files, shards, torchvision_sets
+from byol.data import cifar10_jpeg, folders, hf, idx, shard_files, shards, torchvision_sets
 from byol.data.decode import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, decode_image
+from byol.data.hf import HFOptions
 from byol.data.idx import FASHION_MNIST_CLASSES, read_idx
 from byol.data.images import ImageFolderDataset
 from byol.data.info import DatasetInfo, default_data_dir
@@ -85,6 +87,7 @@ def load_datasets(
     download: bool = False,
     in_memory: bool = True,
     strict: bool = False,
+    hf_options: hf.HFOptions | None = None,
 ) -> tuple[Source, Source | None, DatasetInfo]:
     """Return (train, test or None, info); items are (uint8 (3, H, W) tensor, int label).
 
@@ -95,8 +98,11 @@ def load_datasets(
     ``data_dir`` "" or None means the usual place. ``in_memory`` matters for image folders only;
     the other sets always are in memory. Unreadable image files are skipped and listed in
     ``info.unreadable``, or, with ``strict``, the first one raises DatasetError naming it.
+    ``hf:NAME`` is a Hugging Face dataset, read as ``hf_options`` say (splits, columns).
     Both splits come with transform=None; the caller sets ``.transform``.
     """
+    if name.startswith(hf.PREFIX):
+        return hf.load_hf(name[len(hf.PREFIX) :], hf_options or hf.HFOptions(), in_memory)
     key = _key(name)
     entry = SOURCES.get(key)
     if entry is None and shard_files.looks_like_shards(name):
@@ -123,6 +129,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "FASHION_MNIST_CLASSES",
+    "HFOptions",
     "ImageFolderDataset",
     "IndexableSource",
     "LoadRequest",

@@ -169,11 +169,11 @@ class TarShards(StreamingSource):
             log.warning("skipping unreadable sample %s (%s)", error.path, error.reason)
 
 
-def measured_stats(source: TarShards) -> tuple[tuple, tuple, bool] | None:
-    """Mean, std and grayscale-ness of the first readable images (up to STATS_SAMPLE); None
-    when none is readable."""
+def measured_stats(items: Iterator[Item]) -> tuple[tuple, tuple, bool] | None:
+    """Mean, std and grayscale-ness of the first readable images (up to STATS_SAMPLE) of
+    ``items``; None when there is none."""
     total, total_sq, count, gray = np.zeros(3), np.zeros(3), 0, True
-    for seen, (image, _) in enumerate(source.stream()):
+    for seen, (image, _) in enumerate(items):
         pixels = image.reshape(3, -1).double().numpy() / 255.0
         gray = gray and bool((pixels == pixels[:1]).all())
         total, total_sq = total + pixels.sum(1), total_sq + (pixels**2).sum(1)
@@ -196,7 +196,7 @@ def load_location(location: str, strict: bool = False) -> Splits:
     test = None
     if found.test:
         test = TarShards(found.test, found.test_counts, found.labelled, found.name, strict)
-    stats = found.stats or measured_stats(train)
+    stats = found.stats or measured_stats(train.stream())
     if stats is None:
         raise DatasetError(
             f"no sample of the shards at {location} can be read ({len(train.unreadable)} "

@@ -181,6 +181,7 @@ def _data(
             config.data.download,
             True,
             config.data.strict_images,
+            config.data.hf_options(),
         )
     monitor = None
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
