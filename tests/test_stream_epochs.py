@@ -28,17 +28,27 @@ from byol.training.stream_plan import chunk_schedule, pieces_by_rank  # noqa: E4
 IMAGES = 70
 
 
-def marked_shards(root: Path, shard_size: int = 9, broken: tuple[int, ...] = ()) -> Path:
+def marked_png(i: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def marked_shards(
+    root: Path, shard_size: int = 9, broken: tuple[int, ...] = (), test: int = 0
+) -> Path:
     """Shards of IMAGES 4x4 PNGs, image i all of value i, label i % 3 (not a PNG for i in
-    ``broken``), counted from their headers (no index)."""
+    ``broken``), and ``test`` more in a test shard; counted from their headers (no index)."""
     out = root / "shards"
     out.mkdir()
-    for start in range(0, IMAGES, shard_size):
-        with tarfile.open(out / f"train-{start // shard_size:03d}.tar", "w") as tar:
-            for i in range(start, min(start + shard_size, IMAGES)):
-                buffer = io.BytesIO()
-                Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(buffer, format="PNG")
-                image = b"not a png" if i in broken else buffer.getvalue()
+    ranges = [
+        (f"train-{s // shard_size:03d}", s, min(s + shard_size, IMAGES))
+        for s in range(0, IMAGES, shard_size)
+    ]
+    for name, start, stop in ranges + ([("test-000", IMAGES, IMAGES + test)] if test else []):
+        with tarfile.open(out / f"{name}.tar", "w") as tar:
+            for i in range(start, stop):
+                image = b"not a png" if i in broken else marked_png(i)
                 for suffix, data in (("png", image), ("cls", str(i % 3).encode())):
                     member = tarfile.TarInfo(f"{i:04d}.{suffix}")
                     member.size = len(data)
@@ -155,12 +165,14 @@ def small_config(shards: Path, **changes):
 def test_pretraining_on_shards_stopped_and_resumed_matches_an_uninterrupted_run(tmp_path):
     from safetensors.torch import load_file
 
+    from byol.cli import main
+    from byol.evaluation.protocols import Evaluation
     from byol.training.loop import pretrain
 
-    shards = marked_shards(tmp_path, shard_size=10)
-    config = small_config(shards)
+    shards = marked_shards(tmp_path, shard_size=10, test=12)
+    config = small_config(shards, epochs=1)
     full = pretrain(config, tmp_path / "full", quiet=True)
-    assert full.steps == 2 * (IMAGES // 8)
+    assert full.steps == IMAGES // 8 and full.knn_top1 is not None
     stopped = pretrain(config.replace(max_minutes=1e-9), tmp_path / "cut", quiet=True)
     assert stopped.steps == 1
     resumed = pretrain(config, tmp_path / "cut", resume=True, quiet=True)
@@ -169,3 +181,18 @@ def test_pretraining_on_shards_stopped_and_resumed_matches_an_uninterrupted_run(
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["unreadable_images"] == []
+
+    # Evaluation reads the shards as it reads the same images in a folder.
+    folder = tmp_path / "folder"
+    for split, images in (("train", range(IMAGES)), ("test", range(IMAGES, IMAGES + 12))):
+        for i in images:
+            (folder / split / str(i % 3)).mkdir(parents=True, exist_ok=True)
+            (folder / split / str(i % 3) / f"{i:04d}.png").write_bytes(marked_png(i))
+    settings = ["device=cpu", "knn_k=5"]
+    from_shards = Evaluation(tmp_path / "full", str(shards), settings).knn("byol")
+    assert from_shards == Evaluation(tmp_path / "full", str(folder), settings).knn("byol")
+    out = tmp_path / "embedded"
+    assert main(["embed", str(tmp_path / "full"), str(shards), "--out", str(out)]) == 0
+    names = (out / "files.txt").read_text().split()
+    assert len(names) == IMAGES and names[0].endswith("train-000.tar:0000")
+    assert np.load(out / "embeddings.npy").shape[0] == IMAGES

@@ -139,6 +139,9 @@ class TarShards(StreamingSource):
     def decode(self, record: Record) -> Item:
         return decode_record(record)
 
+    def record_name(self, record: Record) -> str:
+        return record_name(record)
+
     def stream(self) -> Iterator[Item]:
         return self._items(range(len(self.urls)))
 

@@ -125,6 +125,10 @@ class StreamingSource(IterableDataset, abc.ABC):
         """A record of ``read_piece`` as an untransformed item; raises ``UnreadableImage``."""
         raise NotImplementedError(f"{describe(self)} is not read by pieces")
 
+    def record_name(self, record: Any) -> str:
+        """Where a record of ``read_piece`` came from (its shard and key), for people."""
+        raise NotImplementedError(f"{describe(self)} is not read by pieces")
+
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()  # each DataLoader worker yields its own part
         items = self.stream() if worker is None else self.stream_part(worker.id, worker.num_workers)
