@@ -25,6 +25,7 @@ folder, shards; a folder of .tar shards or a shard pattern (``{000..127}``, a UR
     torchvision_sets.py  CIFAR-10/100, STL-10
     cifar10_jpeg.py      the CIFAR-10 JPEG copy
     folders.py           a user's image folder, ImageNet's
+    folder_index.py      a folder's files, walked once and kept beside the run
     shards.py            WebDataset tar shards (streaming), read with webdataset
     shard_files.py       where shards are, their counts, index.json
     hf.py                Hugging Face datasets (hf:NAME), read with datasets
@@ -88,6 +89,7 @@ def load_datasets(
     in_memory: bool = True,
     strict: bool = False,
     hf_options: hf.HFOptions | None = None,
+    index_dir: Path | None = None,
 ) -> tuple[Source, Source | None, DatasetInfo]:
     """Return (train, test or None, info); items are (uint8 (3, H, W) tensor, int label).
 
@@ -98,7 +100,8 @@ def load_datasets(
     ``data_dir`` "" or None means the usual place. ``in_memory`` matters for image folders only;
     the other sets always are in memory. Unreadable image files are skipped and listed in
     ``info.unreadable``, or, with ``strict``, the first one raises DatasetError naming it.
-    ``hf:NAME`` is a Hugging Face dataset, read as ``hf_options`` say (splits, columns).
+    ``hf:NAME`` is a Hugging Face dataset, read as ``hf_options`` say (splits, columns). A
+    folder's list of files is kept in ``index_dir`` (when given) for the next load.
     Both splits come with transform=None; the caller sets ``.transform``.
     """
     if name.startswith(hf.PREFIX):
@@ -114,9 +117,9 @@ def load_datasets(
                 f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
                 "existing image folder; check the path."
             )
-        return folders.load_folder(path, in_memory, strict)
+        return folders.load_folder(path, in_memory, strict, index_dir)
     path = Path(data_dir).expanduser() if data_dir else None
-    return entry.load(LoadRequest(key, path, download, in_memory, strict))
+    return entry.load(LoadRequest(key, path, download, in_memory, strict, index_dir))
 
 
 __all__ = [

@@ -8,8 +8,6 @@ web page saved as .jpg, a decompression bomb. Each raises ``UnreadableImage`` na
 from __future__ import annotations
 
 import io
-import os
-import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -59,28 +57,11 @@ def is_image_file(path: Path) -> bool:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """The image files under ``folder``. Linked folders are followed, each real folder once (a
-    link to a parent would loop); only regular files count (a FIFO named .png would block the
-    reader forever), and broken links stay in, to be reported as unreadable."""
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        # Hidden folders (.git, .ipynb_checkpoints, ...) never hold dataset images.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        paths = (Path(dirpath) / f for f in filenames if is_image_file(Path(f)))
-        found.extend(p for p in paths if _regular_or_broken(p))
-    return sorted(found)
+    """The image files under ``folder``, sorted (``folder_index.walk``: linked folders followed
+    once each, hidden ones skipped, regular files and broken links only)."""
+    from byol.data.folder_index import walk  # it names image files by IMAGE_EXTENSIONS above
 
-
-def _regular_or_broken(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:  # a broken link: kept, and reported as unreadable when decoded
-        return True
+    return [Path(path) for path in walk(folder)[0]]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

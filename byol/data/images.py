@@ -28,11 +28,10 @@ from byol.data.decode import (
     UnreadableImage,
     decode_image,
     failure_reason,
-    find_images,
     header_size,
-    is_image_file,
     to_rgb,
 )
+from byol.data.folder_index import images_under
 from byol.data.source import IndexableSource, Item, Transform
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
@@ -45,7 +44,8 @@ class ImageFolderDataset(IndexableSource):
 
     Flat means image files lie directly in ``root`` (sub-folders are then searched too and all
     get label -1). Pass ``classes`` to reuse another split's class order; a class folder not in
-    that list is an error. An unreadable file met by ``__getitem__`` is replaced by the next
+    that list is an error. ``index_dir``: where the list of files is kept between runs
+    (``folder_index.py``). An unreadable file met by ``__getitem__`` is replaced by the next
     readable one (the same one every time, so resumed runs see the same images), unless
     ``strict``.
     """
@@ -56,6 +56,7 @@ class ImageFolderDataset(IndexableSource):
         transform: Transform | None = None,
         classes: list[str] | None = None,
         strict: bool = False,
+        index_dir: Path | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.transform = transform
@@ -63,15 +64,17 @@ class ImageFolderDataset(IndexableSource):
         self.unreadable: list[tuple[Path, str]] = []  # found so far, in this process
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"Image folder {self.root} does not exist.")
-        entries = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
-        flat = any(p.is_file() and is_image_file(p) for p in entries)
+        files = images_under(self.root, index_dir)  # one walk, or none where an index holds
+        flat = any(path.parent == self.root for path in files)
         self.samples: list[tuple[Path, int]] = []
         if flat:
             self.classes: list[str] = []
-            self.samples = [(p, -1) for p in find_images(self.root)]
+            self.samples = [(p, -1) for p in files]
         else:
-            per_class = {p.name: find_images(p) for p in entries if p.is_dir()}
-            per_class = {name: files for name, files in per_class.items() if files}
+            per_class: dict[str, list[Path]] = {}
+            depth = len(self.root.parts)
+            for path in files:
+                per_class.setdefault(path.parts[depth], []).append(path)
             self.classes = list(classes) if classes is not None else sorted(per_class)
             index = {name: i for i, name in enumerate(self.classes)}
             unknown = sorted(set(per_class) - set(index))
@@ -80,8 +83,8 @@ class ImageFolderDataset(IndexableSource):
                     f"Folder {self.root} has class folders {unknown} that are not among the "
                     f"training classes {self.classes}."
                 )
-            for name, files in sorted(per_class.items()):
-                self.samples.extend((p, index[name]) for p in files)
+            for name, found in sorted(per_class.items()):
+                self.samples.extend((p, index[name]) for p in found)
         if not self.samples:
             raise DatasetError(
                 f"Folder {self.root} holds no images: expected files ending in "

@@ -241,6 +241,7 @@ class LoadRequest:
     download: bool = False
     in_memory: bool = True  # hold decoded images in memory where they fit
     strict: bool = False  # the first unreadable image file raises instead of being skipped
+    index_dir: Path | None = None  # where a folder's list of files is kept between loads
 
 
 Splits = tuple[Source, Source | None, DatasetInfo]

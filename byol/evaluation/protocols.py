@@ -57,6 +57,7 @@ class Evaluation:
             self.config.data.download,
             in_memory=True,
             hf_options=self.config.data.hf_options(),
+            index_dir=self.out_dir / run_folder.FOLDER_INDEX,
         )
         if test is None or not self.info.classes:
             raise ByolError(

@@ -127,7 +127,9 @@ def set_up(
     precision = resolve_precision(
         device, config.runtime.precision, config.data.image_size, config.model.cifar_stem
     )
-    train_size, monitor, views, info = _data(config, ranks, device, precision)
+    # A resume or an evaluation reads the folder's files from there; rank 0 alone writes files.
+    index_dir = run_dir / run_folder.FOLDER_INDEX if ranks.is_main else None
+    train_size, monitor, views, info = _data(config, ranks, device, precision, index_dir)
     method = build_model(config)  # after the seed, before anything else draws from it
     method.check_world_size(ranks.world_size)
     method, trained = _place(method, config, ranks, device)
@@ -172,7 +174,11 @@ def _claim(run_dir: Path, config: Config) -> run_folder.RunLock:
 
 
 def _data(
-    config: Config, ranks: distributed.Ranks, device: torch.device, precision: str
+    config: Config,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    precision: str,
+    index_dir: Path | None,
 ) -> tuple[int, KnnMonitor | None, BatchedEpochs | PerImageEpochs | StreamEpochs, DatasetInfo]:
     with distributed.main_first():  # rank 0 alone downloads or extracts, the others then read
         train_set, test_set, info = load_datasets(
@@ -182,6 +188,7 @@ def _data(
             True,
             config.data.strict_images,
             config.data.hf_options(),
+            index_dir,
         )
     monitor = None
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
