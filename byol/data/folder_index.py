@@ -25,8 +25,12 @@ FORMAT = "byol-folder-index/1"
 RACY_NS = 2_000_000_000  # directory times this close to the walk are not trusted
 
 
+_EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
+
+
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in _EXTENSIONS  # a name starting with "." is hidden
 
 
 def walk(folder: Path) -> tuple[list[str], dict[str, int]]:
@@ -61,7 +65,8 @@ def walk(folder: Path) -> tuple[list[str], dict[str, int]]:
                 entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))
             ):
                 found.append(entry.path)
-    found.sort(key=lambda path: path.split(os.sep))  # the order Path objects sort in
+    # The order Path objects sort in (part by part): the separator before any other character.
+    found.sort(key=lambda path: path.replace(os.sep, "\0"))
     return found, times
 
 
@@ -88,9 +93,10 @@ def _saved(path: Path, folder: Path) -> list[str] | None:
     return [os.path.join(root, name) for name in files.split("\0")] if files else []
 
 
-def images_under(folder: Path, index_dir: Path | None = None) -> list[Path]:
-    """The image files under ``folder`` (see ``walk``), read from an index in ``index_dir``
-    when one is there and still true, else walked and (with ``index_dir``) saved there."""
+def image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
+    """The image files under ``folder`` (see ``walk``) as strings, read from an index in
+    ``index_dir`` when one is there and still true, else walked and (with ``index_dir``) saved
+    there."""
     folder = Path(folder)
     path = index_path(index_dir, folder) if index_dir is not None else None
     files = _saved(path, folder) if path is not None else None
@@ -111,4 +117,9 @@ def images_under(folder: Path, index_dir: Path | None = None) -> list[Path]:
                 write_text(path, json.dumps(index))
             except (OSError, ByolError):
                 pass  # an index is a saving, never a need: a read-only place walks each time
-    return [Path(name) for name in files]
+    return files
+
+
+def images_under(folder: Path, index_dir: Path | None = None) -> list[Path]:
+    """As ``image_names``, as paths."""
+    return [Path(name) for name in image_names(folder, index_dir)]

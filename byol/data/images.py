@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from byol.data.decode import (
     header_size,
     to_rgb,
 )
-from byol.data.folder_index import images_under
+from byol.data.folder_index import image_names
 from byol.data.source import IndexableSource, Item, Transform
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
@@ -64,17 +65,18 @@ class ImageFolderDataset(IndexableSource):
         self.unreadable: list[tuple[Path, str]] = []  # found so far, in this process
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"Image folder {self.root} does not exist.")
-        files = images_under(self.root, index_dir)  # one walk, or none where an index holds
-        flat = any(path.parent == self.root for path in files)
+        names = image_names(self.root, index_dir)  # one walk, or none where an index holds
+        start = len(str(self.root)) + 1
+        # Flat: an image directly in root. Strings, not Paths, while a million files are sorted.
+        flat = any(os.sep not in name[start:] for name in names)
         self.samples: list[tuple[Path, int]] = []
         if flat:
             self.classes: list[str] = []
-            self.samples = [(p, -1) for p in files]
+            self.samples = [(Path(name), -1) for name in names]
         else:
-            per_class: dict[str, list[Path]] = {}
-            depth = len(self.root.parts)
-            for path in files:
-                per_class.setdefault(path.parts[depth], []).append(path)
+            per_class: dict[str, list[str]] = {}
+            for name in names:
+                per_class.setdefault(name[start:].partition(os.sep)[0], []).append(name)
             self.classes = list(classes) if classes is not None else sorted(per_class)
             index = {name: i for i, name in enumerate(self.classes)}
             unknown = sorted(set(per_class) - set(index))
@@ -84,7 +86,7 @@ class ImageFolderDataset(IndexableSource):
                     f"training classes {self.classes}."
                 )
             for name, found in sorted(per_class.items()):
-                self.samples.extend((p, index[name]) for p in found)
+                self.samples.extend((Path(p), index[name]) for p in found)
         if not self.samples:
             raise DatasetError(
                 f"Folder {self.root} holds no images: expected files ending in "
