@@ -10,11 +10,14 @@ from pathlib import Path
 def cmd_shards(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from byol.data import load_datasets
+    from byol.data import HFOptions, load_datasets
     from byol.data.shard_writer import write_shards
 
     lazy = not args.decode  # files are copied as they are, never decoded
-    train, test, info = load_datasets(args.source, args.data_dir, args.download, in_memory=not lazy)
+    columns = HFOptions(args.hf_split, args.hf_test_split, args.image_column, args.label_column)
+    train, test, info = load_datasets(
+        args.source, args.data_dir, args.download, in_memory=not lazy, hf_options=columns
+    )
     bars: dict[str, tqdm] = {}
 
     def progress(split: str, done: int) -> None:
@@ -48,5 +51,9 @@ def add_shards(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="decode a folder's images into memory first (default: copy each file's bytes)",
     )
+    p.add_argument("--hf-split", default="train", help="hf:NAME: the split to train on")
+    p.add_argument("--hf-test-split", default="test", help="hf:NAME: the test split ('' = none)")
+    p.add_argument("--image-column", default="image", help="hf:NAME: the column of images")
+    p.add_argument("--label-column", default="label", help="hf:NAME: labels ('' = none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_shards)
