@@ -196,3 +196,25 @@ def test_pretraining_on_shards_stopped_and_resumed_matches_an_uninterrupted_run(
     names = (out / "files.txt").read_text().split()
     assert len(names) == IMAGES and names[0].endswith("train-000.tar:0000")
     assert np.load(out / "embeddings.npy").shape[0] == IMAGES
+
+
+def _two_ranks_on_shards(rank: int, shards: Path, out: Path) -> None:
+    from byol.training.loop import pretrain
+
+    config = small_config(shards, epochs=1, num_workers=0, threads=1)
+    with distributed.process_group(torch.device("cpu")):
+        pretrain(config, out / "whole", quiet=True)
+        pretrain(config.replace(max_minutes=1e-9), out / "cut", quiet=True)
+        pretrain(config, out / "cut", resume=True, quiet=True)
+
+
+def test_two_processes_read_their_own_shards_and_resume_as_one_run(tmp_path):
+    from safetensors.torch import load_file
+    from test_distributed import run_ranks
+
+    shards = marked_shards(tmp_path, shard_size=5)  # 14 shards: 7 a rank
+    run_ranks(_two_ranks_on_shards, shards, tmp_path)
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 8  # 35 images a rank, 4 a step
+    a, b = (load_file(str(tmp_path / run / "encoder.safetensors")) for run in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
