@@ -116,6 +116,7 @@ def test_every_image_is_seen_once_per_epoch_over_ranks_and_workers(tmp_path, cap
         {int(source.decode(r)[0][0, 0, 0]) for i in pieces for r in source.read_piece(i)}
         for pieces in runs[0].plan.by_rank
     ]
+    assert not held[0] & held[1] and len(held[0] | held[1]) == IMAGES
     again = [sum(seen(run.epoch(1, 0)), []) for run in runs]
     assert again[0] != per_rank[0]
     assert all(set(per_rank[r]) <= held[r] and set(again[r]) <= held[r] for r in range(2))
