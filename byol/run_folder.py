@@ -43,6 +43,7 @@ RESULTS_MD = "results.md"
 REPORT = "report.html"
 FEATURES = "features"
 SUBSETS = "subsets"
+FOLDER_INDEX = "folder-index"  # the files of the image folders read (byol/data/folder_index.py)
 EXPORT = "export"
 VIEWS = "views.png"  # example views T and T' of the first step
 DIVERGED = "diverged.json"  # the run diverged: a resume may change its `recovery` settings

@@ -138,6 +138,16 @@ def _lazy_path(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
     return str(tmp), None
 
 
+def _shards(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    pytest.importorskip("webdataset", reason="the shards extra (webdataset) is not installed")
+    from byol.data.shard_writer import write_shards
+
+    _class_folders(tmp / "folder", ("train", "test"))
+    train, test, info = load_datasets(str(tmp / "folder"), in_memory=False)
+    write_shards(train, test, info, tmp / "shards", shard_size=4)
+    return "shards", str(tmp / "shards")
+
+
 BUILDERS = {
     "fashion-mnist": _fashion_mnist,
     "cifar10": _torchvision("cifar10"),
@@ -146,6 +156,7 @@ BUILDERS = {
     "cifar10-jpeg": _cifar10_jpeg,
     "imagenet": _imagenet,
     "folder": _flat_folder,
+    "shards": _shards,
     "a path": _lazy_path,
 }
 
@@ -155,7 +166,28 @@ def test_every_registered_source_has_a_contract_test():
     assert data.KNOWN_DATASETS == tuple(name for name in SOURCES if name != "folder")
 
 
+def check_stream_contract(source: StreamingSource) -> None:
+    assert source.streaming is True and source.transform is None and not source.in_memory
+    items = list(source.stream())
+    assert len(items) == source.num_samples == sum(source.pieces()) > 0
+    for image, label in items:
+        assert image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3
+        assert isinstance(label, int) and label >= -1
+    assert source.labelled == any(label >= 0 for _, label in items)
+    again = list(source.stream())  # the stored order, every time
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(items, again, strict=True))
+    by_piece = [source.decode(r) for i in range(len(source.pieces())) for r in source.read_piece(i)]
+    assert [label for _, label in by_piece] == [label for _, label in items]
+    parts = [list(source.stream_part(p, 2)) for p in range(2)]
+    assert sum(map(len, parts)) == len(items) and all(parts)
+    brighter = source.with_transform(lambda t: t.float() + 1)
+    assert source.transform is None and torch.equal(next(iter(brighter))[0], items[0][0] + 1.0)
+
+
 def check_contract(source: data.IndexableSource) -> None:
+    if source.streaming:
+        check_stream_contract(source)
+        return
     assert source.streaming is False and source.transform is None
     n = len(source)
     assert n == source.num_samples > 0
@@ -197,7 +229,8 @@ def test_every_source_honours_the_contract(kind, in_memory, tmp_path, monkeypatc
         assert not train.in_memory and len(train.files()) == 3
     else:
         folder_backed = kind in ("cifar10-jpeg", "imagenet", "folder")
-        assert train.in_memory == (in_memory or not folder_backed)
+        streamed = kind == "shards"  # never held in memory
+        assert train.in_memory == (not streamed and (in_memory or not folder_backed))
 
 
 @pytest.mark.skipif(

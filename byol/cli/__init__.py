@@ -1,5 +1,5 @@
 """The `byol` command: pretrain, eval, export, embed, report, ablate, reproduce, presets, config,
-models.
+models, shards.
 
 byol pretrain                       # the CPU default: Fashion-MNIST
 torchrun --nproc_per_node 8 -m byol pretrain --preset imagenet-paper   # docs/distributed.md
@@ -9,6 +9,7 @@ One module per group of commands, each adding its sub-commands to the parser:
     train.py      pretrain, presets, config, models
     evaluate.py   eval, ablate, reproduce
     outputs.py    export (embeddings, ONNX), embed, report
+    shards.py     shards (a dataset as WebDataset tar shards)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DEFAULT_MEMORY_HINT = "lower --set eval_batch_size (or data.image_size)"
 def build_parser() -> argparse.ArgumentParser:
     # The command modules import torch: imported here, inside main's guard, so that a Ctrl-C
     # during that import (seconds on a cold start) ends in one line too.
-    from byol.cli import evaluate, outputs, train
+    from byol.cli import evaluate, outputs, shards, train
 
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_catalog(sub)
     evaluate.add_eval(sub)
     outputs.add_outputs(sub)
+    shards.add_shards(sub)
     return parser
 
 

@@ -76,7 +76,11 @@ def add_outputs(sub: argparse._SubParsersAction) -> None:
         "embed", help="embed every image of a folder: embeddings.npy + files.txt (relative paths)"
     )
     p.add_argument("source", metavar="RUN_DIR_OR_ENCODER")
-    p.add_argument("folder", metavar="FOLDER", help="images, flat or in sub-folders")
+    p.add_argument(
+        "folder",
+        metavar="FOLDER",
+        help="images, flat or in sub-folders; or tar shards or hf:NAME (their train split)",
+    )
     p.add_argument("--out", help="output folder (default: RUN_DIR/embed/<folder name>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. device=cpu")
     p.set_defaults(func=cmd_embed)

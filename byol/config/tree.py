@@ -24,6 +24,7 @@ from typing import Any
 
 from byol import settings, speed
 from byol.backbones import BACKBONES, TIMM, check_backbone
+from byol.data.hf import HFOptions
 from byol.errors import ConfigError
 from byol.loggers import check_installed
 from byol.methods import MethodSettings, settings_class
@@ -31,7 +32,10 @@ from byol.methods.byol import BYOLSettings
 from byol.settings import section, setting
 from byol.views.spec import ViewSpec, paper_view_specs
 
-_DATASETS = "fashion-mnist | cifar10 | cifar100 | stl10 | cifar10-jpeg | imagenet | a folder"
+_DATASETS = (
+    "fashion-mnist | cifar10 | cifar100 | stl10 | cifar10-jpeg | imagenet | a folder | tar "
+    "shards (a folder, a {000..127} pattern, a URL) | hf:NAME"
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,26 @@ class DataSettings:
     strict_images: bool = setting(
         False, "stop at the first unreadable image file instead of skipping it", identity=False
     )
+    # Shards are written in a random order; the buffer mixes neighbours within a worker's part.
+    shuffle_buffer: int = setting(
+        1000, "streamed sources: records each DataLoader worker shuffles among", low=1
+    )
+    hf_split: str = setting("train", "hf:NAME datasets: the split to pretrain on", nonempty=True)
+    hf_test_split: str = setting("test", "hf:NAME datasets: the labelled test split ('' = none)")
+    image_column: str = setting("image", "hf:NAME datasets: the column of images", nonempty=True)
+    label_column: str = setting("label", "hf:NAME datasets: the column of labels ('' = none)")
+    hf_streaming: bool = setting(
+        False, "hf:NAME datasets: stream rows (evaluation), never store them", identity=False
+    )
+
+    def hf_options(self) -> HFOptions:
+        return HFOptions(
+            self.hf_split,
+            self.hf_test_split,
+            self.image_column,
+            self.label_column,
+            self.hf_streaming,
+        )
 
 
 @dataclass(frozen=True)

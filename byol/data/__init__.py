@@ -14,7 +14,8 @@ source declares its kind (``source.py``):
 Subsets, the labelled part, the kNN monitor and evaluation go through this contract only. A new
 source is one file here that returns its splits from a ``Registered`` loader, plus one line in
 ``SOURCES`` below. Known names: fashion-mnist, cifar10, cifar100, stl10, cifar10-jpeg, imagenet,
-folder; anything else is a path to a folder of images.
+folder, shards; a folder of .tar shards or a shard pattern (``{000..127}``, a URL,
+``pipe:``) is read as shards; anything else is a path to a folder of images.
 
     source.py            the contract, LoadRequest, Registered
     tensors.py           images held in memory as one tensor
@@ -24,13 +25,20 @@ folder; anything else is a path to a folder of images.
     torchvision_sets.py  CIFAR-10/100, STL-10
     cifar10_jpeg.py      the CIFAR-10 JPEG copy
     folders.py           a user's image folder, ImageNet's
+    folder_index.py      a folder's files, walked once and kept beside the run
+    shards.py            WebDataset tar shards (streaming), read with webdataset
+    shard_files.py       where shards are, their counts, index.json
+    hf.py                Hugging Face datasets (hf:NAME), read with datasets
     subsets.py           class-balanced subsets, the labelled items
 """
 
 from __future__ import annotations
 
-from byol.data import cifar10_jpeg, folders, idx, torchvision_sets
+from pathlib import Path
+
+from byol.data import cifar10_jpeg, folders, hf, idx, shard_files, shards, torchvision_sets
 from byol.data.decode import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, decode_image
+from byol.data.hf import HFOptions
 from byol.data.idx import FASHION_MNIST_CLASSES, read_idx
 from byol.data.images import ImageFolderDataset
 from byol.data.info import DatasetInfo, default_data_dir
@@ -57,6 +65,7 @@ SOURCES: dict[str, Registered] = {
     "cifar10-jpeg": cifar10_jpeg.CIFAR10_JPEG,
     "imagenet": folders.IMAGENET,
     "folder": folders.FOLDER,
+    "shards": shards.SHARDS,
 }
 KNOWN_DATASETS = tuple(name for name in SOURCES if name != "folder")
 
@@ -80,19 +89,28 @@ def load_datasets(
     download: bool = False,
     in_memory: bool = True,
     strict: bool = False,
+    hf_options: hf.HFOptions | None = None,
+    index_dir: Path | None = None,
 ) -> tuple[Source, Source | None, DatasetInfo]:
     """Return (train, test or None, info); items are (uint8 (3, H, W) tensor, int label).
 
     ``name`` is fashion-mnist, cifar10, cifar100, stl10 (train = train+unlabeled, label -1 for
     unlabeled), cifar10-jpeg, imagenet (a folder with train/ and val/ at data_dir), "folder"
-    (the folder at data_dir), any other name in ``SOURCES``, or a path to a folder. ``data_dir``
-    "" or None means the usual place. ``in_memory`` matters for image folders only; the other
-    sets always are in memory. Unreadable image files are skipped and listed in
+    (the folder at data_dir), shards (the tar shards at data_dir), any other name in
+    ``SOURCES``, a folder of .tar shards, a shard pattern or URL, or a path to a folder.
+    ``data_dir`` "" or None means the usual place. ``in_memory`` matters for image folders only;
+    the other sets always are in memory. Unreadable image files are skipped and listed in
     ``info.unreadable``, or, with ``strict``, the first one raises DatasetError naming it.
+    ``hf:NAME`` is a Hugging Face dataset, read as ``hf_options`` say (splits, columns). A
+    folder's list of files is kept in ``index_dir`` (when given) for the next load.
     Both splits come with transform=None; the caller sets ``.transform``.
     """
+    if name.startswith(hf.PREFIX):
+        return hf.load_hf(name[len(hf.PREFIX) :], hf_options or hf.HFOptions(), in_memory)
     key = _key(name)
     entry = SOURCES.get(key)
+    if entry is None and shard_files.looks_like_shards(name):
+        return shards.load_location(name, strict)
     if entry is None:
         path = expand_home(name)
         if not path.exists():
@@ -100,9 +118,9 @@ def load_datasets(
                 f"Dataset '{path}' is neither a known name ({', '.join(KNOWN_DATASETS)}) nor an "
                 "existing image folder; check the path."
             )
-        return folders.load_folder(path, in_memory, strict)
+        return folders.load_folder(path, in_memory, strict, index_dir)
     path = expand_home(data_dir) if data_dir else None
-    return entry.load(LoadRequest(key, path, download, in_memory, strict))
+    return entry.load(LoadRequest(key, path, download, in_memory, strict, index_dir))
 
 
 __all__ = [
@@ -115,6 +133,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "FASHION_MNIST_CLASSES",
+    "HFOptions",
     "ImageFolderDataset",
     "IndexableSource",
     "LoadRequest",

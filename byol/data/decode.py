@@ -7,9 +7,9 @@ web page saved as .jpg, a decompression bomb. Each raises ``UnreadableImage`` na
 
 from __future__ import annotations
 
-import os
-import stat
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -57,28 +57,11 @@ def is_image_file(path: Path) -> bool:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """The image files under ``folder``. Linked folders are followed, each real folder once (a
-    link to a parent would loop); only regular files count (a FIFO named .png would block the
-    reader forever), and broken links stay in, to be reported as unreadable."""
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        # Hidden folders (.git, .ipynb_checkpoints, ...) never hold dataset images.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        paths = (Path(dirpath) / f for f in filenames if is_image_file(Path(f)))
-        found.extend(p for p in paths if _regular_or_broken(p))
-    return sorted(found)
+    """The image files under ``folder``, sorted (``folder_index.walk``: linked folders followed
+    once each, hidden ones skipped, regular files and broken links only)."""
+    from byol.data.folder_index import walk  # it names image files by IMAGE_EXTENSIONS above
 
-
-def _regular_or_broken(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:  # a broken link: kept, and reported as unreadable when decoded
-        return True
+    return [Path(path) for path in walk(folder)[0]]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -102,15 +85,18 @@ def failure_reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _decode(path: Path) -> torch.Tensor:
+def _decode(path: Path, source: Path | BinaryIO | None = None) -> torch.Tensor:
     try:
-        with Image.open(path) as img:
+        with Image.open(path if source is None else source) as img:
             img.load()
             rgb = to_rgb(ImageOps.exif_transpose(img))  # as a camera's viewer shows it
     # PIL's format plugins raise many types on malformed input (OSError, SyntaxError,
     # struct.error, IndexError, DecompressionBombError...): any of them means "unreadable".
     except Exception as e:
-        raise UnreadableImage(path, failure_reason(e)) from e
+        reason = failure_reason(e)
+        if source is not None:  # PIL names the buffer by its repr: say what it holds instead
+            reason = reason.replace(repr(source), "of its bytes")
+        raise UnreadableImage(path, reason) from e
     return pil_to_tensor(rgb)
 
 
@@ -129,3 +115,9 @@ def header_size(path: Path) -> tuple[int, int]:
 def decode_image(path: str | Path) -> torch.Tensor:
     """Decode an image file of any PIL mode to a uint8 (3, H, W) RGB tensor."""
     return _decode(Path(path))
+
+
+def decode_bytes(data: bytes, name: str) -> torch.Tensor:
+    """As ``decode_image``, for an image file's bytes (a tar shard's member, a dataset's cell);
+    ``name`` says where they came from in an ``UnreadableImage``."""
+    return _decode(Path(name), io.BytesIO(data))

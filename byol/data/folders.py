@@ -15,17 +15,21 @@ from byol.errors import DatasetError, DatasetNotFoundError
 log = logging.getLogger(__name__)
 
 
-def load_folder(path: Path, in_memory: bool, strict: bool = False) -> Splits:
+def load_folder(
+    path: Path, in_memory: bool, strict: bool = False, index_dir: Path | None = None
+) -> Splits:
+    """The splits of the folder at ``path``; its list of files kept in ``index_dir`` (when
+    given) for the next load (``folder_index.py``)."""
     if not path.exists():
         raise DatasetNotFoundError(f"Image folder {path} does not exist; check data_dir.")
     if not path.is_dir():
         raise DatasetError(f"Dataset path {path} is a file, not a folder of images.")
     test_dir = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
     if (path / "train").is_dir():
-        train = ImageFolderDataset(path / "train", strict=strict)
-        test = (
-            ImageFolderDataset(test_dir, classes=train.classes, strict=strict) if test_dir else None
-        )
+        train = ImageFolderDataset(path / "train", strict=strict, index_dir=index_dir)
+        test = None
+        if test_dir:
+            test = ImageFolderDataset(test_dir, None, train.classes, strict, index_dir)
         if test is not None and train.classes and not test.classes:
             # Unlabelled test images would score every encoder at 0% (no label ever matches).
             raise DatasetError(
@@ -35,7 +39,7 @@ def load_folder(path: Path, in_memory: bool, strict: bool = False) -> Splits:
                 "test scores."
             )
     else:
-        train, test = ImageFolderDataset(path, strict=strict), None
+        train, test = ImageFolderDataset(path, strict=strict, index_dir=index_dir), None
     folders = [ds for ds in (train, test) if ds is not None]
     splits: list[Source] = list(folders)
     if in_memory:
@@ -60,7 +64,9 @@ def _load_named(request: LoadRequest) -> Splits:
             f"Dataset '{request.name}' needs data_dir: set it to the image folder "
             "(with train/ and val/ sub-folders for ImageNet)."
         )
-    train, test, info = load_folder(request.data_dir, request.in_memory, request.strict)
+    train, test, info = load_folder(
+        request.data_dir, request.in_memory, request.strict, request.index_dir
+    )
     if request.name == "imagenet":
         info.name = "imagenet"
         info.mean, info.std = IMAGENET_MEAN, IMAGENET_STD

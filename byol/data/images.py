@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -28,11 +29,10 @@ from byol.data.decode import (
     UnreadableImage,
     decode_image,
     failure_reason,
-    find_images,
     header_size,
-    is_image_file,
     to_rgb,
 )
+from byol.data.folder_index import image_names
 from byol.data.source import IndexableSource, Item, Transform
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
@@ -46,7 +46,8 @@ class ImageFolderDataset(IndexableSource):
 
     Flat means image files lie directly in ``root`` (sub-folders are then searched too and all
     get label -1). Pass ``classes`` to reuse another split's class order; a class folder not in
-    that list is an error. An unreadable file met by ``__getitem__`` is replaced by the next
+    that list is an error. ``index_dir``: where the list of files is kept between runs
+    (``folder_index.py``). An unreadable file met by ``__getitem__`` is replaced by the next
     readable one (the same one every time, so resumed runs see the same images), unless
     ``strict``.
     """
@@ -57,6 +58,7 @@ class ImageFolderDataset(IndexableSource):
         transform: Transform | None = None,
         classes: list[str] | None = None,
         strict: bool = False,
+        index_dir: Path | None = None,
     ) -> None:
         self.root = expand_home(root)
         self.transform = transform
@@ -64,15 +66,18 @@ class ImageFolderDataset(IndexableSource):
         self.unreadable: list[tuple[Path, str]] = []  # found so far, in this process
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"Image folder {self.root} does not exist.")
-        entries = sorted(p for p in self.root.iterdir() if not p.name.startswith("."))
-        flat = any(p.is_file() and is_image_file(p) for p in entries)
+        names = image_names(self.root, index_dir)  # one walk, or none where an index holds
+        start = len(str(self.root)) + 1
+        # Flat: an image directly in root. Strings, not Paths, while a million files are sorted.
+        flat = any(os.sep not in name[start:] for name in names)
         self.samples: list[tuple[Path, int]] = []
         if flat:
             self.classes: list[str] = []
-            self.samples = [(p, -1) for p in find_images(self.root)]
+            self.samples = [(Path(name), -1) for name in names]
         else:
-            per_class = {p.name: find_images(p) for p in entries if p.is_dir()}
-            per_class = {name: files for name, files in per_class.items() if files}
+            per_class: dict[str, list[str]] = {}
+            for name in names:
+                per_class.setdefault(name[start:].partition(os.sep)[0], []).append(name)
             self.classes = list(classes) if classes is not None else sorted(per_class)
             index = {name: i for i, name in enumerate(self.classes)}
             unknown = sorted(set(per_class) - set(index))
@@ -81,8 +86,8 @@ class ImageFolderDataset(IndexableSource):
                     f"Folder {self.root} has class folders {unknown} that are not among the "
                     f"training classes {self.classes}."
                 )
-            for name, files in sorted(per_class.items()):
-                self.samples.extend((p, index[name]) for p in files)
+            for name, found in sorted(per_class.items()):
+                self.samples.extend((Path(p), index[name]) for p in found)
         if not self.samples:
             raise DatasetError(
                 f"Folder {self.root} holds no images: expected files ending in "

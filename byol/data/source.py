@@ -110,6 +110,25 @@ class StreamingSource(IterableDataset, abc.ABC):
         stream; a source stored in pieces (tar shards) overrides it to read only its own."""
         return itertools.islice(self.stream(), part, None, parts)
 
+    def pieces(self) -> list[int] | None:
+        """The item count of each piece the stream is stored in (its tar shards), in stored
+        order; None where the counts are unknown without reading it all. Pretraining reads a
+        stream by pieces: ranks and DataLoader workers take whole pieces, a resumed run finds its
+        place from the counts (``training/stream_epochs.py``)."""
+        return None
+
+    def read_piece(self, index: int) -> Iterator[Any]:
+        """Piece ``index``'s records, undecoded: cheap to read, to skip and to shuffle."""
+        raise NotImplementedError(f"{describe(self)} is not read by pieces")
+
+    def decode(self, record: Any) -> Item:
+        """A record of ``read_piece`` as an untransformed item; raises ``UnreadableImage``."""
+        raise NotImplementedError(f"{describe(self)} is not read by pieces")
+
+    def record_name(self, record: Any) -> str:
+        """Where a record of ``read_piece`` came from (its shard and key), for people."""
+        raise NotImplementedError(f"{describe(self)} is not read by pieces")
+
     def __iter__(self) -> Iterator[Item]:
         worker = get_worker_info()  # each DataLoader worker yields its own part
         items = self.stream() if worker is None else self.stream_part(worker.id, worker.num_workers)
@@ -222,6 +241,7 @@ class LoadRequest:
     download: bool = False
     in_memory: bool = True  # hold decoded images in memory where they fit
     strict: bool = False  # the first unreadable image file raises instead of being skipped
+    index_dir: Path | None = None  # where a folder's list of files is kept between loads
 
 
 Splits = tuple[Source, Source | None, DatasetInfo]

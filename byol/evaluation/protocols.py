@@ -51,7 +51,12 @@ class Evaluation:
         )
         data_dir = self.source.data_dir(self.dataset)
         train, test, self.info = load_datasets(
-            self.dataset, data_dir, self.config.data.download, in_memory=True
+            self.dataset,
+            data_dir,
+            self.config.data.download,
+            in_memory=True,
+            hf_options=self.config.data.hf_options(),
+            index_dir=self.out_dir / run_folder.FOLDER_INDEX,
         )
         if test is None or not self.info.classes:
             raise ByolError(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 from tqdm.std import TqdmMonitorWarning
 
@@ -37,6 +36,7 @@ from byol.training.epochs import (
 )
 from byol.training.monitor import KnnMonitor
 from byol.training.schedules import Schedule
+from byol.training.stream_epochs import StreamEpochs
 from byol.training.train_state import (
     TrainState,
     build_model,
@@ -45,7 +45,7 @@ from byol.training.train_state import (
     read_checkpoint,
 )
 from byol.views.batched import batch_paper_views
-from byol.views.cropped import cropped_paper_views
+from byol.views.cropped import CroppedViews, cropped_paper_views
 from byol.views.per_image import paper_views
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class RunContext:
     precision: str  # resolved: never "auto"
     speed: speed.SpeedChoices  # the speed switches, with auto resolved
     info: DatasetInfo
-    views: BatchedEpochs | PerImageEpochs
+    views: BatchedEpochs | PerImageEpochs | StreamEpochs
     monitor: KnnMonitor | None  # rank 0 alone scores
     trained: (
         torch.nn.Module
@@ -146,13 +146,15 @@ def set_up(
     check_eval_memory(config, device, config.monitor.eval_batch_size)  # the kNN monitor
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     apply_threads(config.runtime.threads, config.runtime.num_workers)
-    train_set, monitor, views, info = _data(config, ranks, device, precision)
-    schedule = Schedule.of(config, len(train_set))
+    # A resume or an evaluation reads the folder's files from there; rank 0 alone writes files.
+    index_dir = run_dir / run_folder.FOLDER_INDEX if ranks.is_main else None
+    train_size, monitor, views, info = _data(config, ranks, device, precision, index_dir)
+    schedule = Schedule.of(config, train_size)
     # From the whole run's length, not the steps left: a resumed run lays out and compiles as
     # the uninterrupted one did, so it computes the same to the last rounding.
     choices = speed_choices(config, ranks, device, precision, schedule.total_steps)
     choices = dataclasses.replace(
-        choices, view_threads=views_threads(config, device, view_path(config, train_set))
+        choices, view_threads=views_threads(config, device, _view_path_of(views))
     )
     if monitor is not None:
         monitor.channels_last = choices.channels_last
@@ -200,8 +202,12 @@ def _claim(run_dir: Path, config: Config) -> run_folder.RunLock:
 
 
 def _data(
-    config: Config, ranks: distributed.Ranks, device: torch.device, precision: str
-) -> tuple[Dataset, KnnMonitor | None, BatchedEpochs | PerImageEpochs, DatasetInfo]:
+    config: Config,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    precision: str,
+    index_dir: Path | None,
+) -> tuple[int, KnnMonitor | None, BatchedEpochs | PerImageEpochs | StreamEpochs, DatasetInfo]:
     with distributed.main_first():  # rank 0 alone downloads or extracts, the others then read
         train_set, test_set, info = load_datasets(
             config.data.dataset,
@@ -209,11 +215,16 @@ def _data(
             config.data.download,
             True,
             config.data.strict_images,
+            config.data.hf_options(),
+            index_dir,
         )
     monitor = None
     # The kNN bank is the whole labelled train split; rank 0 alone scores.
     if test_set is not None and info.classes and ranks.is_main:
         monitor = KnnMonitor(config, train_set, test_set, info, device, precision)
+    if getattr(train_set, "streaming", False):  # read by pieces (tar shards): stream_epochs.py
+        views = StreamEpochs(train_set, config, info, device, ranks)
+        return views.images_per_epoch, monitor, views, info
     indexable(train_set, "pretraining (a seeded image order per epoch, resumable mid-epoch)")
     if config.data.train_subset:
         train_set = subset(train_set, config.data.train_subset, config.seed)
@@ -235,7 +246,15 @@ def _data(
         make = cropped_paper_views if path == "cropped" else paper_views
         made = make(config.views, config.data.image_size, info.mean, info.std, info.grayscale)
         views = PerImageEpochs(ViewPairs(train_set, made), config, device, ranks)
-    return train_set, monitor, views, info
+    return len(train_set), monitor, views, info
+
+
+def _view_path_of(views: BatchedEpochs | PerImageEpochs | StreamEpochs) -> str:
+    """Where ``views`` makes its views (``epochs.view_path``'s names)."""
+    if isinstance(views, BatchedEpochs):
+        return "batched"
+    made = views.view_pairs.views if isinstance(views, PerImageEpochs) else views.views
+    return "cropped" if isinstance(made, CroppedViews) else "per-image"
 
 
 def speed_choices(
