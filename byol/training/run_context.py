@@ -36,6 +36,7 @@ from byol.training.epochs import (
 )
 from byol.training.monitor import KnnMonitor
 from byol.training.schedules import Schedule
+from byol.training.speed_choices import speed_choices, view_path_of
 from byol.training.stream_epochs import StreamEpochs
 from byol.training.train_state import (
     TrainState,
@@ -45,7 +46,7 @@ from byol.training.train_state import (
     read_checkpoint,
 )
 from byol.views.batched import batch_paper_views
-from byol.views.cropped import CroppedViews, cropped_paper_views
+from byol.views.cropped import cropped_paper_views
 from byol.views.per_image import paper_views
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def set_up(
     # the uninterrupted one did, so it computes the same to the last rounding.
     choices = speed_choices(config, ranks, device, precision, schedule.total_steps)
     choices = dataclasses.replace(
-        choices, view_threads=views_threads(config, device, _view_path_of(views))
+        choices, view_threads=views_threads(config, device, view_path_of(views))
     )
     if monitor is not None:
         monitor.channels_last = choices.channels_last
@@ -247,36 +248,6 @@ def _data(
         made = make(config.views, config.data.image_size, info.mean, info.std, info.grayscale)
         views = PerImageEpochs(ViewPairs(train_set, made), config, device, ranks)
     return len(train_set), monitor, views, info
-
-
-def _view_path_of(views: BatchedEpochs | PerImageEpochs | StreamEpochs) -> str:
-    """Where ``views`` makes its views (``epochs.view_path``'s names)."""
-    if isinstance(views, BatchedEpochs):
-        return "batched"
-    made = views.view_pairs.views if isinstance(views, PerImageEpochs) else views.views
-    return "cropped" if isinstance(made, CroppedViews) else "per-image"
-
-
-def speed_choices(
-    config: Config, ranks: distributed.Ranks, device: torch.device, precision: str, steps: int
-) -> speed.SpeedChoices:
-    """The speed switches for a run of ``steps`` steps of this shape (``byol/speed``)."""
-    r, model = config.runtime, config.model
-    shape = speed.RunShape(
-        device_type=device.type,
-        capability=speed.device_capability(device),
-        backbone_kind=speed.backbone_kind(model.backbone, model.cifar_stem),
-        image_size=config.data.image_size,
-        precision=precision,
-        steps=steps,
-        batch_size=config.optim.batch_size // ranks.world_size,
-        optimizer=config.optim.optimizer,
-        world_size=ranks.world_size,
-        accumulation_steps=config.optim.accumulation_steps,
-        compiler_ready=speed.compiler_ready(device.type),
-    )
-    asked = speed.Requested(r.channels_last, r.compile, r.compile_mode, r.optimizer_kernels)
-    return speed.choose(shape, asked)
 
 
 def _place(
