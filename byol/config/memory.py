@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_leaves
 from byol import settings
 from byol.backbones import build_backbone
 from byol.errors import OutOfMemory, memory_text
-from byol.methods import build_method
+from byol.methods import Method, build_method
 
 # Optimizer state per trained parameter, in copies of it: a momentum buffer, Adam's two moments.
 _OPTIMIZER_COPIES = {"lars": 1, "sgd": 1, "adamw": 2}
@@ -95,13 +95,18 @@ def _meta_model(config: Any) -> torch.nn.Module:
 
 def _build_on_meta(config: Any) -> torch.nn.Module:
     with torch.device("meta"):
-        encoder, feature_dim = build_backbone(
-            config.model.backbone,
-            config.model.cifar_stem,
-            config.data.image_size,
-            config.model.backbone_kwargs,
-        )
-        return build_method(config.method, encoder, feature_dim, config.seed)
+        return build_model(config)
+
+
+def build_model(config: Any) -> Method:
+    """``config.method.name`` (BYOL or a baseline) on a fresh encoder."""
+    encoder, feature_dim = build_backbone(
+        config.model.backbone,
+        config.model.cifar_stem,
+        config.data.image_size,
+        config.model.backbone_kwargs,
+    )
+    return build_method(config.method, encoder, feature_dim, config.seed)
 
 
 def _state_bytes(config: Any) -> float:

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from byol import run_folder
-from byol.backbones import build_backbone
 from byol.checkpoint import load_latest_checkpoint, load_model_state, save_checkpoint
 from byol.config import Config
+from byol.config.memory import build_model as build_model  # re-exported: what a run trains
 from byol.errors import CheckpointError, ConfigError
-from byol.methods import Method, build_method
+from byol.methods import Method
 from byol.settings.fields import FLOAT_LIMIT
 from byol.training.optim import build_optimizer, optimizer_state_problem
 
@@ -43,17 +43,6 @@ class TrainState:
         variance makes a resumed run diverge again."""
         tensors = [*self.method.parameters(), *self.method.buffers()]
         return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
-
-
-def build_model(config: Config) -> Method:
-    """``config.method.name`` (BYOL or a baseline) on a fresh encoder."""
-    encoder, feature_dim = build_backbone(
-        config.model.backbone,
-        config.model.cifar_stem,
-        config.data.image_size,
-        config.model.backbone_kwargs,
-    )
-    return build_method(config.method, encoder, feature_dim, config.seed)
 
 
 def new_train_state(
