@@ -20,8 +20,11 @@ from byol.training.loop import pretrain
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def cpu(size: int, steps: int = 100, **changes) -> RunShape:
-    return RunShape("cpu", "", "torchvision", size, "fp32", steps, **changes)
+NATIVE_BF16 = "native-bf16"  # the Zen 4 rows; "" takes the rows of CPUs without it
+
+
+def cpu(size: int, steps: int = 100, capability: str = "", **changes) -> RunShape:
+    return RunShape("cpu", capability, "torchvision", size, "fp32", steps, **changes)
 
 
 def cuda(steps: int = 100, **changes) -> RunShape:
@@ -41,11 +44,8 @@ def row_for(shape: RunShape) -> speed.Measured:
 
 def test_no_two_rows_stand_for_the_same_shape():
     for a, b in itertools.combinations(MEASURED, 2):
-        same = (a.device_type, a.backbone_kind, a.precision) == (
-            b.device_type,
-            b.backbone_kind,
-            b.precision,
-        )
+        key = ("device_type", "backbone_kind", "precision", "needs")
+        same = [getattr(a, k) for k in key] == [getattr(b, k) for k in key]
         overlap = a.sizes[0] <= b.sizes[1] and b.sizes[0] <= a.sizes[1]
         assert not (same and overlap), (a, b)
 
@@ -63,39 +63,63 @@ def test_every_row_names_its_source_and_a_compile_cost_where_it_measured_compile
 # --- CPU: measured shapes -------------------------------------------------------------------------
 
 
-def test_96_px_takes_channels_last_and_no_compile_however_long_the_run():
+def test_96_px_with_native_bf16_takes_channels_last_and_no_compile_however_long_the_run():
     for steps in (1, 100, 1_000_000):
-        chosen = choose(cpu(96, steps))
+        chosen = choose(cpu(96, steps, NATIVE_BF16))
         # channels_last alone (1.28x) beats compile alone (1.19x); both together never measured
         assert (chosen.channels_last, chosen.compile) == (True, False)
         assert "1.28x" in chosen.why
 
 
-def test_32_px_compiles_exactly_when_the_gain_repays_twice_the_compile_time():
-    row = row_for(cpu(32))
-    step_seconds = 256 / row.images_per_second
-    both = dict(((cl, co), x) for cl, co, x in row.speedups)[(True, True)]
-    # steps * s = steps * s / both + margin * compile_seconds at break-even
-    break_even = speed.COMPILE_COST_MARGIN * row.compile_seconds / (step_seconds * (1 - 1 / both))
-    short, long = choose(cpu(32, int(break_even) - 1)), choose(cpu(32, int(break_even) + 2))
-    assert (short.channels_last, short.compile) == (False, False)  # 0.92x alone: off
+def test_96_px_without_it_compiles_a_long_run_and_lays_out_a_short_one():
+    short, long = choose(cpu(96, 10)), choose(cpu(96, 10_000))
+    assert (short.channels_last, short.compile) == (True, False) and "1.22x" in short.why
+    # compile alone and both measured 1.29x: the first of equals, compile alone, is kept
+    assert (long.channels_last, long.compile) == (False, True) and "1.29x" in long.why
+
+
+def _break_even(shape: RunShape) -> float:
+    """Steps at which the best compiled combination finishes as soon as the best eager one."""
+    row = row_for(shape)
+    step_seconds = shape.batch_size / row.images_per_second
+    speedups = {(False, False): 1.0, **{(cl, co): x for cl, co, x in row.speedups}}
+    eager = max(x for (_, co), x in speedups.items() if not co)
+    compiled = max(x for (_, co), x in speedups.items() if co)
+    margin = speed.COMPILE_COST_MARGIN * row.compile_seconds
+    return margin / (step_seconds * (1 / eager - 1 / compiled))
+
+
+@pytest.mark.parametrize(
+    ("capability", "eager_choice"), [(NATIVE_BF16, (False, False)), ("", (True, False))]
+)
+def test_32_px_compiles_exactly_when_the_gain_repays_twice_the_compile_time(
+    capability, eager_choice
+):
+    break_even = _break_even(cpu(32, capability=capability))
+    short = choose(cpu(32, int(break_even) - 1, capability))
+    long = choose(cpu(32, int(break_even) + 2, capability))
+    # Zen 4: channels_last alone 0.92x, off; Ice Lake: 1.22x alone, on
+    assert (short.channels_last, short.compile) == eager_choice
     assert (long.channels_last, long.compile, long.compile_mode) == (True, True, "default")
 
 
-def test_no_compiler_no_compile_and_then_no_channels_last_at_32_px():
-    chosen = choose(cpu(32, 1_000_000, compiler_ready=False))
-    assert (chosen.channels_last, chosen.compile) == (False, False)
+@pytest.mark.parametrize(("capability", "layout"), [(NATIVE_BF16, False), ("", True)])
+def test_no_compiler_no_compile_and_then_the_best_eager_layout_at_32_px(capability, layout):
+    chosen = choose(cpu(32, 1_000_000, capability, compiler_ready=False))
+    assert (chosen.channels_last, chosen.compile) == (layout, False)
 
 
 def test_a_smaller_batch_needs_more_steps_before_compile_pays():
     steps = 2000
-    assert choose(cpu(32, steps)).compile
-    assert not choose(cpu(32, steps, batch_size=32)).compile
+    assert choose(cpu(32, steps, NATIVE_BF16)).compile
+    assert not choose(cpu(32, steps, NATIVE_BF16, batch_size=32)).compile
 
 
-def test_the_cifar_stem_takes_channels_last_at_32_px():
-    chosen = choose(RunShape("cpu", "", "cifar-stem", 32, "fp32", 10))
-    assert (chosen.channels_last, chosen.compile) == (True, False)
+def test_the_cifar_stem_takes_channels_last_at_32_px_where_it_was_measured():
+    measured = choose(RunShape("cpu", NATIVE_BF16, "cifar-stem", 32, "fp32", 10))
+    elsewhere = choose(RunShape("cpu", "", "cifar-stem", 32, "fp32", 10))
+    assert (measured.channels_last, measured.compile) == (True, False)
+    assert (elsewhere.channels_last, elsewhere.compile) == (False, False)
 
 
 def test_bf16_rows_need_a_cpu_with_native_bf16():

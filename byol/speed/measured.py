@@ -22,10 +22,12 @@ class Measured:
     source: str = ""
 
 
-# 2-core AMD EPYC (Zen 4), 2 threads, one process, torchvision ResNet-18 (the kind's rows stand
-# for every torchvision ResNet but the 1/8-width one: deeper nets take longer steps, which only
-# makes the compile estimate more conservative). Sources in docs/speed.md, "Where auto's figures
-# come from".
+# Two CPUs, 2 threads, one process, torchvision ResNet-18 (the kind's rows stand for every
+# torchvision ResNet but the 1/8-width one: deeper nets take longer steps, which only makes the
+# compile estimate more conservative). The first rows come from a 2-core AMD EPYC (Zen 4) with
+# native bf16 and apply to CPUs that have it; the rows after them from a 2-core Intel Xeon (Ice
+# Lake, AVX-512 without bf16) and apply to the rest: the two differ most in what channels_last
+# gives at 32 px (0.92x and 1.22x). Sources in docs/speed.md, "Where auto's figures come from".
 MEASURED: tuple[Measured, ...] = (
     Measured(
         "cpu",
@@ -35,6 +37,7 @@ MEASURED: tuple[Measured, ...] = (
         ((True, False, 0.92), (False, True, 1.09), (True, True, 1.17)),
         images_per_second=215.0,
         compile_seconds=55.0,
+        needs="native-bf16",
         source="MEASUREMENTS.md 2026-11-23, the plain step, batch 256",
     ),
     Measured(
@@ -45,6 +48,7 @@ MEASURED: tuple[Measured, ...] = (
         ((True, False, 1.28), (False, True, 1.19)),
         images_per_second=20.2,
         compile_seconds=55.0,
+        needs="native-bf16",
         source="throughput.py 2026-12-03 (channels_last), the plain step 2026-11-23 (compile)",
     ),
     Measured(
@@ -74,6 +78,27 @@ MEASURED: tuple[Measured, ...] = (
         "fp32",
         ((True, False, 1.15),),
         images_per_second=18.5,
+        needs="native-bf16",
         source="MEASUREMENTS.md 2026-11-23, the plain step, batch 128",
+    ),
+    Measured(
+        "cpu",
+        "torchvision",
+        (96, 96),
+        "fp32",
+        ((True, False, 1.22), (False, True, 1.29), (True, True, 1.29)),
+        images_per_second=19.0,
+        compile_seconds=99.0,
+        source="speed_matrix.py 2026-12-04, batch 256",
+    ),
+    Measured(
+        "cpu",
+        "torchvision",
+        (32, 32),
+        "fp32",
+        ((True, False, 1.22), (False, True, 1.17), (True, True, 1.23)),
+        images_per_second=154.6,
+        compile_seconds=83.0,
+        source="speed_matrix.py 2026-12-04, batch 256",
     ),
 )
