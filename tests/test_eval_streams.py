@@ -1,11 +1,14 @@
 """Evaluation on streaming sources: `byol eval all` on tar shards written by `byol shards` from a
 labelled folder scores kNN as on the folder itself (the same images, read in another order), and
-runs the linear probe (both modes) and fine-tuning without random access; a stream's subset yields
-exactly its chosen items on every pass, in a new order each time, held in memory when it fits."""
+runs the linear probe (both modes) and fine-tuning without random access, as it does on a streamed
+Hugging Face dataset; a stream's subset yields exactly its chosen items on every pass, in a new
+order each time, held in memory when it fits."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from byol.evaluation.protocols import Evaluation
 from byol.presets import preset
 from byol.run_folder import save_config
 
+# datasets reads its cache place once, at import: never the user's home from a test.
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="byol-test-hf-"))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SMALL = [
     "device=cpu",
@@ -87,7 +92,7 @@ def sources(tmp_path_factory) -> tuple[Path, Path, Path]:
     return run, root / "folder", shards
 
 
-def rows(run: Path, dataset: Path) -> dict:
+def rows(run: Path, dataset: Path | str) -> dict:
     return json.loads((run / "results.json").read_text())["datasets"][str(dataset)]
 
 
@@ -150,3 +155,26 @@ def test_a_stream_subset_yields_its_items_in_a_new_order_each_pass(hold_bytes):
     again = StreamSubset(Numbered(200), chosen, lambda image: image, seed=0, buffer=4)
     again.hold_bytes = hold_bytes
     assert positions([list(again) for _ in range(3)]) == passes  # seeded
+
+
+def test_fine_tuning_on_a_streamed_hugging_face_dataset(sources, tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the hf extra (datasets) is not installed")
+    run, folder, _ = sources
+    classes = sorted(p.name for p in (folder / "train").iterdir())
+    for split in ("train", "test"):
+        files = sorted((folder / split).rglob("*.png"))
+        columns = {
+            "image": [{"bytes": f.read_bytes(), "path": None} for f in files],
+            "label": [classes.index(f.parent.name) for f in files],
+        }
+        features = datasets.Features(
+            {"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)}
+        )
+        table = datasets.Dataset.from_dict(columns, features=features)
+        table.to_parquet(str(tmp_path / f"{split}-00000-of-00001.parquet"))
+    name = f"hf:{tmp_path}"
+    overrides = [*SMALL, f"dataset={name}", "hf_streaming=true", "label_fractions=0.1"]
+    overrides += ["finetune_epochs=1"]
+    assert Evaluation(run, None, overrides).train.streaming
+    assert main(["eval", "finetune", str(run), *sets(overrides)]) == 0
+    assert "finetune_10pct_top1" in rows(run, name)["byol"]
