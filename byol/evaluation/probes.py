@@ -272,8 +272,7 @@ def finetune(
 
 
 def shuffled_loader(dataset: Dataset, batch_size: int, drop_last: bool) -> DataLoader:
-    """Batches in a new random order each epoch: the loader shuffles a map-style dataset; an
-    iterable one (a subset of a stream) draws its own order."""
+    """Batches in a new order each epoch: shuffled by the loader, or by an iterable itself."""
     iterable = isinstance(dataset, torch.utils.data.IterableDataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=not iterable, drop_last=drop_last)
 
