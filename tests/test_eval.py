@@ -134,10 +134,9 @@ def test_finetuning_moves_encoder_weights_linear_evaluation_does_not(run_dir):
     before = state(encoder)
     train_f, train_l = ev.features("byol", "train")
     test_f, test_l = ev.features("byol", "test")
-    crops = Transformed(ev.train, ev.train_transform)
     linear_paper(
         encoder,
-        crops,
+        ev.training_views,
         train_f,
         train_l,
         test_f,

@@ -29,7 +29,7 @@ folder, shards; a folder of .tar shards or a shard pattern (``{000..127}``, a UR
     shards.py            WebDataset tar shards (streaming), read with webdataset
     shard_files.py       where shards are, their counts, index.json
     hf.py                Hugging Face datasets (hf:NAME), read with datasets
-    subsets.py           class-balanced subsets, the labelled items
+    subsets.py           class-balanced subsets, the labelled items, a stream's subset
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from byol.data.source import (
     indexable,
     num_items,
 )
-from byol.data.subsets import labelled, subset, subset_indices
+from byol.data.subsets import StreamSubset, labelled, subset, subset_indices
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
 from byol.files import expand_home
@@ -139,6 +139,7 @@ __all__ = [
     "LoadRequest",
     "Registered",
     "Source",
+    "StreamSubset",
     "StreamingSource",
     "TensorImageDataset",
     "decode_image",

@@ -1,12 +1,17 @@
 """Deterministic, class-balanced subsets of a source (label fractions, kNN banks, train_subset),
-and the labelled part of a partly labelled one (STL-10's train+unlabeled)."""
+the labelled part of a partly labelled one (STL-10's train+unlabeled), and a subset of a stream
+by position, reshuffled on every pass (``StreamSubset``)."""
 
 from __future__ import annotations
 
-import numpy as np
-from torch.utils.data import Dataset
+import random
+from collections.abc import Iterator
 
-from byol.data.source import Source, indexable
+import numpy as np
+from torch.utils.data import Dataset, IterableDataset
+
+from byol.data.decode import IN_MEMORY_LIMIT_BYTES
+from byol.data.source import Item, Source, StreamingSource, Transform, indexable
 
 
 def subset_indices(labels: np.ndarray | None, length: int, n: int, seed: int = 0) -> np.ndarray:
@@ -53,3 +58,71 @@ def labelled(dataset: Dataset) -> Dataset:
     if labels is None or len(labels) == 0 or labels.min() >= 0:
         return dataset
     return source.take(np.flatnonzero(labels >= 0))
+
+
+class StreamSubset(IterableDataset):
+    """The items of a stream at ``positions`` (indices into its stored order), through
+    ``transform``, in a new seeded order on each pass: fine-tuning's label subset and the linear
+    probe's training crops on a source that has no random access.
+
+    The first pass reads the whole stream and keeps the chosen items' uint8 images while they fit
+    in ``hold_bytes``; later passes then read memory. A subset too large to hold is read from the
+    stream again on every pass, through a seeded shuffle buffer of ``buffer`` items.
+    """
+
+    def __init__(
+        self,
+        source: StreamingSource,
+        positions: np.ndarray,
+        transform: Transform,
+        seed: int = 0,
+        buffer: int = 1000,
+        hold_bytes: int = IN_MEMORY_LIMIT_BYTES,
+    ) -> None:
+        self.source, self.transform, self.seed = source.with_transform(None), transform, seed
+        self.chosen = frozenset(int(p) for p in positions)
+        self.buffer, self.hold_bytes = buffer, hold_bytes
+        self.passes = 0
+        self.held: list[Item] | None = None
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __iter__(self) -> Iterator[Item]:
+        order = random.Random(self.seed * 1_000_003 + self.passes)
+        self.passes += 1
+        if self.held is not None:
+            items: Iterator[Item] = iter(order.sample(self.held, len(self.held)))
+        else:
+            items = _shuffled(self._read(), self.buffer, order)
+        for image, label in items:
+            yield self.transform(image), label
+
+    def _read(self) -> Iterator[Item]:
+        """The chosen items in stream order, held once the pass completes if they fit."""
+        kept: list[Item] | None = []
+        size = 0
+        for position, item in enumerate(self.source.stream()):
+            if position not in self.chosen:
+                continue
+            if kept is not None:
+                size += item[0].numel() * item[0].element_size()
+                if size <= self.hold_bytes:
+                    kept.append(item)
+                else:
+                    kept = None  # too large to hold: every pass reads the stream
+            yield item
+        self.held = kept
+
+
+def _shuffled(items: Iterator[Item], buffer: int, order: random.Random) -> Iterator[Item]:
+    """``items`` through a shuffle buffer: each out is a random one of the next ``buffer``."""
+    pool: list[Item] = []
+    for item in items:
+        pool.append(item)
+        if len(pool) >= buffer:
+            i = order.randrange(len(pool))
+            pool[i], pool[-1] = pool[-1], pool[i]
+            yield pool.pop()
+    order.shuffle(pool)
+    yield from pool

@@ -173,7 +173,7 @@ class FrozenEncoderHead(nn.Module):
 
 def linear_paper(
     encoder: nn.Module,
-    train_crops: Dataset,
+    train_crops: Callable[[np.ndarray], Dataset],
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
@@ -189,7 +189,8 @@ def linear_paper(
     """The paper's linear evaluation: the head trains on random crop + flip views of the frozen
     encoder; validation and test use the cached resize + centre-crop features.
 
-    ``train_crops`` yields augmented views of the training set, aligned with ``train_labels``.
+    ``train_crops(indices)`` yields augmented views of the training items at ``indices``
+    (positions in ``train_labels``): a map-style dataset, or an iterable one that shuffles itself.
     """
     encoder = encoder.to(device).eval()
     for p in encoder.parameters():
@@ -206,9 +207,8 @@ def linear_paper(
         nn.init.zeros_(head.bias)
         model = FrozenEncoderHead(encoder, mean, std, head).to(device)
         optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, nesterov=True)
-        subset = torch.utils.data.Subset(train_crops, indices.tolist())
         torch.manual_seed(seed)  # the crops and the shuffling: the same for every lr
-        loader = DataLoader(subset, batch_size=batch_size, shuffle=True, drop_last=False)
+        loader = shuffled_loader(train_crops(indices), batch_size, drop_last=False)
         _fit_classifier(model, optimizer, loader, epochs, lr, device, precision)
         return head.cpu(), mean, std
 
@@ -252,8 +252,8 @@ def finetune(
     encoder = copy.deepcopy(encoder)
     for p in encoder.parameters():
         p.requires_grad_(True)
-    with torch.no_grad():
-        dim = encoder.eval()(train[0][0][None]).shape[1]  # eval: BN accepts a batch of one
+    with torch.no_grad():  # eval: BN accepts a batch of one; a test stream reads one item
+        dim = encoder.eval()(next(iter(test))[0][None]).shape[1]
     encoder.train()
     head = nn.Linear(dim, num_classes)
     nn.init.zeros_(head.weight)
@@ -264,13 +264,17 @@ def finetune(
     )
     torch.manual_seed(seed)
     # Drop a ragged last batch, unless the subset is smaller than one batch (1% of few images).
-    loader = DataLoader(
-        train, batch_size=batch_size, shuffle=True, drop_last=len(train) > batch_size
-    )
+    loader = shuffled_loader(train, batch_size, drop_last=len(train) > batch_size)
     _fit_classifier(model, optimizer, loader, epochs, lr, device, precision)
     scores, labels = extract_features(model, test, device, precision=precision)
     model = model.cpu().eval()
     return FinetuneResult(model, topk_accuracy(scores, labels, 1), topk_accuracy(scores, labels, 5))
+
+
+def shuffled_loader(dataset: Dataset, batch_size: int, drop_last: bool) -> DataLoader:
+    """Batches in a new order each epoch: shuffled by the loader, or by an iterable itself."""
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=not iterable, drop_last=drop_last)
 
 
 def _fit_classifier(

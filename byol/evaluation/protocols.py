@@ -17,9 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from byol import run_folder
-from byol.data import indexable, labelled, load_datasets, num_items, subset, subset_indices
+from byol.data import (
+    StreamSubset,
+    indexable,
+    labelled,
+    load_datasets,
+    num_items,
+    subset,
+    subset_indices,
+)
 from byol.errors import ByolError
 from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
@@ -72,6 +81,7 @@ class Evaluation:
             c.data.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
         self.subsets_name = ""  # names the training set in saved subsets once narrowed
+        self._stream_labels: np.ndarray | None = None  # a streamed training set's, in order
 
     # --- encoders and features ---
     def encoder(self, method: str) -> nn.Module:
@@ -92,20 +102,47 @@ class Evaluation:
                 encoder, view, self.device, c.monitor.eval_batch_size, self.precision
             )
 
-        return cached_features(path, key, compute)
+        features, labels = cached_features(path, key, compute)
+        if split == "train" and self.streaming and self._stream_labels is None:
+            self._stream_labels = labels.numpy().astype(np.int64)
+        return features, labels
+
+    def training_views(self, indices: np.ndarray) -> Dataset:
+        """Random crop + flip views of the training items at ``indices``: picked by index from
+        an indexable set (shuffled by the loader), or read from a stream on every pass
+        (``StreamSubset``: shuffled by itself, held in memory when it fits)."""
+        if self.streaming:
+            return StreamSubset(self.train, indices, self.train_transform, self.settings.seed)
+        return probes.Transformed(self.train, self.train_transform, indices)
+
+    def test_views(self) -> Dataset:
+        """The test split's centre views, in order (a stream is read as it is stored)."""
+        if getattr(self.test, "streaming", False):
+            return self.test.with_transform(self.eval_transform)
+        return probes.Transformed(self.test, self.eval_transform)
 
     # --- index files: the same images for every method ---
     def use_pretraining_images(self) -> None:
         """Narrow the training set to the images the run was pretrained on (its train_subset,
         drawn as pretraining drew it); label subsets drawn after are saved under its own name."""
         count = self.config.data.train_subset
-        if 0 < count < len(self.train):
+        if count > 0 and (self.streaming or count < len(self.train)):  # a stream: refused
             self.train = subset(self.train, count, self.config.seed)
             self.subsets_name = f"{safe_name(self.dataset)}-pretraining{count}"
 
+    @property
+    def streaming(self) -> bool:
+        return bool(getattr(self.train, "streaming", False))
+
     def train_labels(self) -> np.ndarray:
-        purpose = "label subsets (a linear probe's validation split, fine-tuning's fractions)"
-        train = indexable(self.train, purpose)
+        """Every training item's label, in order; a stream's come with its features where those
+        were computed, else from one pass that decodes its images and keeps only the labels."""
+        if self.streaming:
+            if self._stream_labels is None:
+                labels = [label for _, label in self.train.stream()]  # type: ignore[attr-defined]
+                self._stream_labels = np.asarray(labels, dtype=np.int64)
+            return self._stream_labels
+        train = indexable(self.train, "label subsets")
         labels = train.label_array()
         if labels is not None:
             return labels
@@ -166,9 +203,9 @@ class Evaluation:
     def linear(self, method: str) -> dict[str, Any]:
         s = self.settings
         # A different seed from the label subsets, so validation images are not the 1%.
-        val = self.indices(f"val{fraction_tag(s.val_fraction)}", s.val_fraction, s.seed + 1)
         train_f, train_l = self.features(method, "train")
         test_f, test_l = self.features(method, "test")
+        val = self.indices(f"val{fraction_tag(s.val_fraction)}", s.val_fraction, s.seed + 1)
         lrs = tuple(s.linear_lrs)
         if s.linear_mode == "fast":
             result = probes.linear_fast(
@@ -184,10 +221,9 @@ class Evaluation:
             )
             prefix = "linear"
         else:
-            crops = probes.Transformed(self.train, self.train_transform)
             result = probes.linear_paper(
                 self.encoder(method),
-                crops,
+                self.training_views,
                 train_f,
                 train_l,
                 test_f,
@@ -221,11 +257,11 @@ class Evaluation:
         numbers go to results.json unless ``record`` is false (a caller that keeps its own)."""
         s = self.settings
         values: dict[str, float] = {}
-        test = probes.Transformed(self.test, self.eval_transform)
+        test = self.test_views()
         for fraction, n_epochs in zip(fractions, epochs, strict=True):
             tag = fraction_tag(fraction)
             idx = self.indices(tag, fraction, s.seed)
-            train = probes.Transformed(self.train, self.train_transform, idx)
+            train = self.training_views(idx)
             init = self.encoder("byol" if method == "byol" else "random-init")
             result = probes.finetune(
                 init,
