@@ -205,7 +205,7 @@ def main() -> None:
         + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items())
     )
     text = markdown(results, peaks, header)
-    text += "\n\nRows for byol/speed/measured.py:\n\n```python\n"
+    text += "\n\nRows for byol/speed/measured.py:\n\n```text\n"
     text += measured_rows(results, capability, f"speed_matrix.py {date}, batch {args.batch_size}")
     text += "\n```\n"
     if args.out:
