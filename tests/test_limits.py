@@ -422,9 +422,29 @@ def _edges(leaf: settings.Leaf) -> list[str]:
     return largest + smallest
 
 
-def test_every_setting_at_the_edge_of_its_range_runs_or_is_refused_in_one_line(capsys):
+def _shared_training_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measure a training step on the meta device once per distinct model: the estimate reads
+    the model, the method, the image size, the seed, the optimizer, the micro-batch and the
+    precision only, so configs equal in those share it (the measuring is most of a check)."""
+    from byol.config import memory
+
+    measure = memory.training_estimate.__wrapped__
+    measured: dict[tuple, memory.Estimate] = {}
+
+    def shared(config, micro_batch: int, precision: str = "fp32") -> memory.Estimate:  # noqa: ANN001
+        c = config
+        key = (c.model, c.method, c.data.image_size, c.seed, c.optim.optimizer, micro_batch)
+        if key + (precision,) not in measured:
+            measured[key + (precision,)] = measure(config, micro_batch, precision)
+        return measured[key + (precision,)]
+
+    monkeypatch.setattr(memory, "training_estimate", shared)
+
+
+def test_every_setting_at_the_edge_of_its_range_runs_or_is_refused_in_one_line(capsys, monkeypatch):
     """`byol config --check` (a run's own checks before it allocates) on the largest value the
     rule of every numeric setting of the run accepts, and the smallest positive float."""
+    _shared_training_estimate(monkeypatch)
     config = configure("fashion-mnist", SMALL)
     cases = [(leaf.path, edge) for leaf in settings.leaves(config) for edge in _edges(leaf)]
     assert len(cases) > 30
