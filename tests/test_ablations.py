@@ -171,3 +171,17 @@ def test_the_table_the_verdict_table_and_the_page_show_the_raw_pixel_gate(
     assert f"**{verdict}**" in "\n".join(verdict_table([tmp_path]))
     assert verdict in build_ablation_report(tmp_path)
     assert "**Ours:** fashion-mnist" in text and "100 labelled training images" in text
+
+
+def test_a_truncated_results_json_is_set_aside_with_one_line(tmp_path):
+    from byol.errors import ByolError
+    from byol.experiments.reproduce import verdict_table
+    from byol.reporting.ablation_tables import RESULTS_JSON, write_report
+
+    write_report(tmp_path, _record(60.0), table("target").claims, tables.prose())
+    path = tmp_path / RESULTS_JSON
+    path.write_text(path.read_text()[:40])  # a crash mid-write, or an editor's slip
+    with pytest.raises(ByolError, match="rerun the same command") as error:
+        verdict_table([tmp_path])
+    assert "\n" not in str(error.value)
+    assert (tmp_path / f"{RESULTS_JSON}.unreadable").is_file()

@@ -373,8 +373,13 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", counting)
     monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", AblationEvaluation)
     shutil.rmtree(folder / "byol-no-predictor")
+    # A truncated ablation_eval.json (a crash mid-write) is set aside and its scores made again.
+    scores = Path(rows[0]["run_dir"]) / "ablation_eval.json"
+    scores.write_text(scores.read_text()[:30])
     ablate.run_ablation("predictor", "fashion-mnist", settings, out, quiet=True)
     assert trained == [folder / "byol-no-predictor"]
+    assert scores.with_name("ablation_eval.json.unreadable").is_file()
+    assert json.loads(scores.read_text())
     assert (folder / "table.md").read_text() == table
 
 

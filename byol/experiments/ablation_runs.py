@@ -31,6 +31,7 @@ from byol.evaluation.features import extract_features
 from byol.evaluation.protocols import Evaluation, safe_name
 from byol.evaluation.results import fraction_tag
 from byol.experiments.tables import FINETUNE, RANDOM_INIT, TRANSFER, Row
+from byol.files import read_json
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.training.loop import pretrain
 
@@ -191,7 +192,8 @@ def score(
         key += [scoring.transfer_dataset] if protocol == TRANSFER else []
     key_text = json.dumps([*key, dataclasses.asdict(split_overrides(overrides)[0])], sort_keys=True)
     path = run_dir / run_folder.ABLATION_EVAL
-    stored = json.loads(path.read_text()) if path.is_file() else {}
+    # A damaged file (a crash, an edit) is set aside and its scores computed again.
+    stored = read_json(path, lambda value: isinstance(value, dict), "scores by setting") or {}
     if key_text not in stored:
         if protocol == FINETUNE:
             stored[key_text] = _finetune(AblationEvaluation(run_dir, None, overrides), row, encoder)

@@ -6,16 +6,17 @@ and the date."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
+from byol.errors import ByolError
 from byol.experiments import tables
 from byol.experiments.ablate import command, run_ablation
 from byol.experiments.tables import ABLATIONS
+from byol.files import read_json
 from byol.reporting.ablation_html import ABLATIONS_HTML, build_ablation_report
 from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, RESULTS_JSON, TABLE_MD
 from byol.reporting.verdicts import judge_rows
@@ -100,7 +101,12 @@ def verdict_table(folders: list[Path]) -> list[str]:
     with its spread and the raw-pixel gate, and the verdict."""
     lines = ["| table | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for folder in folders:
-        record = json.loads((folder / RESULTS_JSON).read_text())
+        path = folder / RESULTS_JSON
+        record = read_json(path, lambda value: isinstance(value, dict) and "rows" in value, "rows")
+        if record is None:
+            raise ByolError(
+                f"{path} is missing or damaged; rerun the same command to write it again."
+            )
         name = record["ablation"]
         claims = tables.tables()[name].claims if name in tables.tables() else ()
         for verdict in judge_rows(claims, record["rows"], record.get("references") or {}):
