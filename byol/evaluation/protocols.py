@@ -30,6 +30,10 @@ from byol.evaluation.source import EncoderSource
 from byol.runtime import apply_threads, resolve_device, resolve_precision
 from byol.views.per_image import EvalTransform
 
+# The raw eval-view pixels as the representation: the reference every encoder must beat to have
+# learned anything a lookup table would not give.
+PIXELS = "pixels"
+
 
 class Evaluation:
     """One encoder (a run folder or an encoder file: ``self.source``) evaluated on one dataset:
@@ -72,11 +76,17 @@ class Evaluation:
             c.data.image_size, self.info.mean, self.info.std, tuple(self.settings.train_crop_scale)
         )
         self.subsets_name = ""  # names the training set in saved subsets once narrowed
+        count, seed = self.settings.train_images, self.settings.seed
+        self.narrowed = 0 < count < len(self.train)
+        if self.narrowed:  # scores in seconds, with a wider spread
+            self.train = subset(self.train, count, seed)
+            self.subsets_name = f"{safe_name(self.dataset)}-{count}-seed{seed}"
 
     # --- encoders and features ---
     def encoder(self, method: str) -> nn.Module:
-        """The trained encoder ("byol") or the run's initial weights (any other name)."""
-        return self.source.encoder(method)
+        """The trained encoder ("byol"), raw pixels (PIXELS) or the run's initial weights (any
+        other name)."""
+        return nn.Flatten() if method == PIXELS else self.source.encoder(method)
 
     def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.train if split == "train" else self.test
@@ -92,7 +102,8 @@ class Evaluation:
                 encoder, view, self.device, c.monitor.eval_batch_size, self.precision
             )
 
-        return cached_features(path, key, compute)
+        # Pixels cost no forward pass: recomputed rather than kept at the size of the images.
+        return compute() if method == PIXELS else cached_features(path, key, compute)
 
     # --- index files: the same images for every method ---
     def use_pretraining_images(self) -> None:
@@ -151,19 +162,24 @@ class Evaluation:
         return indices
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
+        if self.narrowed:  # results.json holds the protocols' numbers, on every training image
+            return values
         return update_results(
             self.out_dir, self.pretrained_on, self.dataset, method, values, self.config.method.name
         )
 
     # --- protocols ---
-    def knn(self, method: str) -> dict[str, float]:
+    # ``record`` false: the numbers are returned, not written to results.json (a caller that
+    # keeps its own, or scores on a subset of the training images).
+    def knn(self, method: str, record: bool = True) -> dict[str, float]:
         s = self.settings
         train, test = self.features(method, "train"), self.features(method, "test")
         values = knn_evaluate(*train, *test, tuple(s.knn_ks), s.knn_temperature)
-        self.record(method, values)
+        if record:
+            self.record(method, values)
         return values
 
-    def linear(self, method: str) -> dict[str, Any]:
+    def linear(self, method: str, record: bool = True) -> dict[str, Any]:
         s = self.settings
         # A different seed from the label subsets, so validation images are not the 1%.
         val = self.indices(f"val{fraction_tag(s.val_fraction)}", s.val_fraction, s.seed + 1)
@@ -207,7 +223,8 @@ class Evaluation:
             f"{prefix}_lr": result.lr,
             f"{prefix}_val_top1": {str(k): v for k, v in result.val_top1.items()},
         }
-        self.record(method, values)
+        if record:
+            self.record(method, values)
         return values
 
     def finetune(
