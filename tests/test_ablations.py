@@ -173,47 +173,15 @@ def test_the_table_the_verdict_table_and_the_page_show_the_raw_pixel_gate(
     assert "**Ours:** fashion-mnist" in text and "100 labelled training images" in text
 
 
-# --- damaged files of an ablation -----------------------------------------------------------------
-
-
-def test_a_damaged_score_cache_is_set_aside_and_the_scores_computed_again(tmp_path, monkeypatch):
-    from byol.experiments import ablation_runs
-    from byol.run_folder import ABLATION_EVAL
-
-    class Scored:  # stands in for `byol eval`'s protocols: only the cache is under test here
-        calls = 0
-
-        def __init__(self, *args, **kwargs):
-            self.settings = type("S", (), {"knn_ks": (200,)})()
-
-        def knn(self, encoder):
-            Scored.calls += 1
-            return {"knn200_top1": 61.5}
-
-        def linear(self, encoder):
-            return {"linear_top1": 70.25}
-
-    monkeypatch.setattr(ablation_runs, "AblationEvaluation", Scored)
-    (tmp_path / ABLATION_EVAL).write_text('{"truncated": ')
-    scoring = ablation_runs.Scoring([], 0)
-    assert ablation_runs.score(tmp_path, "byol", scoring) == {
-        "knn_top1": 61.5,
-        "linear_top1": 70.25,
-    }
-    assert (tmp_path / f"{ABLATION_EVAL}.unreadable").read_text() == '{"truncated": '
-    ablation_runs.score(tmp_path, "byol", scoring)  # now read from the rewritten cache
-    assert Scored.calls == 1
-
-
-def test_a_damaged_results_file_ends_the_verdict_table_in_one_line(tmp_path):
+def test_a_truncated_results_json_is_set_aside_with_one_line(tmp_path):
     from byol.errors import ByolError
     from byol.experiments.reproduce import verdict_table
+    from byol.reporting.ablation_tables import RESULTS_JSON, write_report
 
-    folder = tmp_path / "target"
-    folder.mkdir()
-    (folder / "results.json").write_bytes(b"\xff\xfe not json")
-    with pytest.raises(ByolError) as error:
-        verdict_table([folder])
-    message = str(error.value)
-    assert "\n" not in message and "byol ablate target" in message
-    assert (folder / "results.json.unreadable").is_file()
+    write_report(tmp_path, _record(60.0), table("target").claims, tables.prose())
+    path = tmp_path / RESULTS_JSON
+    path.write_text(path.read_text()[:40])  # a crash mid-write, or an editor's slip
+    with pytest.raises(ByolError, match="rerun the same command") as error:
+        verdict_table([tmp_path])
+    assert "\n" not in str(error.value)
+    assert (tmp_path / f"{RESULTS_JSON}.unreadable").is_file()

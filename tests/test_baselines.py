@@ -18,7 +18,7 @@ from byol import BYOL, target_tau
 from byol.checkpoint import load_encoder
 from byol.cli import main
 from byol.config import Config, apply_overrides
-from byol.experiments.ablation_runs import AblationEvaluation
+from byol.evaluation.protocols import Evaluation
 from byol.experiments.tables import table
 from byol.methods.barlow import BarlowTwins
 from byol.methods.losses import barlow_twins_loss, info_nce, nt_xent
@@ -337,7 +337,7 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         raise AssertionError("a finished run was trained or evaluated again")
 
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", refuse)
-    monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", refuse)
     (folder / "table.md").unlink()
     assert main(args) == 0
     assert (folder / "table.md").read_text() == table
@@ -371,10 +371,15 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         return pretrain(config, run_dir, **kwargs)
 
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", counting)
-    monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", AblationEvaluation)
+    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", Evaluation)
     shutil.rmtree(folder / "byol-no-predictor")
+    # A truncated ablation_eval.json (a crash mid-write) is set aside and its scores made again.
+    scores = Path(rows[0]["run_dir"]) / "ablation_eval.json"
+    scores.write_text(scores.read_text()[:30])
     ablate.run_ablation("predictor", "fashion-mnist", settings, out, quiet=True)
     assert trained == [folder / "byol-no-predictor"]
+    assert scores.with_name("ablation_eval.json.unreadable").is_file()
+    assert json.loads(scores.read_text())
     assert (folder / "table.md").read_text() == table
 
 
@@ -514,7 +519,7 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     assert drawn["indices"] != large["indices"]
     # Scores are kept: a second call trains and fine-tunes nothing.
     monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", _refuse)
-    monkeypatch.setattr("byol.experiments.ablation_runs.AblationEvaluation", _refuse)
+    monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", _refuse)
     assert _ablate("labels", out, settings) == 0
     assert (folder / "table.md").read_text() == table
 

@@ -355,3 +355,20 @@ def test_an_encoder_with_nan_weights_is_not_scored(run_dir, tmp_path, capsys):
     assert main(["eval", "knn", str(copy), "--set", "knn_ks=5"]) == 2
     assert "inf or NaN weights" in capsys.readouterr().err
     assert not (copy / "results.json").exists()
+
+
+@needs_fashion_mnist
+def test_train_images_narrows_to_a_balanced_subset_and_pixels_are_an_encoder(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("results.*", "features"))
+    ev = Evaluation(copy, None, [*SMALL, "train_images=50", "knn_ks=5"])
+    counts = np.bincount(ev.train_labels(), minlength=ev.num_classes)
+    assert counts.sum() == 50 and counts.max() - counts.min() <= 1
+    # Raw pixels: the identity map of each eval view, never cached at the size of the images.
+    pixels, labels = ev.features("pixels", "test")
+    image, label = ev.test.with_transform(ev.eval_transform)[7]
+    assert torch.allclose(pixels[7], image.flatten()) and labels[7] == label
+    assert 0 <= ev.knn("pixels")["knn5_top1"] <= 100
+    assert not list((copy / "features").glob("pixels-*"))
+    # Numbers on a subset of the training images are not the protocol's: not in results.json.
+    assert ev.knn("byol")["knn5_top1"] >= 0 and not (copy / "results.json").exists()

@@ -17,6 +17,9 @@ class EvalSettings:
     """Evaluation hyper-parameters; ``--set key=value`` reaches these and any run setting."""
 
     seed: int = setting(0, "seeds subsets, probes and fine-tuning", low=0, high=2**32 - 1)
+    train_images: int = setting(
+        0, "kNN bank and linear probe: a class-balanced subset of this many (0 = all)", low=0
+    )
     knn_ks: tuple[int, ...] = setting((20, 200), "neighbours of the weighted kNN", low=1)
     knn_temperature: float = setting(0.1, "temperature of the kNN weights", above=0.0)
     linear_mode: str = setting(

@@ -39,6 +39,10 @@ from byol.evaluation.source import EncoderSource
 from byol.runtime import apply_threads, resolve_device, resolve_precision
 from byol.views.per_image import EvalTransform
 
+# The raw eval-view pixels as the representation: the reference every encoder must beat to have
+# learned anything a lookup table would not give.
+PIXELS = "pixels"
+
 
 class Evaluation:
     """One encoder (a run folder or an encoder file: ``self.source``) evaluated on one dataset:
@@ -82,11 +86,18 @@ class Evaluation:
         )
         self.subsets_name = ""  # names the training set in saved subsets once narrowed
         self._stream_labels: np.ndarray | None = None  # a streamed training set's, in order
+        count, seed = self.settings.train_images, self.settings.seed
+        # A stream is subset by `subset` too, which names the fix if it cannot be.
+        self.narrowed = 0 < count and (self.streaming or count < len(self.train))
+        if self.narrowed:  # scores in seconds, with a wider spread
+            self.train = subset(self.train, count, seed)
+            self.subsets_name = f"{safe_name(self.dataset)}-{count}-seed{seed}"
 
     # --- encoders and features ---
     def encoder(self, method: str) -> nn.Module:
-        """The trained encoder ("byol") or the run's initial weights (any other name)."""
-        return self.source.encoder(method)
+        """The trained encoder ("byol"), raw pixels (PIXELS) or the run's initial weights (any
+        other name)."""
+        return nn.Flatten() if method == PIXELS else self.source.encoder(method)
 
     def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.train if split == "train" else self.test
@@ -102,6 +113,8 @@ class Evaluation:
                 encoder, view, self.device, c.monitor.eval_batch_size, self.precision
             )
 
+        if method == PIXELS:  # no forward pass: recomputed rather than kept at the images' size
+            return compute()
         features, labels = cached_features(path, key, compute)
         if split == "train" and self.streaming and self._stream_labels is None:
             self._stream_labels = labels.numpy().astype(np.int64)
@@ -188,19 +201,24 @@ class Evaluation:
         return indices
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
+        if self.narrowed:  # results.json holds the protocols' numbers, on every training image
+            return values
         return update_results(
             self.out_dir, self.pretrained_on, self.dataset, method, values, self.config.method.name
         )
 
     # --- protocols ---
-    def knn(self, method: str) -> dict[str, float]:
+    # ``record`` false: the numbers are returned, not written to results.json (a caller that
+    # keeps its own, or scores on a subset of the training images).
+    def knn(self, method: str, record: bool = True) -> dict[str, float]:
         s = self.settings
         train, test = self.features(method, "train"), self.features(method, "test")
         values = knn_evaluate(*train, *test, tuple(s.knn_ks), s.knn_temperature)
-        self.record(method, values)
+        if record:
+            self.record(method, values)
         return values
 
-    def linear(self, method: str) -> dict[str, Any]:
+    def linear(self, method: str, record: bool = True) -> dict[str, Any]:
         s = self.settings
         # A different seed from the label subsets, so validation images are not the 1%.
         train_f, train_l = self.features(method, "train")
@@ -243,7 +261,8 @@ class Evaluation:
             f"{prefix}_lr": result.lr,
             f"{prefix}_val_top1": {str(k): v for k, v in result.val_top1.items()},
         }
-        self.record(method, values)
+        if record:
+            self.record(method, values)
         return values
 
     def finetune(

@@ -31,9 +31,9 @@ from byol.config import (
 )
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
+from byol.evaluation.protocols import PIXELS
 from byol.experiments import tables
 from byol.experiments.ablation_runs import (
-    PIXELS,
     Scoring,
     finished,
     run_row,

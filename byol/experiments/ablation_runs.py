@@ -19,25 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from byol import run_folder
 from byol.config import Config, identity
-from byol.data import subset
 from byol.errors import ByolError, RunInterrupted, TrainingDiverged
 from byol.evaluation.eval_settings import split_overrides
-from byol.evaluation.features import extract_features
-from byol.evaluation.protocols import Evaluation, safe_name
+from byol.evaluation.protocols import Evaluation
 from byol.evaluation.results import fraction_tag
 from byol.experiments.tables import FINETUNE, RANDOM_INIT, TRANSFER, Row
 from byol.files import read_json
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.training.loop import pretrain
-
-# The raw eval-view pixels as the representation: the reference every encoder must beat to have
-# learned anything a lookup table would not give.
-PIXELS = "pixels"
 
 
 def same_config(run_dir: Path, config: Config) -> bool:
@@ -136,37 +127,6 @@ def train_side_by_side(
         raise ByolError(f"{len(failures)} ablation run(s) failed: {'; '.join(failures)}")
 
 
-class AblationEvaluation(Evaluation):
-    """``byol eval``'s protocols on a class-balanced subset of ``train_images`` labelled training
-    images (0 = all), so that scoring an encoder costs seconds, and on raw pixels (PIXELS); the
-    scores go to the run's ablation_eval.json, not to results.json, whose numbers use every
-    training image."""
-
-    def __init__(
-        self, source: Path, dataset: str | None, overrides: list[str], train_images: int = 0
-    ) -> None:
-        super().__init__(source, dataset, overrides)
-        if 0 < train_images < len(self.train):
-            seed = self.settings.seed
-            self.train = subset(self.train, train_images, seed)
-            # Its own name for the validation split of this subset.
-            self.subsets_name = f"{safe_name(self.dataset)}-{train_images}-seed{seed}"
-
-    def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
-        return values
-
-    def encoder(self, method: str) -> nn.Module:
-        return nn.Flatten() if method == PIXELS else super().encoder(method)
-
-    def features(self, method: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if method != PIXELS:
-            return super().features(method, split)
-        # Pixels cost no forward pass: recomputed rather than kept at the size of the images.
-        images = (self.train if split == "train" else self.test).with_transform(self.eval_transform)
-        batch = self.config.monitor.eval_batch_size
-        return extract_features(nn.Flatten(), images, self.device, batch, self.precision)
-
-
 @dataclass(frozen=True)
 class Scoring:
     """How every row of a table is scored: the evaluation settings, the labelled training
@@ -190,25 +150,30 @@ def score(
     else:
         key = [encoder, scoring.train_images]
         key += [scoring.transfer_dataset] if protocol == TRANSFER else []
-    key_text = json.dumps([*key, dataclasses.asdict(split_overrides(overrides)[0])], sort_keys=True)
+    # train_images is already in the key: kept out of the settings, as files written before
+    # it was an evaluation setting have it.
+    eval_settings = dataclasses.asdict(split_overrides(overrides)[0])
+    eval_settings.pop("train_images")
+    key_text = json.dumps([*key, eval_settings], sort_keys=True)
     path = run_dir / run_folder.ABLATION_EVAL
-    # A cache of scores: a damaged one is set aside and its scores computed again.
-    stored = read_json(path, lambda v: isinstance(v, dict), "scores by setting") or {}
+    # A damaged file (a crash, an edit) is set aside and its scores computed again.
+    stored = read_json(path, lambda value: isinstance(value, dict), "scores by setting") or {}
     if key_text not in stored:
         if protocol == FINETUNE:
-            stored[key_text] = _finetune(AblationEvaluation(run_dir, None, overrides), row, encoder)
+            stored[key_text] = _finetune(Evaluation(run_dir, None, overrides), row, encoder)
         else:
             dataset = scoring.transfer_dataset if protocol == TRANSFER else None
-            ev = AblationEvaluation(run_dir, dataset, overrides, scoring.train_images)
-            knn = ev.knn(encoder)[f"knn{ev.settings.knn_ks[-1]}_top1"]
-            linear = ev.linear(encoder)
+            overrides.append(f"train_images={scoring.train_images}")
+            ev = Evaluation(run_dir, dataset, overrides)
+            knn = ev.knn(encoder, record=False)[f"knn{ev.settings.knn_ks[-1]}_top1"]
+            linear = ev.linear(encoder, record=False)
             top1 = linear.get("linear_top1", linear.get("linear_paper_top1"))
             stored[key_text] = {"knn_top1": knn, "linear_top1": top1}
         run_folder.write_json(path, stored)
     return stored[key_text]
 
 
-def _finetune(ev: AblationEvaluation, row: Row, encoder: str) -> dict[str, float]:
+def _finetune(ev: Evaluation, row: Row, encoder: str) -> dict[str, float]:
     """``byol eval finetune`` of the encoder (or from its random init: training from scratch) on
     the labels of a class-balanced ``fraction`` of the images the run was pretrained on, as the
     paper labels a fraction of the images it pretrains on, with the epochs set for it."""

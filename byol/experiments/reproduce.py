@@ -101,13 +101,11 @@ def verdict_table(folders: list[Path]) -> list[str]:
     with its spread and the raw-pixel gate, and the verdict."""
     lines = ["| table | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for folder in folders:
-        record = read_json(
-            folder / RESULTS_JSON, lambda v: isinstance(v, dict) and "rows" in v, "a table's rows"
-        )
+        path = folder / RESULTS_JSON
+        record = read_json(path, lambda value: isinstance(value, dict) and "rows" in value, "rows")
         if record is None:
             raise ByolError(
-                f"{folder / RESULTS_JSON} is missing or unreadable (set aside if damaged); rerun "
-                f"`byol ablate {folder.name}` with the same options to write it again."
+                f"{path} is missing or damaged; rerun the same command to write it again."
             )
         name = record["ablation"]
         claims = tables.tables()[name].claims if name in tables.tables() else ()
