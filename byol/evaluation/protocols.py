@@ -9,8 +9,6 @@ Everything lands in the run folder (or the folder of the given ``encoder.safeten
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from byol.evaluation import probes
 from byol.evaluation.eval_settings import split_overrides
 from byol.evaluation.features import cached_features, extract_features
 from byol.evaluation.knn import knn_evaluate
+from byol.evaluation.label_subsets import read_subset, write_subset
 from byol.evaluation.results import fraction_tag, update_results
 from byol.evaluation.source import EncoderSource
 from byol.runtime import apply_threads, resolve_device, resolve_precision
@@ -167,38 +166,13 @@ class Evaluation:
         stem = f"{self.subsets_name or safe_name(self.dataset)}-{tag}-seed{seed}"
         labels = self.train_labels()
         if (folder / f"{stem}.npy").is_file():
-            return self._saved_indices(folder / stem, len(labels))
+            return read_subset(folder / stem, len(labels))
         n = max(self.num_classes, int(round(fraction * len(labels))))
         idx = subset_indices(labels, len(labels), n, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, idx)
-        run_folder.atomic_write(folder / f"{stem}.npy", [buffer.getbuffer()])
         counts = np.bincount(labels[idx], minlength=self.num_classes).tolist()
         meta = dict(dataset=self.dataset, train_size=len(labels), fraction=fraction, seed=seed)
-        meta.update(class_counts=counts, indices=idx.tolist())
-        run_folder.write_text(folder / f"{stem}.json", json.dumps(meta) + "\n")
+        write_subset(folder / stem, idx, {**meta, "class_counts": counts})
         return idx
-
-    @staticmethod
-    def _saved_indices(stem: Path, train_size: int) -> np.ndarray:
-        """A label subset written before, checked: the same training set, valid indices."""
-        fix = f"delete {stem}.npy and {stem.name}.json to draw the subset again"
-        try:
-            meta = json.loads(stem.with_suffix(".json").read_text())
-            indices = np.load(stem.with_suffix(".npy"), allow_pickle=False)
-            made_for = int(meta["train_size"])
-        except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
-            raise ByolError(f"{stem}.npy or its .json is unreadable ({error}); {fix}.") from None
-        if made_for != train_size:
-            raise ByolError(
-                f"{stem}.npy was made for a training set of {made_for} images, this one has "
-                f"{train_size}; {fix}, or use another seed."
-            )
-        valid = indices.ndim == 1 and indices.dtype.kind in "iu" and len(indices) > 0
-        if not valid or indices.min() < 0 or indices.max() >= train_size:
-            raise ByolError(f"{stem}.npy holds no valid image indices; {fix}.")
-        return indices
 
     def record(self, method: str, values: dict[str, Any]) -> dict[str, Any]:
         if self.narrowed:  # results.json holds the protocols' numbers, on every training image
