@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset, IterableDataset
@@ -94,7 +95,7 @@ class StreamSubset(IterableDataset):
         if self.held is not None:
             items: Iterator[Item] = iter(order.sample(self.held, len(self.held)))
         else:
-            items = _shuffled(self._read(), self.buffer, order)
+            items = shuffled(self._read(), self.buffer, order)
         for image, label in items:
             yield self.transform(image), label
 
@@ -115,14 +116,15 @@ class StreamSubset(IterableDataset):
         self.held = kept
 
 
-def _shuffled(items: Iterator[Item], buffer: int, order: random.Random) -> Iterator[Item]:
-    """``items`` through a shuffle buffer: each out is a random one of the next ``buffer``."""
-    pool: list[Item] = []
-    for item in items:
-        pool.append(item)
-        if len(pool) >= buffer:
-            i = order.randrange(len(pool))
-            pool[i], pool[-1] = pool[-1], pool[i]
-            yield pool.pop()
-    order.shuffle(pool)
-    yield from pool
+def shuffled(records: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """``records`` through a shuffle buffer of ``size``: each out is a random one of the buffer."""
+    buffer: list[Any] = []
+    for record in records:
+        if len(buffer) < size:
+            buffer.append(record)
+            continue
+        i = rng.randrange(size)
+        yield buffer[i]
+        buffer[i] = record
+    rng.shuffle(buffer)
+    yield from buffer

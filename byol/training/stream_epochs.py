@@ -38,8 +38,9 @@ from byol import distributed
 from byol.config import Config
 from byol.data import DatasetInfo, StreamingSource, indexable
 from byol.data.decode import UnreadableImage
+from byol.data.subsets import shuffled
 from byol.errors import DatasetError
-from byol.training.stream_plan import StreamPlan, chunk_schedule, shuffled
+from byol.training.stream_plan import StreamPlan, chunk_schedule
 from byol.views.cropped import CroppedViews, cropped_paper_views
 from byol.views.per_image import TwoViews, paper_views
 

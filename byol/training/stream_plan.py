@@ -1,13 +1,11 @@
 """Which pieces (tar shards) each rank and DataLoader worker reads in an epoch of a streamed
-source, in which order the main process takes their chunks, and the shuffle buffer: pure
-functions of the counts, the seed, the epoch, the world size and the worker count
-(``stream_epochs.py`` runs them)."""
+source and in which order the main process takes their chunks: pure functions of the counts,
+the seed, the epoch, the world size and the worker count (``stream_epochs.py`` runs them, with
+the shuffle buffer ``data.subsets.shuffled``)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
@@ -44,20 +42,6 @@ def chunk_schedule(lengths: list[int], chunk: int, skip: int, total: int) -> lis
             if seen >= total:
                 return out
     return out
-
-
-def shuffled(records: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    """``records`` through a shuffle buffer of ``size``: each out is a random one of the buffer."""
-    buffer: list[Any] = []
-    for record in records:
-        if len(buffer) < size:
-            buffer.append(record)
-            continue
-        i = rng.randrange(size)
-        yield buffer[i]
-        buffer[i] = record
-    rng.shuffle(buffer)
-    yield from buffer
 
 
 class StreamPlan:
