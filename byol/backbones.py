@@ -29,13 +29,15 @@ class NarrowResNet(models.ResNet):
     parameters, a 64-d representation. For smoke tests and CI runs of the whole pipeline in
     seconds, and for ablations on a CPU (the `fashion-mnist` budget of `byol ablate`), where it
     learns far beyond its random init in minutes; never for headline results. torchvision ships
-    no width option, so the stages are built here
-    with torchvision's own blocks and initialisation; the state dict has torchvision's key names.
+    no width option, so the stages are built here with torchvision's own blocks and
+    initialisation; the state dict has torchvision's key names.
     """
+
+    widths: tuple[int, int, int, int] = (8, 16, 32, 64)
 
     def __init__(self, weights: None = None, num_classes: int = 1000) -> None:
         nn.Module.__init__(self)
-        widths = (8, 16, 32, 64)
+        widths = self.widths
         self._norm_layer = nn.BatchNorm2d
         self.inplanes, self.dilation, self.groups, self.base_width = widths[0], 1, 1, 64
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
@@ -56,8 +58,17 @@ class NarrowResNet(models.ResNet):
                 nn.init.constant_(m.bias, 0)
 
 
+class HalfResNet(NarrowResNet):
+    """ResNet-18 at half its width: 32 to 256 channels, 2.8M parameters, a 256-d representation.
+    The CPU budget between the 1/8-width network (learns fast, plateaus low) and the full one
+    (about four times its cost per step)."""
+
+    widths = (32, 64, 128, 256)
+
+
 BACKBONES: dict[str, Callable[..., models.ResNet]] = {
     "resnet18-narrow": NarrowResNet,
+    "resnet18-half": HalfResNet,
     "resnet18": models.resnet18,
     "resnet34": models.resnet34,
     "resnet50": models.resnet50,

@@ -222,3 +222,26 @@ def test_kwargs_that_would_load_weights_are_refused():
     for kwargs in ({"checkpoint_path": "/tmp/evil.pth"}, {"pretrained": True}):
         with pytest.raises(ConfigError, match="may not set"):
             timm_model("timm:resnet18", kwargs)
+
+
+@pytest.mark.parametrize(("name", "divisor"), [("resnet18-narrow", 8), ("resnet18-half", 2)])
+def test_reduced_width_resnets_are_resnet18_with_fewer_channels(name, divisor):
+    from torchvision.models import resnet18
+
+    from byol.backbones import build_backbone, torchvision_model
+
+    full = resnet18(weights=None).state_dict()
+    reduced = torchvision_model(name).state_dict()
+    assert reduced.keys() == full.keys()  # torchvision's key names: loads where ResNet-18's do
+    for key, tensor in full.items():
+        if tensor.dim() == 0:  # num_batches_tracked
+            continue
+        expected = list(tensor.shape)  # out, in (channels or features), then the kernel
+        if not key.startswith("fc."):
+            expected[0] //= divisor
+        if tensor.dim() > 1 and key != "conv1.weight":  # conv1 still reads RGB
+            expected[1] //= divisor
+        assert list(reduced[key].shape) == expected, key
+    encoder, dim = build_backbone(name, cifar_stem=True)
+    assert dim == 512 // divisor
+    assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, dim)

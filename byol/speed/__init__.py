@@ -90,8 +90,8 @@ def backbone_kind(backbone: str, cifar_stem: bool) -> str:
     if backbone.startswith(TIMM):
         name = backbone.removeprefix(TIMM)
         return "timm-vit" if name.startswith(("vit", "deit", "eva")) else "timm"
-    if backbone == "resnet18-narrow":
-        return "narrow"  # its steps are far shorter than ResNet-18's: no row stands for it
+    if backbone in ("resnet18-narrow", "resnet18-half"):
+        return "narrow"  # their steps are far shorter than ResNet-18's: no row stands for them
     return "cifar-stem" if cifar_stem else "torchvision"
 
 
