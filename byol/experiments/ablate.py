@@ -11,11 +11,10 @@ their common runs.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,17 @@ from byol.config import (
     apply_overrides,
     config_keys,
     departures,
-    identity,
     is_config_key,
 )
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
 from byol.evaluation.protocols import PIXELS
 from byol.experiments import tables
-from byol.experiments.ablation_runs import (
-    Scoring,
-    finished,
-    run_row,
-    score,
-    shared_run,
-    train_side_by_side,
-)
+from byol.experiments.ablation_runs import frozen_scores, run_row
 from byol.experiments.tables import FINETUNE, FROZEN, RANDOM_INIT, TRANSFER, Row
 from byol.presets import preset
 from byol.settings import setting
+from byol.training.side_by_side import pretrain_side_by_side
 
 Plan = list[tuple[Row, Config, Path]]
 
@@ -101,24 +93,17 @@ def run_ablation(
     folder = root / ablation
     runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
     eval_overrides = tables.defaults("eval") + eval_overrides + runtime
-    plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder)
+    plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder, transfer)
     plan = _select(plan, mine.rows, mine.methods)
-    scoring = Scoring(eval_overrides, images, transfer or None)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
-    if jobs > 1:  # each config once (rows may share a run); finished and shared runs are kept
-        pending: dict[str, tuple[Config, Path, Path]] = {}
-        for _, config, run_dir in plan:
-            if not finished(run_dir) and shared_run(root, config) is None:
-                pending.setdefault(
-                    json.dumps(identity(config), default=list), (config, run_dir, root)
-                )
-        _say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time)", quiet)
-        train_side_by_side(list(pending.values()), jobs, lambda t: _say(t, quiet))
+    if jobs > 1:
+        runs = [(config, run_dir) for _, config, run_dir in plan]
+        pretrain_side_by_side(runs, root, jobs, lambda text: _say(text, quiet))
     rows: list[dict[str, Any]] = []
     for number, (row, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {row.method} {row.label} seed {config.seed}", quiet)
-        result = run_row(row, config, run_dir, root, scoring, quiet)
+        result = run_row(row, config, run_dir, root, eval_overrides, images, quiet)
         shared = Path(result["run_dir"])  # the run of an identical config, made for another row
         if shared != run_dir:
             result["shared_with"] = str(
@@ -126,16 +111,19 @@ def run_ablation(
             )
         rows.append(result)
         _say(f"    {_brief(result)} ({time.perf_counter() - step_started:.0f} s)", quiet)
-    record = dict(ablation=ablation, preset=preset_name, config=base.to_dict())
-    record.update(command=command(["ablate", ablation, "--preset", preset_name], overrides, jobs))
-    record.update(
-        departures=departures(base), eval_settings=vars(split_overrides(eval_overrides)[0])
+    record = dict(
+        ablation=ablation,
+        preset=preset_name,
+        config=base.to_dict(),
+        command=command(["ablate", ablation, "--preset", preset_name], overrides, jobs),
+        departures=departures(base),
+        eval_settings=vars(split_overrides(eval_overrides)[0]),
+        eval_train_images=images,
+        rows=rows,
+        references=_references(plan, rows, eval_overrides, images, quiet),
+        sources=list(dict.fromkeys(row.source for row, _, _ in plan if row.source)),
+        wall_s=time.perf_counter() - started,
     )
-    record.update(
-        eval_train_images=images, rows=rows, references=_references(plan, rows, scoring, quiet)
-    )
-    record["sources"] = list(dict.fromkeys(row.source for row, _, _ in plan if row.source))
-    record["wall_s"] = time.perf_counter() - started
     write_report(folder, record, table.claims, tables.prose())
     return folder
 
@@ -158,10 +146,16 @@ def _base_config(
 
 
 def _plan(
-    ablation: str, preset_name: str, config_overrides: list[str], seeds: int, folder: Path
+    ablation: str,
+    preset_name: str,
+    config_overrides: list[str],
+    seeds: int,
+    folder: Path,
+    transfer: str = "",
 ) -> Plan:
     """(row, its config, its run folder) for every seed, seed-major: a table cut short by a stop
-    has every row at its first seeds."""
+    has every row at its first seeds. A transfer row names ``transfer``, the dataset it is
+    scored on."""
     bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
     plan = []
     for index in range(seeds):
@@ -170,6 +164,8 @@ def _plan(
             config = row.config(base.replace(seed=base.seed + index))
             config.validate()
             name = row.key if seeds == 1 else f"{row.key}-seed{config.seed}"
+            if row.protocol == TRANSFER:
+                row = replace(row, dataset=transfer)
             plan.append((row, config, folder / name))
     return plan
 
@@ -190,7 +186,7 @@ def _select(plan: Plan, rows: str, methods: str) -> Plan:
 
 
 def _references(
-    plan: Plan, rows: list[dict[str, Any]], scoring: Scoring, quiet: bool
+    plan: Plan, rows: list[dict[str, Any]], overrides: list[str], images: int, quiet: bool
 ) -> dict[str, list[dict[str, float]]]:
     """Raw pixels (once) on the dataset the rows are scored on and, beside frozen features of
     the pretraining dataset, random init (one per seed: each seed starts from other weights).
@@ -203,10 +199,12 @@ def _references(
     if not runs or protocols == {FINETUNE}:
         return {}
     _say("raw pixels and random init (references)", quiet)
-    transfer = next((row for row, _, _ in plan if row.protocol == TRANSFER), None)
-    found = {PIXELS: [score(runs[min(runs)], PIXELS, scoring, transfer)]}
+    dataset = next((row.dataset for row, _, _ in plan if row.dataset), "")
+    found = {PIXELS: [frozen_scores(runs[min(runs)], PIXELS, overrides, images, dataset)]}
     if FROZEN in protocols:
-        found[RANDOM_INIT] = [score(runs[seed], RANDOM_INIT, scoring) for seed in sorted(runs)]
+        found[RANDOM_INIT] = [
+            frozen_scores(runs[seed], RANDOM_INIT, overrides, images) for seed in sorted(runs)
+        ]
     return found
 
 

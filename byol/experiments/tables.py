@@ -41,6 +41,7 @@ class Row:
     reference: str = "baseline"  # the row this one is compared with (in results.json)
     protocol: str = FROZEN
     fraction: float = 1.0  # FINETUNE: the share of the training labels
+    dataset: str = ""  # TRANSFER: the dataset scored on, named when a table is planned
 
     @property
     def key(self) -> str:
