@@ -92,7 +92,7 @@ def run_ablation(
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
-    eval_overrides = tables.defaults("eval") + eval_overrides + runtime
+    eval_overrides = tables.data()["defaults"]["eval"] + eval_overrides + runtime
     plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder, transfer)
     plan = _select(plan, mine.rows, mine.methods)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
@@ -124,7 +124,7 @@ def run_ablation(
         sources=list(dict.fromkeys(row.source for row, _, _ in plan if row.source)),
         wall_s=time.perf_counter() - started,
     )
-    write_report(folder, record, table.claims, tables.prose())
+    write_report(folder, record, table.claims, tables.data()["report"])
     return folder
 
 
@@ -135,7 +135,9 @@ def _base_config(
     overrides; an override of another method's own setting is left to that method's runs (a key
     of no method at all is kept, for ``apply_overrides`` to name as unknown)."""
     budget = tables.budget(preset_name)["set"] + tables.table(ablation).budgets.get(preset_name, [])
-    base = apply_overrides(preset(preset_name, method), [*budget, *tables.defaults("run")])
+    base = apply_overrides(
+        preset(preset_name, method), [*budget, *tables.data()["defaults"]["run"]]
+    )
     keys, mine = set(config_keys(base)), []
     for item in config_overrides:
         key = settings.split_item(item)[0]

@@ -13,7 +13,6 @@ import html
 import re
 from pathlib import Path
 
-from byol.errors import ByolError
 from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, TABLE_MD
 
 ABLATIONS_HTML = "ablations.html"
@@ -50,11 +49,6 @@ def build_ablation_report(folder: Path) -> str:
     import markdown
 
     folder = Path(folder)
-    if not is_ablation_folder(folder):
-        raise ByolError(
-            f"{folder} holds neither a run (config.json) nor `byol ablate` tables (table.md); "
-            "pass a run folder or an ablation output folder."
-        )
     if (folder / REPORT_MD).is_file():
         source = (folder / REPORT_MD).read_text()
     else:

@@ -41,8 +41,11 @@ class Stat:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return cls(statistics.fmean(values), std, len(values))
 
-    def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+    def text(self, digits: int = 2) -> str:
+        """The mean, with its standard deviation where seeds give one."""
+        return f"{self.mean:.{digits}f}" + (f" ± {self.std:.{digits}f}" if self.n > 1 else "")
+
+    __str__ = text
 
 
 @dataclass(frozen=True)
