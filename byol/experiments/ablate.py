@@ -88,18 +88,19 @@ def run_ablation(
             "preset; name one with --set transfer_dataset=NAME (or a folder)."
         )
     images = budget["eval_train_images"] if mine.eval_train_images < 0 else mine.eval_train_images
-    base = _base_config(ablation, preset_name, config_overrides)
+    bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
+    base = bases["byol"]
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
     eval_overrides = tables.data()["defaults"]["eval"] + eval_overrides + runtime
-    plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder, transfer)
-    plan = _select(plan, mine.rows, mine.methods)
+    rows = _select(table.rows, mine.rows, mine.methods)
+    plan = _plan(rows, bases, mine.seeds, folder, transfer)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
     if jobs > 1:
         runs = [(config, run_dir) for _, config, run_dir in plan]
         pretrain_side_by_side(runs, root, jobs, lambda text: _say(text, quiet))
-    rows: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     for number, (row, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {row.method} {row.label} seed {config.seed}", quiet)
@@ -109,7 +110,7 @@ def run_ablation(
             result["shared_with"] = str(
                 shared.relative_to(root) if shared.is_relative_to(root) else shared
             )
-        rows.append(result)
+        results.append(result)
         _say(f"    {_brief(result)} ({time.perf_counter() - step_started:.0f} s)", quiet)
     record = dict(
         ablation=ablation,
@@ -119,8 +120,8 @@ def run_ablation(
         departures=departures(base),
         eval_settings=vars(split_overrides(eval_overrides)[0]),
         eval_train_images=images,
-        rows=rows,
-        references=_references(plan, rows, eval_overrides, images, quiet),
+        rows=results,
+        references=_references(plan, results, eval_overrides, images, quiet),
         sources=list(dict.fromkeys(row.source for row, _, _ in plan if row.source)),
         wall_s=time.perf_counter() - started,
     )
@@ -129,7 +130,7 @@ def run_ablation(
 
 
 def _base_config(
-    ablation: str, preset_name: str, config_overrides: list[str], method: str = "byol"
+    ablation: str, preset_name: str, config_overrides: list[str], method: str
 ) -> Config:
     """The preset with ``method`` at the table's budget, with the runs' defaults and the user's
     overrides; an override of another method's own setting is left to that method's runs (a key
@@ -148,20 +149,14 @@ def _base_config(
 
 
 def _plan(
-    ablation: str,
-    preset_name: str,
-    config_overrides: list[str],
-    seeds: int,
-    folder: Path,
-    transfer: str = "",
+    rows: tuple[Row, ...], bases: dict[str, Config], seeds: int, folder: Path, transfer: str = ""
 ) -> Plan:
     """(row, its config, its run folder) for every seed, seed-major: a table cut short by a stop
-    has every row at its first seeds. A transfer row names ``transfer``, the dataset it is
-    scored on."""
-    bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
+    has every row at its first seeds. ``bases``: each method's config before a row changes it;
+    a transfer row names ``transfer``, the dataset it is scored on."""
     plan = []
     for index in range(seeds):
-        for row in tables.table(ablation).rows:
+        for row in rows:
             base = bases[row.trains]
             config = row.config(base.replace(seed=base.seed + index))
             config.validate()
@@ -172,19 +167,19 @@ def _plan(
     return plan
 
 
-def _select(plan: Plan, rows: str, methods: str) -> Plan:
-    """The planned runs of the named rows and methods (all, where a name list is empty)."""
-    for names, field, what in ((rows, "name", "rows"), (methods, "method", "methods")):
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        known = list(dict.fromkeys(getattr(row, field) for row, _, _ in plan))
+def _select(rows: tuple[Row, ...], names: str, methods: str) -> tuple[Row, ...]:
+    """The named rows of the named methods (all, where a name list is empty)."""
+    for wanted_text, field, what in ((names, "name", "rows"), (methods, "method", "methods")):
+        wanted = [n.strip() for n in wanted_text.split(",") if n.strip()]
+        known = list(dict.fromkeys(getattr(row, field) for row in rows))
         unknown = [n for n in wanted if n not in known]
         if unknown:
             raise ConfigError(
-                f"{what}={names!r} names {', '.join(unknown)}, which this ablation has not; "
+                f"{what}={wanted_text!r} names {', '.join(unknown)}, which this ablation has not; "
                 f"choose among {', '.join(known)}."
             )
-        plan = [p for p in plan if not wanted or getattr(p[0], field) in wanted]
-    return plan
+        rows = tuple(row for row in rows if not wanted or getattr(row, field) in wanted)
+    return rows
 
 
 def _references(
