@@ -1,8 +1,8 @@
 """``byol ablate NAME``: one of the paper's ablations (``ablations.toml``) rerun on a preset.
 
-Each row is pretrained in its own run folder, then scored by the protocols of ``byol eval``. A
-folder with ``summary.json`` is a finished run and is reused, as is a finished run elsewhere under
-the output folder with an identical config (``byol.config.identity``); a folder with only a
+Each row is pretrained in its own run folder (``byol.training.side_by_side``), then scored by the
+protocols of ``byol eval`` (``ablation_runs``). A finished run is reused, as is a finished run
+elsewhere under the output folder of the same experiment (``byol.config.identity``); one with a
 checkpoint is resumed. So an interrupted ablation continues where it stopped, and ablations share
 their common runs.
 

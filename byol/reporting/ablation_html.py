@@ -24,9 +24,8 @@ _STYLE = (
 
 
 def _tables(folder: Path) -> list[Path]:
-    return [folder / TABLE_MD] * (folder / TABLE_MD).is_file() + sorted(
-        folder.glob(f"*/{TABLE_MD}")
-    )
+    """The table in ``folder``, then those one folder down (`byol ablate` NAME, then all)."""
+    return [*folder.glob(TABLE_MD), *sorted(folder.glob(f"*/{TABLE_MD}"))]
 
 
 def is_ablation_folder(folder: Path) -> bool:
