@@ -52,13 +52,14 @@ def train_or_reuse(config: Config, run_dir: Path, root: Path, quiet: bool = True
     """The folder holding a finished run of ``config``: ``run_dir`` when finished, else a shared
     run under ``root``, else ``run_dir`` resumed or trained here. A run that diverges is an
     outcome, not an error: ``pretrain`` marks its folder, which counts as finished."""
-    if (run_dir / run_folder.CONFIG).is_file() and not same_config(run_dir, config):
+    if (run_dir / run_folder.CONFIG).is_file():
         saved, wanted = identity(Config.load(run_dir / run_folder.CONFIG)), identity(config)
         changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in wanted.items() if saved[k] != v]
-        raise ByolError(  # never overwrite another experiment's run
-            f"{run_dir} holds a run with another config ({'; '.join(changed)}); choose another "
-            "--out, or delete that folder to rerun it."
-        )
+        if changed:  # never overwrite another experiment's run
+            raise ByolError(
+                f"{run_dir} holds a run with another config ({'; '.join(changed)}); choose "
+                "another --out, or delete that folder to rerun it."
+            )
     if finished(run_dir):
         return run_dir
     shared = shared_run(root, config)
@@ -98,7 +99,7 @@ def pretrain_side_by_side(
     say(f"training {len(pending)} of {len(runs)} runs ({jobs} at a time)")
     if not pending:
         return
-    threads = threads_per_job(next(iter(pending.values()))[0], jobs)
+    threads = threads_per_job(runs[0][0], jobs)
     # spawn: no fork of a process holding torch's threads; one run per worker process, so no
     # memory is carried from run to run (max_tasks_per_child exists from Python 3.11).
     options: dict = {"mp_context": multiprocessing.get_context("spawn")}
@@ -107,21 +108,18 @@ def pretrain_side_by_side(
     failures = []
     try:
         with ProcessPoolExecutor(jobs, **options) as pool:
-            names = {
-                pool.submit(
-                    _train_one, config.replace(threads=threads), run_dir, root
-                ): run_dir.name
-                for config, run_dir in pending.values()
-            }
+            names = {}  # each job's run folder name
+            for config, run_dir in pending.values():
+                job = pool.submit(_train_one, config.replace(threads=threads), run_dir, root)
+                names[job] = run_dir.name
             for done, future in enumerate(as_completed(names), 1):
                 name, error = names[future], future.result()
                 say(f"  trained {done}/{len(names)}: {name}" + (f" ({error})" if error else ""))
                 failures += [f"{name}: {error}"] if error else []
     except BrokenProcessPool:
         raise ByolError(
-            "a training process of `byol ablate --jobs` died (killed, or out of memory); "
-            "finished runs are kept: rerun the same command to continue, with fewer --jobs if "
-            "memory is short."
+            "a training process died (killed, or out of memory); finished runs are kept: rerun "
+            "the same command to continue, with fewer --jobs if memory is short."
         ) from None
     if failures:
         raise ByolError(f"{len(failures)} run(s) failed: {'; '.join(failures)}")
