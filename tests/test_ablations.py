@@ -18,7 +18,7 @@ PRESETS = ("imagenet-paper", "fashion-mnist", "cifar10-cpu", "cifar10", "stl10")
 
 
 def _data() -> dict:
-    return copy.deepcopy(tables._data())  # the file as read, for a test to break
+    return copy.deepcopy(tables.data())  # the file as read, for a test to break
 
 
 @pytest.mark.parametrize("name", ABLATIONS)
@@ -43,8 +43,8 @@ def test_every_preset_budget_and_default_is_a_real_setting():
         assert set(spec) <= {"set", "eval_train_images", "transfer_dataset"}
     from byol.evaluation.eval_settings import split_overrides
 
-    assert split_overrides(tables.defaults("eval"))[0].knn_ks == (200,)
-    assert {entry["table"] for entry in tables.reproduce_plan()} == set(ABLATIONS)
+    assert split_overrides(tables.data()["defaults"]["eval"])[0].knn_ks == (200,)
+    assert {entry["table"] for entry in tables.data()["reproduce"]} == set(ABLATIONS)
 
 
 def test_the_tables_hold_the_papers_rows_and_numbers():
@@ -152,7 +152,9 @@ def test_the_table_the_verdict_table_and_the_page_show_the_raw_pixel_gate(
     from byol.reporting.ablation_html import build_ablation_report
     from byol.reporting.ablation_tables import write_report
 
-    text = write_report(tmp_path, _record(pixels_knn), table("target").claims, tables.prose())
+    text = write_report(
+        tmp_path, _record(pixels_knn), table("target").claims, tables.data()["report"]
+    )
     assert f"| raw pixels (reference) | – | {pixels_knn:.1f} | 80.0 | | 1 | |" in text
     assert "only where its reference beats raw pixels beyond the spread" in text
     claim = "a constant random target (tau = 1) learns worse features than the EMA"
@@ -178,7 +180,7 @@ def test_a_truncated_results_json_is_set_aside_with_one_line(tmp_path):
     from byol.experiments.reproduce import verdict_table
     from byol.reporting.ablation_tables import RESULTS_JSON, write_report
 
-    write_report(tmp_path, _record(60.0), table("target").claims, tables.prose())
+    write_report(tmp_path, _record(60.0), table("target").claims, tables.data()["report"])
     path = tmp_path / RESULTS_JSON
     path.write_text(path.read_text()[:40])  # a crash mid-write, or an editor's slip
     with pytest.raises(ByolError, match="rerun the same command") as error:

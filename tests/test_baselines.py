@@ -336,7 +336,7 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained or evaluated again")
 
-    monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", refuse)
+    monkeypatch.setattr("byol.training.side_by_side.pretrain", refuse)
     monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", refuse)
     (folder / "table.md").unlink()
     assert main(args) == 0
@@ -370,7 +370,7 @@ def test_ablate_writes_table_and_plot_and_reuses_finished_runs(
         trained.append(run_dir)
         return pretrain(config, run_dir, **kwargs)
 
-    monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", counting)
+    monkeypatch.setattr("byol.training.side_by_side.pretrain", counting)
     monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", Evaluation)
     shutil.rmtree(folder / "byol-no-predictor")
     # A truncated ablation_eval.json (a crash mid-write) is set aside and its scores made again.
@@ -395,7 +395,7 @@ def test_results_row_of_a_baseline_is_named_after_its_method(tmp_path):
 
 
 def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
-    from byol.experiments.ablation_runs import same_config
+    from byol.training.side_by_side import same_config
 
     byol_run = preset("fashion-mnist")
     save_config(tmp_path, byol_run)
@@ -408,7 +408,7 @@ def test_ablation_reuses_a_run_whatever_other_methods_fields_say(tmp_path):
 def test_a_run_folder_with_an_unreadable_config_does_not_stop_the_search_for_shared_runs(
     tmp_path,
 ):
-    from byol.experiments.ablation_runs import shared_run
+    from byol.training.side_by_side import shared_run
 
     config = preset("fashion-mnist")
     unreadable, good = tmp_path / "a" / "broken", tmp_path / "b" / "run"
@@ -448,20 +448,27 @@ def test_moco_resume_repeats_the_key_shuffle_exactly(small_folder, tmp_path):
 
 
 def test_ablate_jobs_trains_runs_side_by_side_with_the_threads_split(small_folder, tmp_path):
-    from byol.experiments.ablation_runs import threads_per_job, train_side_by_side
+    from byol.training.side_by_side import pretrain_side_by_side, threads_per_job
 
     base = apply_overrides(preset("fashion-mnist"), [*TINY, f"dataset={small_folder}"])
     base = base.replace(threads=2, knn_final=False, knn_references=False)
     assert threads_per_job(base, 2) == 1 and threads_per_job(base, 4) == 1
-    runs = [(base.replace(seed=s), tmp_path / f"seed{s}", tmp_path) for s in (0, 1)]
+    runs = [(base.replace(seed=s), tmp_path / "runs" / f"seed{s}") for s in (0, 1)]
+    # The same experiment again (threads never make another one): trained once, in seed0.
+    again = (base.replace(seed=0, threads=1), tmp_path / "runs" / "again")
     said = []
-    train_side_by_side(runs, 2, said.append)
-    assert len(said) == 2
-    for config, run_dir, _ in runs:
+    pretrain_side_by_side([*runs, again], tmp_path, 2, said.append)
+    assert said[0] == "training 2 of 3 runs (2 at a time)" and len(said) == 3
+    assert not again[1].exists()
+    for config, run_dir in runs:
         saved = json.loads((run_dir / "config.json").read_text())
         assert saved["runtime"]["threads"] == 1 and saved["seed"] == config.seed
         assert (run_dir / "summary.json").is_file()
-    first, second = (load_encoder(d / "encoder.safetensors")[0] for _, d, _ in runs)
+    # Finished runs are kept: a second call trains nothing.
+    said.clear()
+    pretrain_side_by_side([*runs, again], tmp_path, 2, said.append)
+    assert said == ["training 0 of 3 runs (2 at a time)"]
+    first, second = (load_encoder(d / "encoder.safetensors")[0] for _, d in runs)
     pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)  # two seeds: two runs
 
@@ -518,7 +525,7 @@ def test_ablate_labels_fine_tunes_byol_against_training_from_scratch(
     drawn = json.loads((other_seed / "subsets" / f"{stem}-10pct-seed1.json").read_text())
     assert drawn["indices"] != large["indices"]
     # Scores are kept: a second call trains and fine-tunes nothing.
-    monkeypatch.setattr("byol.experiments.ablation_runs.pretrain", _refuse)
+    monkeypatch.setattr("byol.training.side_by_side.pretrain", _refuse)
     monkeypatch.setattr("byol.experiments.ablation_runs.Evaluation", _refuse)
     assert _ablate("labels", out, settings) == 0
     assert (folder / "table.md").read_text() == table

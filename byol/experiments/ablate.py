@@ -1,8 +1,8 @@
 """``byol ablate NAME``: one of the paper's ablations (``ablations.toml``) rerun on a preset.
 
-Each row is pretrained in its own run folder, then scored by the protocols of ``byol eval``. A
-folder with ``summary.json`` is a finished run and is reused, as is a finished run elsewhere under
-the output folder with an identical config (``byol.config.identity``); a folder with only a
+Each row is pretrained in its own run folder (``byol.training.side_by_side``), then scored by the
+protocols of ``byol eval`` (``ablation_runs``). A finished run is reused, as is a finished run
+elsewhere under the output folder of the same experiment (``byol.config.identity``); one with a
 checkpoint is resumed. So an interrupted ablation continues where it stopped, and ablations share
 their common runs.
 
@@ -11,11 +11,10 @@ their common runs.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,17 @@ from byol.config import (
     apply_overrides,
     config_keys,
     departures,
-    identity,
     is_config_key,
 )
 from byol.errors import ConfigError
 from byol.evaluation.eval_settings import EvalSettings, split_overrides
 from byol.evaluation.protocols import PIXELS
 from byol.experiments import tables
-from byol.experiments.ablation_runs import (
-    Scoring,
-    finished,
-    run_row,
-    score,
-    shared_run,
-    train_side_by_side,
-)
+from byol.experiments.ablation_runs import frozen_scores, run_row
 from byol.experiments.tables import FINETUNE, FROZEN, RANDOM_INIT, TRANSFER, Row
 from byol.presets import preset
 from byol.settings import setting
+from byol.training.side_by_side import pretrain_side_by_side
 
 Plan = list[tuple[Row, Config, Path]]
 
@@ -96,58 +88,57 @@ def run_ablation(
             "preset; name one with --set transfer_dataset=NAME (or a folder)."
         )
     images = budget["eval_train_images"] if mine.eval_train_images < 0 else mine.eval_train_images
-    base = _base_config(ablation, preset_name, config_overrides)
+    bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
+    base = bases["byol"]
     root = Path(out or f"runs/ablations/{preset_name}")
     folder = root / ablation
     runtime = [f"{k}={getattr(base.runtime, k)}" for k in ("threads", "device")]
-    eval_overrides = tables.defaults("eval") + eval_overrides + runtime
-    plan = _plan(ablation, preset_name, config_overrides, mine.seeds, folder)
-    plan = _select(plan, mine.rows, mine.methods)
-    scoring = Scoring(eval_overrides, images, transfer or None)
+    eval_overrides = tables.data()["defaults"]["eval"] + eval_overrides + runtime
+    rows = _select(table.rows, mine.rows, mine.methods)
+    plan = _plan(rows, bases, mine.seeds, folder, transfer)
     folder.mkdir(parents=True, exist_ok=True)  # once every setting is known to be valid
-    if jobs > 1:  # each config once (rows may share a run); finished and shared runs are kept
-        pending: dict[str, tuple[Config, Path, Path]] = {}
-        for _, config, run_dir in plan:
-            if not finished(run_dir) and shared_run(root, config) is None:
-                pending.setdefault(
-                    json.dumps(identity(config), default=list), (config, run_dir, root)
-                )
-        _say(f"training {len(pending)} of {len(plan)} runs ({jobs} at a time)", quiet)
-        train_side_by_side(list(pending.values()), jobs, lambda t: _say(t, quiet))
-    rows: list[dict[str, Any]] = []
+    if jobs > 1:
+        runs = [(config, run_dir) for _, config, run_dir in plan]
+        pretrain_side_by_side(runs, root, jobs, lambda text: _say(text, quiet))
+    results: list[dict[str, Any]] = []
     for number, (row, config, run_dir) in enumerate(plan, 1):
         step_started = time.perf_counter()
         _say(f"[{number}/{len(plan)}] {row.method} {row.label} seed {config.seed}", quiet)
-        result = run_row(row, config, run_dir, root, scoring, quiet)
+        result = run_row(row, config, run_dir, root, eval_overrides, images, quiet)
         shared = Path(result["run_dir"])  # the run of an identical config, made for another row
         if shared != run_dir:
             result["shared_with"] = str(
                 shared.relative_to(root) if shared.is_relative_to(root) else shared
             )
-        rows.append(result)
+        results.append(result)
         _say(f"    {_brief(result)} ({time.perf_counter() - step_started:.0f} s)", quiet)
-    record = dict(ablation=ablation, preset=preset_name, config=base.to_dict())
-    record.update(command=command(["ablate", ablation, "--preset", preset_name], overrides, jobs))
-    record.update(
-        departures=departures(base), eval_settings=vars(split_overrides(eval_overrides)[0])
+    record = dict(
+        ablation=ablation,
+        preset=preset_name,
+        config=base.to_dict(),
+        command=command(["ablate", ablation, "--preset", preset_name], overrides, jobs),
+        departures=departures(base),
+        eval_settings=vars(split_overrides(eval_overrides)[0]),
+        eval_train_images=images,
+        rows=results,
+        references=_references(plan, results, eval_overrides, images, quiet),
+        sources=list(dict.fromkeys(row.source for row, _, _ in plan if row.source)),
+        wall_s=time.perf_counter() - started,
     )
-    record.update(
-        eval_train_images=images, rows=rows, references=_references(plan, rows, scoring, quiet)
-    )
-    record["sources"] = list(dict.fromkeys(row.source for row, _, _ in plan if row.source))
-    record["wall_s"] = time.perf_counter() - started
-    write_report(folder, record, table.claims, tables.prose())
+    write_report(folder, record, table.claims, tables.data()["report"])
     return folder
 
 
 def _base_config(
-    ablation: str, preset_name: str, config_overrides: list[str], method: str = "byol"
+    ablation: str, preset_name: str, config_overrides: list[str], method: str
 ) -> Config:
     """The preset with ``method`` at the table's budget, with the runs' defaults and the user's
     overrides; an override of another method's own setting is left to that method's runs (a key
     of no method at all is kept, for ``apply_overrides`` to name as unknown)."""
     budget = tables.budget(preset_name)["set"] + tables.table(ablation).budgets.get(preset_name, [])
-    base = apply_overrides(preset(preset_name, method), [*budget, *tables.defaults("run")])
+    base = apply_overrides(
+        preset(preset_name, method), [*budget, *tables.data()["defaults"]["run"]]
+    )
     keys, mine = set(config_keys(base)), []
     for item in config_overrides:
         key = settings.split_item(item)[0]
@@ -158,39 +149,41 @@ def _base_config(
 
 
 def _plan(
-    ablation: str, preset_name: str, config_overrides: list[str], seeds: int, folder: Path
+    rows: tuple[Row, ...], bases: dict[str, Config], seeds: int, folder: Path, transfer: str = ""
 ) -> Plan:
     """(row, its config, its run folder) for every seed, seed-major: a table cut short by a stop
-    has every row at its first seeds."""
-    bases = {m: _base_config(ablation, preset_name, config_overrides, m) for m in METHODS}
+    has every row at its first seeds. ``bases``: each method's config before a row changes it;
+    a transfer row names ``transfer``, the dataset it is scored on."""
     plan = []
     for index in range(seeds):
-        for row in tables.table(ablation).rows:
+        for row in rows:
             base = bases[row.trains]
             config = row.config(base.replace(seed=base.seed + index))
             config.validate()
             name = row.key if seeds == 1 else f"{row.key}-seed{config.seed}"
+            if row.protocol == TRANSFER:
+                row = replace(row, dataset=transfer)
             plan.append((row, config, folder / name))
     return plan
 
 
-def _select(plan: Plan, rows: str, methods: str) -> Plan:
-    """The planned runs of the named rows and methods (all, where a name list is empty)."""
-    for names, field, what in ((rows, "name", "rows"), (methods, "method", "methods")):
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        known = list(dict.fromkeys(getattr(row, field) for row, _, _ in plan))
+def _select(rows: tuple[Row, ...], names: str, methods: str) -> tuple[Row, ...]:
+    """The named rows of the named methods (all, where a name list is empty)."""
+    for wanted_text, field, what in ((names, "name", "rows"), (methods, "method", "methods")):
+        wanted = [n.strip() for n in wanted_text.split(",") if n.strip()]
+        known = list(dict.fromkeys(getattr(row, field) for row in rows))
         unknown = [n for n in wanted if n not in known]
         if unknown:
             raise ConfigError(
-                f"{what}={names!r} names {', '.join(unknown)}, which this ablation has not; "
+                f"{what}={wanted_text!r} names {', '.join(unknown)}, which this ablation has not; "
                 f"choose among {', '.join(known)}."
             )
-        plan = [p for p in plan if not wanted or getattr(p[0], field) in wanted]
-    return plan
+        rows = tuple(row for row in rows if not wanted or getattr(row, field) in wanted)
+    return rows
 
 
 def _references(
-    plan: Plan, rows: list[dict[str, Any]], scoring: Scoring, quiet: bool
+    plan: Plan, rows: list[dict[str, Any]], overrides: list[str], images: int, quiet: bool
 ) -> dict[str, list[dict[str, float]]]:
     """Raw pixels (once) on the dataset the rows are scored on and, beside frozen features of
     the pretraining dataset, random init (one per seed: each seed starts from other weights).
@@ -203,10 +196,12 @@ def _references(
     if not runs or protocols == {FINETUNE}:
         return {}
     _say("raw pixels and random init (references)", quiet)
-    transfer = next((row for row, _, _ in plan if row.protocol == TRANSFER), None)
-    found = {PIXELS: [score(runs[min(runs)], PIXELS, scoring, transfer)]}
+    dataset = next((row.dataset for row, _, _ in plan if row.dataset), "")
+    found = {PIXELS: [frozen_scores(runs[min(runs)], PIXELS, overrides, images, dataset)]}
     if FROZEN in protocols:
-        found[RANDOM_INIT] = [score(runs[seed], RANDOM_INIT, scoring) for seed in sorted(runs)]
+        found[RANDOM_INIT] = [
+            frozen_scores(runs[seed], RANDOM_INIT, overrides, images) for seed in sorted(runs)
+        ]
     return found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-from collections.abc import Callable
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
@@ -22,7 +21,7 @@ from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, RESULTS_JSON, TA
 from byol.reporting.verdicts import judge_rows
 from byol.run_folder import write_text
 
-EVIDENCE = tables.reproduce_plan()
+EVIDENCE = tables.data()["reproduce"]  # the tables of docs/ablations.md, in its order
 
 
 def machine() -> str:
@@ -45,49 +44,43 @@ def run_all(
     quiet: bool = False,
     jobs: int = 1,
 ) -> Path:
-    """Run every ablation on one preset, then write ``out/report.md``; return its path."""
-    plan = [(ablation, preset_name, list(overrides or [])) for ablation in ABLATIONS]
-    title = f"The paper's claims at the `{preset_name}` preset's scale"
-    text = command(["ablate", "all", "--preset", preset_name], overrides or [], jobs)
-    root = Path(out or f"runs/ablations/{preset_name}")
-    return _run_plan(plan, lambda _: root, quiet, jobs, f"# {title}\n\nCommand: `{text}`.")
+    """``byol ablate all``: every table on one preset, then ``out/report.md``; returns its path."""
+    return reproduce(overrides, out, quiet, jobs, preset_name)
 
 
 def reproduce(
-    overrides: list[str] | None = None, out: Path | None = None, quiet: bool = False, jobs: int = 1
+    overrides: list[str] | None = None,
+    out: Path | None = None,
+    quiet: bool = False,
+    jobs: int = 1,
+    preset_name: str = "",
 ) -> Path:
-    """Run the EVIDENCE tables with 3 seeds, each under ``out/<its preset>``, then write
-    ``out/report.md``; return its path. CIFAR-10 is read from the JPEG copy where it is at hand
-    (a machine without internet), else fetched by torchvision."""
-    jpeg, plan = cifar10_jpeg_available(), []
-    for entry in EVIDENCE:
-        own = [*entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
-        plan.append((entry["table"], entry["preset"], ["seeds=3", *own, *(overrides or [])]))
-    title = "The paper's claims, rerun at a scale a CPU affords"
-    heading = f"# {title}\n\nCommand: `{command(['reproduce'], overrides or [], jobs)}`."
-    root = Path(out or "runs/reproduce")
-    return _run_plan(plan, lambda preset_name: root / preset_name, quiet, jobs, heading)
-
-
-def _run_plan(
-    plan: list[tuple[str, str, list[str]]],
-    out: Callable[[str], Path],
-    quiet: bool,
-    jobs: int,
-    heading: str,
-) -> Path:
-    """Each (table, preset, overrides) into ``out(preset)``, then the report in ``out("")``: one
-    verdict table over all of them, and each table with its plot and the command of its own."""
-    root, folders, sections = out(""), [], []
-    for ablation, preset_name, overrides in plan:
-        folders.append(
-            run_ablation(ablation, preset_name, overrides, out(preset_name), quiet, jobs)
-        )
-        alone = command(["ablate", ablation, "--preset", preset_name], overrides, jobs)
+    """Run the EVIDENCE tables with 3 seeds, each under ``out/<its preset>`` (or, given a preset,
+    every table on it, under ``out``), then write the report, ``out/report.md``: one verdict table
+    over them all, and each table with its plot and the command that reruns it alone; returns its
+    path. CIFAR-10 is read from the JPEG copy where it is at hand (a machine without internet),
+    else fetched by torchvision."""
+    overrides, plan = list(overrides or []), []
+    if preset_name:
+        root = Path(out or f"runs/ablations/{preset_name}")
+        plan = [(ablation, preset_name, overrides, root) for ablation in ABLATIONS]
+        words = ["ablate", "all", "--preset", preset_name]
+        title = f"The paper's claims at the `{preset_name}` preset's scale"
+    else:
+        root, jpeg = Path(out or "runs/reproduce"), cifar10_jpeg_available()
+        for entry in EVIDENCE:
+            own = ["seeds=3", *entry.get("set", []), *(entry.get("jpeg", []) if jpeg else [])]
+            plan.append((entry["table"], entry["preset"], own + overrides, root / entry["preset"]))
+        words, title = ["reproduce"], "The paper's claims, rerun at a scale a CPU affords"
+    folders, sections = [], []
+    for ablation, table_preset, settings, folder in plan:
+        folders.append(run_ablation(ablation, table_preset, settings, folder, quiet, jobs))
+        alone = command(["ablate", ablation, "--preset", table_preset], settings, jobs)
         table = (folders[-1] / TABLE_MD).read_text().split("\n", 1)[1].strip()  # its title dropped
         plot = (folders[-1] / PLOT_PNG).relative_to(root)
         sections.append(f"## `byol ablate {ablation}`\n\nReproduce this table alone: `{alone}`.\n")
         sections.append(f"{table}\n\n![{ablation}]({plot})\n")
+    heading = f"# {title}\n\nCommand: `{command(words, overrides, jobs)}`."
     date = datetime.date.today().isoformat()
     lines = [f"{heading} Machine: {machine()}. Date: {date}.\n", "## Verdicts\n"]
     lines += [*verdict_table(folders), "", *sections]

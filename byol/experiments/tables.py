@@ -1,6 +1,6 @@
 """The tables of ``byol ablate`` as ``ablations.toml`` describes them (its header gives the
 schema): rows, claims, budgets, the report's prose and the ``byol reproduce`` plan, read once
-and checked as read."""
+and its tables checked as read."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class Row:
     reference: str = "baseline"  # the row this one is compared with (in results.json)
     protocol: str = FROZEN
     fraction: float = 1.0  # FINETUNE: the share of the training labels
+    dataset: str = ""  # TRANSFER: the dataset scored on, named when a table is planned
 
     @property
     def key(self) -> str:
@@ -112,7 +113,9 @@ def _table(name: str, spec: dict[str, Any]) -> Table:
 
 
 @functools.cache
-def _data() -> dict[str, Any]:
+def data() -> dict[str, Any]:
+    """ablations.toml as read: its defaults (the ``--set`` items every run and every scoring
+    starts from), presets, tables, report (the prose of table.md) and reproduce plan."""
     text = resources.files("byol.experiments").joinpath("ablations.toml").read_text()
     return tomllib.loads(text)
 
@@ -120,7 +123,7 @@ def _data() -> dict[str, Any]:
 @functools.cache
 def tables() -> dict[str, Table]:
     """Every table, in the file's order."""
-    return {name: _table(name, spec) for name, spec in _data()["tables"].items()}
+    return {name: _table(name, spec) for name, spec in data()["tables"].items()}
 
 
 def table(name: str) -> Table:
@@ -136,23 +139,8 @@ def budget(preset_name: str) -> dict[str, Any]:
         "set": [],
         "eval_train_images": 0,
         "transfer_dataset": "",
-        **_data()["presets"].get(preset_name, {}),
+        **data()["presets"].get(preset_name, {}),
     }
-
-
-def defaults(kind: str) -> list[str]:
-    """The ``--set`` items every ablation run ("run") or every scoring ("eval") starts from."""
-    return list(_data()["defaults"][kind])
-
-
-def prose() -> dict[str, str]:
-    """The report's sentences, as templates (``str.format``) that the tables fill in."""
-    return dict(_data()["report"])
-
-
-def reproduce_plan() -> list[dict[str, Any]]:
-    """``byol reproduce``'s tables: {table, preset, set, jpeg} each, in the report's order."""
-    return [dict(entry) for entry in _data()["reproduce"]]
 
 
 ABLATIONS = tuple(tables())

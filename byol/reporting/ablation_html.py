@@ -13,7 +13,6 @@ import html
 import re
 from pathlib import Path
 
-from byol.errors import ByolError
 from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, TABLE_MD
 
 ABLATIONS_HTML = "ablations.html"
@@ -25,9 +24,8 @@ _STYLE = (
 
 
 def _tables(folder: Path) -> list[Path]:
-    return [folder / TABLE_MD] * (folder / TABLE_MD).is_file() + sorted(
-        folder.glob(f"*/{TABLE_MD}")
-    )
+    """The table in ``folder``, then those one folder down (`byol ablate` NAME, then all)."""
+    return [*folder.glob(TABLE_MD), *sorted(folder.glob(f"*/{TABLE_MD}"))]
 
 
 def is_ablation_folder(folder: Path) -> bool:
@@ -50,11 +48,6 @@ def build_ablation_report(folder: Path) -> str:
     import markdown
 
     folder = Path(folder)
-    if not is_ablation_folder(folder):
-        raise ByolError(
-            f"{folder} holds neither a run (config.json) nor `byol ablate` tables (table.md); "
-            "pass a run folder or an ablation output folder."
-        )
     if (folder / REPORT_MD).is_file():
         source = (folder / REPORT_MD).read_text()
     else:

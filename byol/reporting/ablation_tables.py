@@ -11,6 +11,7 @@ from typing import Any
 
 from byol.config import METHODS
 from byol.methods.losses import COLLAPSED_BELOW
+from byol.reporting.figures import pyplot
 from byol.reporting.verdicts import FINETUNED, Claim, Stat, aggregate, judge_rows
 from byol.run_folder import write_bytes, write_text
 
@@ -29,9 +30,7 @@ def _judged_on(rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def _stat(stat: Stat | None, digits: int = 1) -> str:
-    if stat is None:
-        return "–"
-    return f"{stat.mean:.{digits}f}" + (f" ± {stat.std:.{digits}f}" if stat.n > 1 else "")
+    return "–" if stat is None else stat.text(digits)
 
 
 def markdown(record: dict[str, Any], claims: tuple[Claim, ...], prose: dict[str, str]) -> str:
@@ -100,11 +99,7 @@ def plot(
     """Left: our score, mean over seeds with the standard deviation as error bar, hatched when
     collapsed, and the references as lines; middle: the collapse metric over training; right:
     the paper's numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stats, (metric, score) = aggregate(rows), _judged_on(rows)
     names = list(dict.fromkeys(r["name"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))

@@ -41,8 +41,11 @@ class Stat:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return cls(statistics.fmean(values), std, len(values))
 
-    def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+    def text(self, digits: int = 2) -> str:
+        """The mean, with its standard deviation where seeds give one."""
+        return f"{self.mean:.{digits}f}" + (f" ± {self.std:.{digits}f}" if self.n > 1 else "")
+
+    __str__ = text
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,8 @@ def _collapses(mine: dict[str, Stat], random_init: Stat | None) -> tuple[str, st
         return HOLDS, f"{said} (< {COLLAPSED_BELOW})"
     if random_init is None:
         return NOT_SHOWN, f"{said}; no random-init reference"
-    above, spread, n = (
-        knn.mean - random_init.mean,
-        knn.std + random_init.std,
-        min(knn.n, random_init.n),
-    )
+    above, spread = knn.mean - random_init.mean, knn.std + random_init.std
+    n = min(knn.n, random_init.n)
     effect = f"{said}; kNN {above:+.2f} over random init (spread {spread:.2f}, {n} seeds)"
     if n < 2:
         return NOT_SHOWN, effect + "; one seed gives no spread"
