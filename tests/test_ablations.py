@@ -50,7 +50,8 @@ def test_every_preset_budget_and_default_is_a_real_setting():
 def test_the_tables_hold_the_papers_rows_and_numbers():
     target = table("target").rows
     assert target[1].overrides == ("tau_base=0", "tau_schedule=constant")
-    assert [r.overrides for r in target[2:]] == [(f"tau_base={t}",) for t in (0.9, 0.99, 0.999, 1)]
+    taus = (0.9, 0.99, 0.999, 0.7, 0.997, 1)
+    assert [r.overrides for r in target[2:]] == [(f"tau_base={t}",) for t in taus]
     assert target[1].paper == 0.3 and {r.reference for r in target} == {"baseline"}
     batch = table("batch-size").rows
     assert {(r.method, r.name) for r in batch} == {
