@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from byol import distributed
 from byol.config import Config
@@ -40,6 +40,7 @@ from byol.data import DatasetInfo, StreamingSource, indexable
 from byol.data.decode import UnreadableImage
 from byol.data.subsets import shuffled
 from byol.errors import DatasetError
+from byol.training.epochs import _with_threads, views_threads
 from byol.training.stream_plan import StreamPlan, chunk_schedule
 from byol.views.cropped import CroppedViews, cropped_paper_views
 from byol.views.per_image import TwoViews, paper_views
@@ -110,12 +111,14 @@ class _PartStream(IterableDataset):
         items = _slots(records, end - skip, source.decode, names)
         position = skip
         for start, stop in mine:
-            made = []
-            for offset, (image, _) in enumerate(itertools.islice(items, stop - start)):
-                generator = torch.Generator().manual_seed((seed + position + offset) % 2**63)
-                made.append(self.views(image, generator))
+            images = [image for image, _ in itertools.islice(items, stop - start)]
+            generators = [
+                torch.Generator().manual_seed((seed + position + offset) % 2**63)
+                for offset in range(len(images))
+            ]
             position = stop
-            yield part, default_collate(made), names
+            # The chunk's draws worked out at once: the values of collating one call per image.
+            yield part, self.views.many(images, generators), names
             names = []
 
 
@@ -200,8 +203,8 @@ class StreamEpochs:
         micro = plan.local_batch // c.optim.accumulation_steps
         batches = (tuple(_to(b, self.device)) for b in self._batches(iter(loader), schedule, micro))
         finish = getattr(self.views, "finish", None)
-        if finish is not None:
-            batches = map(finish, batches)
+        if finish is not None:  # with the threads the folder path's finish has beside workers
+            batches = map(_with_threads(finish, views_threads(c, self.device, "cropped")), batches)
         for _ in range(start_batch, plan.steps_per_epoch):
             yield itertools.islice(batches, c.optim.accumulation_steps)
 
