@@ -137,8 +137,8 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _saved(path: Path, folder: Path) -> list[str] | None:
-    """The files of the index at ``path`` when it is of ``folder`` and no directory of it
-    changed; None when there is none or it is out of date. Raises UnusableIndex."""
+    """The files (relative names) of the index at ``path`` when it is of ``folder`` and no
+    directory of it changed; None when there is none or it is out of date. Raises UnusableIndex."""
     if not path.is_file():
         return None
     arrays = _arrays(path)
@@ -163,18 +163,16 @@ def _saved(path: Path, folder: Path) -> list[str] | None:
     names = _split(arrays["names"])
     if len(names) != int(arrays["count"]) or "" in names:
         raise UnusableIndex(f"it holds {len(names)} names where it counts {int(arrays['count'])}")
-    root = str(folder) + os.sep
-    return [root + name for name in names]
+    return names
 
 
-def _save(path: Path, folder: Path, files: list[str], times: dict[str, int], walked: int) -> None:
-    start = len(str(folder)) + 1
+def _save(path: Path, folder: Path, names: list[str], times: dict[str, int], walked: int) -> None:
     arrays = {
         "format": np.frombuffer(FORMAT.encode(), np.uint8),
         "folder": np.frombuffer(os.fsencode(os.path.realpath(folder)), np.uint8),
         "walked": np.array(walked, np.int64),
-        "count": np.array(len(files), np.int64),
-        "names": _joined([name[start:] for name in files]),
+        "count": np.array(len(names), np.int64),
+        "names": _joined(names),
         "directories": _joined([os.path.relpath(d, folder) for d in times]),
         "mtimes": np.array(list(times.values()), np.int64),
     }
@@ -187,26 +185,35 @@ def _save(path: Path, folder: Path, files: list[str], times: dict[str, int], wal
         pass  # an index is a saving, never a need: a read-only place walks each time
 
 
-def image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
-    """The image files under ``folder`` (see ``walk``) as strings, read from an index in
+def relative_image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
+    """The image files under ``folder`` (see ``walk``), relative to it, read from an index in
     ``index_dir`` when one is there and still true, else walked and (with ``index_dir``) saved
     there."""
     folder = Path(folder)
     path = index_path(index_dir, folder) if index_dir is not None else None
-    files = None
     if path is not None:
         try:
-            files = _saved(path, folder)
+            names = _saved(path, folder)
         except UnusableIndex as error:
             log.warning(
                 "the folder index %s cannot be used (%s); walking %s again", path, error, folder
             )
-    if files is None:
-        walked = time.time_ns() - RACY_NS
-        files, times = walk(folder)
-        if path is not None:
-            _save(path, folder, files, times, walked)
-    return files
+        else:
+            if names is not None:
+                return names
+    walked = time.time_ns() - RACY_NS
+    files, times = walk(folder)
+    start = len(str(folder)) + 1
+    names = [name[start:] for name in files]
+    if path is not None:
+        _save(path, folder, names, times, walked)
+    return names
+
+
+def image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
+    """As ``relative_image_names``, each joined to ``folder``."""
+    root = str(folder) + os.sep
+    return [root + name for name in relative_image_names(folder, index_dir)]
 
 
 def images_under(folder: Path, index_dir: Path | None = None) -> list[Path]:
