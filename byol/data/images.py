@@ -33,6 +33,7 @@ from byol.data.decode import (
     to_rgb,
 )
 from byol.data.folder_index import relative_image_names
+from byol.data.packed_names import PackedNames
 from byol.data.source import IndexableSource, Item, Transform
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
@@ -93,26 +94,12 @@ class ImageFolderDataset(IndexableSource):
             )
 
     def _keep(self, names: list[str], labels: np.ndarray) -> None:
-        """Hold the items as NumPy arrays, a few bytes each beyond the name's own: a million
-        paths as Path objects would take seconds to make and ten times the memory, copied into
-        each DataLoader worker as it touches them. A name is relative to root, or absolute."""
-        blob = "\0".join(names).encode("utf-8", "surrogateescape")  # no file name holds a NUL
-        self._names = np.frombuffer(blob, np.uint8)
-        ends = np.flatnonzero(self._names == 0)
-        self._starts = np.concatenate(([0], ends + 1)) if names else np.zeros(0, np.int64)
-        self._ends = np.concatenate((ends, [len(blob)])) if names else np.zeros(0, np.int64)
-        self._labels = np.asarray(labels, np.int64)
-
-    def _name(self, i: int) -> str:
-        return (
-            self._names[self._starts[i] : self._ends[i]]
-            .tobytes()
-            .decode("utf-8", "surrogateescape")
-        )
+        # A million Paths would take seconds to make and ten times the memory.
+        self._names, self._labels = PackedNames(names), np.asarray(labels, np.int64)
 
     def path(self, i: int) -> Path:
         """Item ``i``'s file."""
-        return self.root / self._name(i)  # an absolute name stays itself
+        return self.root / self._names[i]  # an absolute name stays itself
 
     @property
     def samples(self) -> list[tuple[Path, int]]:
@@ -146,10 +133,8 @@ class ImageFolderDataset(IndexableSource):
         return self._labels.copy()
 
     def take(self, indices: np.ndarray) -> ImageFolderDataset:
-        out = copy.copy(self)  # the names' bytes shared, their bounds and labels taken
-        indices = np.asarray(indices, np.int64)
-        out._starts, out._ends = self._starts[indices], self._ends[indices]
-        out._labels = self._labels[indices]
+        out = copy.copy(self)
+        out._names, out._labels = self._names.take(indices), self._labels[indices]
         return out
 
     def files(self) -> list[Path]:
@@ -174,9 +159,8 @@ class ImageFolderDataset(IndexableSource):
         bad = {str(path) for path, _ in self.unreadable}
         if bad:
             root = str(self.root)
-            kept = [i for i in range(len(self)) if os.path.join(root, self._name(i)) not in bad]
-            self._starts, self._ends = self._starts[kept], self._ends[kept]
-            self._labels = self._labels[kept]
+            kept = [i for i in range(len(self)) if os.path.join(root, self._names[i]) not in bad]
+            self._names, self._labels = self._names.take(kept), self._labels[kept]
         if not len(self):
             raise self._nothing_readable()
 
