@@ -14,7 +14,7 @@ shards``' writer, ``--shard-size`` samples each) and as a Hugging Face ``save_to
 its views made a batch at a time). Each path is built as ``byol pretrain`` builds it
 (``training/run_context.py``) on the CPU device, and for each worker count ``--epochs`` whole
 epochs of it are drawn (DataLoader workers start and stop with each, as in a run); the paths take
-turns over ``--rounds``.
+turns over ``--rounds``. ``--paths`` times only some of them (e.g. ``--paths folder shards``).
 
 Per core is images per CPU-second: the CPU time of this process and its DataLoader workers
 (counted once the workers have exited) over the images delivered, so a path that keeps 3 cores
