@@ -14,7 +14,7 @@ shards``' writer, ``--shard-size`` samples each) and as a Hugging Face ``save_to
 its views made a batch at a time). Each path is built as ``byol pretrain`` builds it
 (``training/run_context.py``) on the CPU device, and for each worker count ``--epochs`` whole
 epochs of it are drawn (DataLoader workers start and stop with each, as in a run); the paths take
-turns over ``--rounds``.
+turns over ``--rounds``. ``--paths`` times only some of them (e.g. ``--paths folder shards``).
 
 Per core is images per CPU-second: the CPU time of this process and its DataLoader workers
 (counted once the workers have exited) over the images delivered, so a path that keeps 3 cores
@@ -42,6 +42,8 @@ from byol import distributed  # noqa: E402
 from byol.data import load_datasets  # noqa: E402
 from byol.presets import preset  # noqa: E402
 from byol.training.run_context import _data  # noqa: E402  (the sources as pretraining builds them)
+
+PATHS = ("in memory", "folder", "shards", "hf")
 
 
 def same_size_folder(photos: Path, side: int) -> Path:
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--epochs", type=int, default=1, help="whole epochs per turn")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--paths", nargs="+", choices=PATHS, default=list(PATHS), help="the paths to time"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -147,8 +152,9 @@ def main() -> None:
         sources["hf"] = f"hf:{hf}"
     missing = {"shards": "the shards extra", "hf": "the hf extra"}
     for name, extra in missing.items():
-        if name not in sources:
+        if name not in sources and name in args.paths:
             print(f"{name}: skipped ({extra} is not installed)")
+    sources = {name: dataset for name, dataset in sources.items() if name in args.paths}
 
     base = preset("stl10").replace(
         image_size=args.image_size,
@@ -179,7 +185,11 @@ def main() -> None:
     )
     print("| path | workers | images/s | images/s per CPU core | per core vs folder |")
     print("|---|---:|---:|---:|---:|")
-    folder_rate = {w: statistics.median(r[1] for r in rates[("folder", w)]) for w in args.workers}
+    folder_rate = {
+        w: statistics.median(r[1] for r in rates[("folder", w)])
+        for w in args.workers
+        if ("folder", w) in rates
+    }
     for (path, workers), values in rates.items():
         wall, per_core = (statistics.median(v[i] for v in values) for i in (0, 1))
         versus = f"{per_core / folder_rate[workers]:.2f}x" if workers in folder_rate else "-"

@@ -186,7 +186,7 @@ def _write_odd_folder(root: Path) -> Path:
 def test_a_folder_of_odd_files_goes_through_as_on_the_per_image_path(tmp_path: Path):
     train, _, info = load_datasets(str(_write_odd_folder(tmp_path / "odd")))
     assert isinstance(train, ImageFolderDataset) and len(train) == 9  # the corrupt file is out
-    train.samples.append((tmp_path / "odd" / "a" / "cut.jpg", 0))  # met only mid-epoch
+    train.samples = [*train.samples, (tmp_path / "odd" / "a" / "cut.jpg", 0)]  # met mid-epoch
     config = paper_config(16, batch_size=10, num_workers=0, seed=3)
     assert view_path(config, train) == "cropped"
     device = torch.device("cpu")

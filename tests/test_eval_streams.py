@@ -2,7 +2,8 @@
 labelled folder scores kNN as on the folder itself (the same images, read in another order), and
 runs the linear probe (both modes) and fine-tuning without random access, as it does on a streamed
 Hugging Face dataset; a stream's subset yields exactly its chosen items on every pass, in a new
-order each time, held in memory when it fits."""
+order each time, held in memory when it fits; a stream within train_images is scored whole, a
+larger one refused in one line."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from byol.backbones import build_backbone
 from byol.checkpoint import save_encoder
 from byol.cli import main
 from byol.data import StreamingSource, StreamSubset, load_datasets
+from byol.errors import DatasetError
 from byol.evaluation.protocols import Evaluation
 from byol.presets import preset
 from byol.run_folder import save_config
@@ -124,6 +126,19 @@ def test_the_paper_linear_mode_trains_on_crops_read_from_the_stream(sources):
         "0.1",
         "1.0",
     }
+
+
+def test_a_stream_is_scored_whole_within_train_images_and_refused_beyond(sources):
+    run, _, shards = sources
+    whole = Evaluation(run, None, [*SMALL, f"dataset={shards}", "train_images=200"])
+    assert not whole.narrowed and whole.train.streaming  # 200 images: all of them, no subset
+    with pytest.raises(DatasetError) as refused:
+        Evaluation(run, None, [*SMALL, f"dataset={shards}", "train_images=100"])
+    message = str(refused.value)
+    named = json.loads((shards / "index.json").read_text())["name"]  # the data, not a wrapper
+    assert f"a subset of 100 items needs random access by index, but {named} is a stream" in message
+    assert "set train_images=0 (byol ablate: eval_train_images=0)" in message
+    assert "\n" not in message
 
 
 class Numbered(StreamingSource):

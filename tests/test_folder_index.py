@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -60,7 +62,9 @@ def test_the_index_is_read_while_the_folder_is_unchanged(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "images")
     walked = ImageFolderDataset(root, index_dir=tmp_path / "index")
     saved = index_path(tmp_path / "index", root)
-    assert json.loads(saved.read_text())["format"] == folder_index.FORMAT
+    with np.load(saved, allow_pickle=False) as arrays:  # plain arrays, no pickle
+        assert arrays["format"].tobytes().decode() == folder_index.FORMAT
+        assert int(arrays["count"]) == 5
     no_walking(monkeypatch)
     again = ImageFolderDataset(root, index_dir=tmp_path / "index")
     assert again.samples == walked.samples and again.classes == ["a", "a-c", "b"]
@@ -102,15 +106,114 @@ def test_a_folder_changed_in_the_clock_tick_of_its_walk_is_walked_again(tmp_path
     assert len(images_under(root, tmp_path / "index")) == 2
 
 
-def test_a_corrupt_or_foreign_index_is_walked_again(tmp_path):
+def saved_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as out:
+        np.savez(out, **arrays)
+
+
+def test_a_foreign_index_is_walked_again(tmp_path):
     root = make_folder(tmp_path / "images")
     other = make_folder(tmp_path / "other")
     index = tmp_path / "index"
-    images_under(root, index)
-    saved = index_path(index, root)
-    saved.write_text("{not json")
-    assert len(images_under(root, index)) == 5
-    foreign = json.loads(saved.read_text())
-    foreign["folder"] = str(other.resolve())  # an index copied from elsewhere
-    saved.write_text(json.dumps(foreign))
+    images_under(other, index)
+    index_path(index, other).rename(index_path(index, root))  # an index copied from elsewhere
     assert [p.parent.parent for p in images_under(root, index)][0] == root
+
+
+class Unpickled:
+    """Appends to ``CALLS`` when unpickled: a pickle in an index must never run."""
+
+    CALLS: list[str] = []
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Unpickled.CALLS.append, ("unpickled",))
+
+
+def cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"{not an index")
+
+
+def climbing(path: Path) -> None:  # a name that leads out of the folder
+    arrays = saved_arrays(path)
+    names = arrays["names"].tobytes().replace(b"a/1.png", b"../../etc/x.png")
+    save_arrays(path, {**arrays, "names": np.frombuffer(names, np.uint8)})
+
+
+def miscounted(path: Path) -> None:
+    save_arrays(path, {**saved_arrays(path), "count": np.array(7, np.int64)})
+
+
+def untimed(path: Path) -> None:  # fewer directory times than directories
+    save_arrays(path, {**saved_arrays(path), "mtimes": saved_arrays(path)["mtimes"][:2]})
+
+
+def retyped(path: Path) -> None:
+    save_arrays(path, {**saved_arrays(path), "mtimes": saved_arrays(path)["mtimes"] * 1.0})
+
+
+def pickled(path: Path) -> None:
+    arrays = {**saved_arrays(path), "names": np.array([Unpickled()], dtype=object)}
+    with open(path, "wb") as out:
+        np.savez(out, **arrays)  # np.savez pickles object arrays: allow_pickle=True by default
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [cut, garbage, climbing, miscounted, untimed, retyped, pickled],
+    ids=lambda f: f.__name__,
+)
+def test_a_cut_or_tampered_index_is_walked_again_with_one_warning(tmp_path, caplog, tamper):
+    root = make_folder(tmp_path / "images")
+    index = tmp_path / "index"
+    want = images_under(root, index)
+    saved = index_path(index, root)
+    tamper(saved)
+    with caplog.at_level(logging.WARNING, logger="byol.data.folder_index"):
+        assert images_under(root, index) == want  # walked again: every file inside the folder
+    assert not Unpickled.CALLS
+    [record] = [r for r in caplog.records if r.name == "byol.data.folder_index"]
+    assert f"the folder index {saved} cannot be used (" in record.getMessage()
+    assert f"walking {root} again" in record.getMessage() and "\n" not in record.getMessage()
+    assert saved_arrays(saved)["count"] == 5  # and written again
+
+
+def test_an_index_of_the_older_json_format_is_replaced(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "images")
+    index = tmp_path / "index"
+    old = index_path(index, root).with_suffix(".json")
+    old.parent.mkdir()
+    names = "\0".join(p.relative_to(root).as_posix() for p in images_under(root))
+    old.write_text(
+        json.dumps({"format": "byol-folder-index/1", "folder": str(root), "files": names})
+    )
+    assert len(images_under(root, index)) == 5
+    assert not old.exists() and index_path(index, root).is_file()
+    no_walking(monkeypatch)
+    assert len(images_under(root, index)) == 5
+
+
+def test_an_empty_folder_and_odd_names_are_kept_as_they_are(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    odd = tmp_path / "odd"
+    names = ["\u00e9t\u00e9/\u65e5.png", "x/" + os.fsdecode(b"\xff\xfe.png")]  # not UTF-8 too
+    for name in names:
+        (odd / name).parent.mkdir(parents=True, exist_ok=True)
+        (odd / name).write_bytes(png_bytes(1))
+    an_hour_ago = time.time() - 3600
+    for directory in (empty, odd, *(p for p in odd.rglob("*") if p.is_dir())):
+        os.utime(directory, (an_hour_ago, an_hour_ago))
+    index = tmp_path / "index"
+    want = (images_under(empty, index), images_under(odd, index))
+    no_walking(monkeypatch)
+    assert (images_under(empty, index), images_under(odd, index)) == want
+    assert want[0] == [] and sorted(p.relative_to(odd).as_posix() for p in want[1]) == sorted(names)

@@ -59,8 +59,9 @@ def marked_shards(
 class RawViews:
     """Both views the image itself, so a batch shows which images it holds."""
 
-    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> tuple:
-        return image, image
+    def many(self, images: list[torch.Tensor], generators: list[torch.Generator]) -> tuple:
+        stacked = torch.stack(images)
+        return stacked, stacked
 
 
 def epochs_of(shards: Path, rank: int = 0, world_size: int = 1, **changes) -> StreamEpochs:

@@ -26,6 +26,7 @@ folder, shards; a folder of .tar shards or a shard pattern (``{000..127}``, a UR
     cifar10_jpeg.py      the CIFAR-10 JPEG copy
     folders.py           a user's image folder, ImageNet's
     folder_index.py      a folder's files, walked once and kept beside the run
+    packed_names.py      many file names as NumPy arrays
     shards.py            WebDataset tar shards (streaming), read with webdataset
     shard_files.py       where shards are, their counts, index.json
     hf.py                Hugging Face datasets (hf:NAME), read with datasets

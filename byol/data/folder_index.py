@@ -7,25 +7,48 @@ directory walked. Adding, removing or renaming a file changes its directory's ti
 is walked again when any directory's time differs or one is gone, or when a directory changed
 within two seconds of the walk (a change in the same clock tick would keep its time); a file
 rewritten in place keeps its name, and is read (or found unreadable) as it is then.
+
+The file is a NumPy ``.npz`` of plain arrays (no pickle: loaded with ``allow_pickle=False``):
+the relative paths as one byte string joined by NUL (which no file name holds), the directories
+likewise with their times as int64. One that does not load, does not add up or names a path
+outside the folder is walked again, with a warning; an index of an older format is walked again
+and replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import io
+import logging
 import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from byol.data.decode import IMAGE_EXTENSIONS
 from byol.errors import ByolError
-from byol.files import write_text
+from byol.files import write_bytes
 
-FORMAT = "byol-folder-index/1"
+log = logging.getLogger(__name__)
+
+FORMAT = "byol-folder-index/2"
 RACY_NS = 2_000_000_000  # directory times this close to the walk are not trusted
-
-
+# The arrays of an index and their dtypes: each 1-D but ``walked`` and ``count`` (scalars).
+ARRAYS = {
+    "format": np.uint8,
+    "folder": np.uint8,
+    "walked": np.int64,
+    "count": np.int64,
+    "names": np.uint8,
+    "directories": np.uint8,
+    "mtimes": np.int64,
+}
 _EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
+
+
+class UnusableIndex(Exception):
+    """An index file that is there but cannot be trusted; its reason is logged."""
 
 
 def _is_image_name(name: str) -> bool:
@@ -72,52 +95,125 @@ def walk(folder: Path) -> tuple[list[str], dict[str, int]]:
 
 def index_path(index_dir: Path, folder: Path) -> Path:
     key = hashlib.sha256(os.path.realpath(folder).encode()).hexdigest()[:16]
-    return index_dir / f"{folder.name or 'folder'}-{key}.json"
+    return index_dir / f"{folder.name or 'folder'}-{key}.npz"
+
+
+def _joined(names: list[str]) -> np.ndarray:
+    # A name that is not UTF-8 reaches Python as lone surrogates: surrogateescape gives its bytes.
+    return np.frombuffer("\0".join(names).encode("utf-8", "surrogateescape"), np.uint8)
+
+
+def _split(array: np.ndarray) -> list[str]:
+    text = array.tobytes().decode("utf-8", "surrogateescape")
+    return text.split("\0") if text else []
+
+
+def _outside(array: np.ndarray) -> bool:
+    """Whether any of the NUL-joined relative paths is absolute or climbs out with ``..``."""
+    joined = b"\0" + array.tobytes() + b"\0"
+    sep = os.sep.encode()
+    return any(
+        pattern in joined
+        for pattern in (b"\0" + sep, b"\0.." + sep, sep + b".." + sep, sep + b"..\0", b"\0..\0")
+    )
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the index at ``path``, checked against ``ARRAYS``; raises UnusableIndex."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if set(npz.files) != set(ARRAYS):
+                raise UnusableIndex(f"it holds {sorted(npz.files)}, not {sorted(ARRAYS)}")
+            arrays = {name: npz[name] for name in ARRAYS}
+    # zipfile and numpy raise many types on a cut or altered file (BadZipFile, EOFError,
+    # ValueError for a pickle or a short array, ...): any of them means "unusable".
+    except Exception as error:
+        raise UnusableIndex(str(error) or type(error).__name__) from None
+    for name, dtype in ARRAYS.items():
+        ndim = 0 if name in ("walked", "count") else 1
+        if arrays[name].dtype != dtype or arrays[name].ndim != ndim:
+            raise UnusableIndex(f"its {name} is not a {ndim}-D {np.dtype(dtype)} array")
+    return arrays
 
 
 def _saved(path: Path, folder: Path) -> list[str] | None:
-    """The index at ``path`` when it is of ``folder`` and no directory of it changed."""
-    try:
-        saved = json.loads(path.read_text())
-        if saved.get("format") != FORMAT or saved.get("folder") != os.path.realpath(folder):
-            return None
-        for relative, mtime in saved["directories"].items():
-            # A directory changed in the same clock tick as the walk keeps its time: one whose
-            # time is that close to the walk's is walked again (as git treats racy entries).
-            if os.stat(folder / relative).st_mtime_ns != mtime or mtime >= saved["walked"]:
+    """The files (relative names) of the index at ``path`` when it is of ``folder`` and no
+    directory of it changed; None when there is none or it is out of date. Raises UnusableIndex."""
+    if not path.is_file():
+        return None
+    arrays = _arrays(path)
+    if arrays["format"].tobytes() != FORMAT.encode():
+        raise UnusableIndex(f"its format is not {FORMAT}")
+    if arrays["folder"].tobytes() != os.fsencode(os.path.realpath(folder)):
+        return None  # another folder's, copied here: this one is walked
+    directories, mtimes = _split(arrays["directories"]), arrays["mtimes"]
+    if len(directories) != len(mtimes) or not directories:
+        raise UnusableIndex(f"it lists {len(directories)} directories and {len(mtimes)} times")
+    if _outside(arrays["names"]) or _outside(arrays["directories"]):
+        raise UnusableIndex("it names a path outside the folder")
+    walked = int(arrays["walked"])
+    for relative, mtime in zip(directories, mtimes.tolist(), strict=True):
+        # A directory changed in the same clock tick as the walk keeps its time: one whose time
+        # is that close to the walk's is walked again (as git treats racy entries).
+        try:
+            if os.stat(folder / relative).st_mtime_ns != mtime or mtime >= walked:
                 return None
-        files = saved["files"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # no index, another format, a directory gone: walk again
-    root = str(folder)
-    return [os.path.join(root, name) for name in files.split("\0")] if files else []
+        except OSError:  # a directory gone
+            return None
+    names = _split(arrays["names"])
+    if len(names) != int(arrays["count"]) or "" in names:
+        raise UnusableIndex(f"it holds {len(names)} names where it counts {int(arrays['count'])}")
+    return names
 
 
-def image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
-    """The image files under ``folder`` (see ``walk``) as strings, read from an index in
+def _save(path: Path, folder: Path, names: list[str], times: dict[str, int], walked: int) -> None:
+    arrays = {
+        "format": np.frombuffer(FORMAT.encode(), np.uint8),
+        "folder": np.frombuffer(os.fsencode(os.path.realpath(folder)), np.uint8),
+        "walked": np.array(walked, np.int64),
+        "count": np.array(len(names), np.int64),
+        "names": _joined(names),
+        "directories": _joined([os.path.relpath(d, folder) for d in times]),
+        "mtimes": np.array(list(times.values()), np.int64),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    try:
+        write_bytes(path, buffer.getbuffer())
+        path.with_suffix(".json").unlink(missing_ok=True)  # the index of an older format
+    except (OSError, ByolError):
+        pass  # an index is a saving, never a need: a read-only place walks each time
+
+
+def relative_image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
+    """The image files under ``folder`` (see ``walk``), relative to it, read from an index in
     ``index_dir`` when one is there and still true, else walked and (with ``index_dir``) saved
     there."""
     folder = Path(folder)
     path = index_path(index_dir, folder) if index_dir is not None else None
-    files = _saved(path, folder) if path is not None else None
-    if files is None:
-        walked = time.time_ns() - RACY_NS
-        files, times = walk(folder)
-        if path is not None:
-            start = len(str(folder)) + 1
-            index = {
-                "format": FORMAT,
-                "folder": os.path.realpath(folder),
-                "walked": walked,
-                "directories": {os.path.relpath(d, folder): t for d, t in times.items()},
-                "files": "\0".join(name[start:] for name in files),  # no name holds a NUL
-            }
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_text(path, json.dumps(index))
-            except (OSError, ByolError):
-                pass  # an index is a saving, never a need: a read-only place walks each time
-    return files
+    if path is not None:
+        try:
+            names = _saved(path, folder)
+        except UnusableIndex as error:
+            log.warning(
+                "the folder index %s cannot be used (%s); walking %s again", path, error, folder
+            )
+        else:
+            if names is not None:
+                return names
+    walked = time.time_ns() - RACY_NS
+    files, times = walk(folder)
+    start = len(str(folder)) + 1
+    names = [name[start:] for name in files]
+    if path is not None:
+        _save(path, folder, names, times, walked)
+    return names
+
+
+def image_names(folder: Path, index_dir: Path | None = None) -> list[str]:
+    """As ``relative_image_names``, each joined to ``folder``."""
+    root = str(folder) + os.sep
+    return [root + name for name in relative_image_names(folder, index_dir)]
 
 
 def images_under(folder: Path, index_dir: Path | None = None) -> list[Path]:

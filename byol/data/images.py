@@ -32,7 +32,8 @@ from byol.data.decode import (
     header_size,
     to_rgb,
 )
-from byol.data.folder_index import image_names
+from byol.data.folder_index import relative_image_names
+from byol.data.packed_names import PackedNames
 from byol.data.source import IndexableSource, Item, Transform
 from byol.data.tensors import TensorImageDataset
 from byol.errors import DatasetError, DatasetNotFoundError
@@ -49,7 +50,7 @@ class ImageFolderDataset(IndexableSource):
     that list is an error. ``index_dir``: where the list of files is kept between runs
     (``folder_index.py``). An unreadable file met by ``__getitem__`` is replaced by the next
     readable one (the same one every time, so resumed runs see the same images), unless
-    ``strict``.
+    ``strict``. ``samples`` lists (file, label) per item, made when asked; ``path(i)`` is one.
     """
 
     def __init__(
@@ -66,41 +67,58 @@ class ImageFolderDataset(IndexableSource):
         self.unreadable: list[tuple[Path, str]] = []  # found so far, in this process
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"Image folder {self.root} does not exist.")
-        names = image_names(self.root, index_dir)  # one walk, or none where an index holds
-        start = len(str(self.root)) + 1
-        # Flat: an image directly in root. Strings, not Paths, while a million files are sorted.
-        flat = any(os.sep not in name[start:] for name in names)
-        self.samples: list[tuple[Path, int]] = []
-        if flat:
-            self.classes: list[str] = []
-            self.samples = [(Path(name), -1) for name in names]
-        else:
-            per_class: dict[str, list[str]] = {}
-            for name in names:
-                per_class.setdefault(name[start:].partition(os.sep)[0], []).append(name)
-            self.classes = list(classes) if classes is not None else sorted(per_class)
+        names = relative_image_names(self.root, index_dir)  # one walk, or none where indexed
+        # Flat: an image directly in root. Strings, not Paths: a million Paths take seconds.
+        flat = any(os.sep not in name for name in names)
+        labels = np.full(len(names), -1, np.int64)
+        self.classes: list[str] = []
+        if not flat:
+            found: dict[str, int] = {}  # class folder -> its number in the order first met
+            firsts = (found.setdefault(name.partition(os.sep)[0], len(found)) for name in names)
+            codes = np.fromiter(firsts, np.int64, len(names))
+            self.classes = list(classes) if classes is not None else sorted(found)
             index = {name: i for i, name in enumerate(self.classes)}
-            unknown = sorted(set(per_class) - set(index))
+            unknown = sorted(set(found) - set(index))
             if unknown:
                 raise DatasetError(
                     f"Folder {self.root} has class folders {unknown} that are not among the "
                     f"training classes {self.classes}."
                 )
-            for name, found in sorted(per_class.items()):
-                self.samples.extend((Path(p), index[name]) for p in found)
-        if not self.samples:
+            labels = np.array([index[name] for name in found], np.int64)[codes]
+        self._keep(names, labels)
+        if not len(self):
             raise DatasetError(
                 f"Folder {self.root} holds no images: expected files ending in "
                 f"{', '.join(IMAGE_EXTENSIONS)} (case-insensitive), directly in it or in one "
                 "sub-folder per class."
             )
 
+    def _keep(self, names: list[str], labels: np.ndarray) -> None:
+        # A million Paths would take seconds to make and ten times the memory.
+        self._names, self._labels = PackedNames(names), np.asarray(labels, np.int64)
+
+    def path(self, i: int) -> Path:
+        """Item ``i``'s file."""
+        return self.root / self._names[i]  # an absolute name stays itself
+
+    @property
+    def samples(self) -> list[tuple[Path, int]]:
+        """(file, label) of every item, made on each call."""
+        return [(self.path(i), int(label)) for i, label in enumerate(self._labels.tolist())]
+
+    @samples.setter
+    def samples(self, pairs: list[tuple[Path, int]]) -> None:
+        prefix = str(self.root) + os.sep
+        names = [str(p)[len(prefix) :] if str(p).startswith(prefix) else str(p) for p, _ in pairs]
+        self._keep(names, np.array([label for _, label in pairs], np.int64))
+
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._labels)
 
     def __getitem__(self, i: int) -> Item:
-        for offset in range(len(self.samples)):
-            path, label = self.samples[(i + offset) % len(self.samples)]
+        for offset in range(len(self)):
+            index = (i + offset) % len(self)
+            path = self.path(index)
             try:
                 image = decode_image(path)
             except UnreadableImage as error:
@@ -108,19 +126,19 @@ class ImageFolderDataset(IndexableSource):
                 continue
             if self.transform is not None:
                 image = self.transform(image)
-            return image, label
+            return image, int(self._labels[index])
         raise self._nothing_readable()
 
     def label_array(self) -> np.ndarray:
-        return np.array([label for _, label in self.samples], dtype=np.int64)
+        return self._labels.copy()
 
     def take(self, indices: np.ndarray) -> ImageFolderDataset:
         out = copy.copy(self)
-        out.samples = [self.samples[i] for i in indices]
+        out._names, out._labels = self._names.take(indices), self._labels[indices]
         return out
 
     def files(self) -> list[Path]:
-        return [path for path, _ in self.samples]
+        return [self.path(i) for i in range(len(self))]
 
     def note_unreadable(self, error: UnreadableImage, logged: bool = True) -> None:
         """Record a file that failed to decode; in strict mode, stop with its name instead.
@@ -138,9 +156,12 @@ class ImageFolderDataset(IndexableSource):
 
     def drop_unreadable(self) -> None:
         """Remove the files found unreadable so far from ``samples``."""
-        bad = {path for path, _ in self.unreadable}
-        self.samples = [(p, label) for p, label in self.samples if p not in bad]
-        if not self.samples:
+        bad = {str(path) for path, _ in self.unreadable}
+        if bad:
+            root = str(self.root)
+            kept = [i for i in range(len(self)) if os.path.join(root, self._names[i]) not in bad]
+            self._names, self._labels = self._names.take(kept), self._labels[kept]
+        if not len(self):
             raise self._nothing_readable()
 
     def _nothing_readable(self) -> DatasetError:
@@ -160,7 +181,7 @@ def folder_stats(
     count = 0
     gray = True
     for i in _stats_sample(len(dataset)):
-        path = dataset.samples[int(i)][0]
+        path = dataset.path(int(i))
         try:
             with Image.open(path) as img:
                 gray = gray and img.mode in GRAY_MODES
@@ -198,7 +219,8 @@ def _fits_in_memory(dataset: ImageFolderDataset) -> bool:
     Files whose header does not parse are noted as unreadable on the way.
     """
     first = None
-    for path, _ in dataset.samples:
+    for i in range(len(dataset)):
+        path = dataset.path(i)
         try:
             size = header_size(path)
         except UnreadableImage as error:

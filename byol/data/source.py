@@ -159,6 +159,7 @@ class _Derived(StreamingSource):
 
     def __init__(self, source: StreamingSource) -> None:
         self.source, self.transform, self.labelled = source, source.transform, source.labelled
+        self.name = describe(source)  # what a message names: the data, not this wrapper
 
 
 class _Shard(_Derived):

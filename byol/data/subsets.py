@@ -36,13 +36,13 @@ def subset_indices(labels: np.ndarray | None, length: int, n: int, seed: int = 0
     return np.sort(order[:n])
 
 
-def subset(dataset: Dataset, n: int, seed: int = 0) -> Source:
+def subset(dataset: Dataset, n: int, seed: int = 0, fix: str = "") -> Source:
     """A deterministic random subset of at most n items, class-balanced when fully labelled.
 
     An indexable source gives one of the same kind (same transform, through its ``take``); a
-    streaming source is refused in one line: its items cannot be picked by index.
+    streaming source is refused in one line naming ``fix``: its items cannot be picked by index.
     """
-    source = indexable(dataset, f"a subset of {n} items")
+    source = indexable(dataset, f"a subset of {n} items", fix)
     return source.take(subset_indices(source.label_array(), len(source), n, seed))
 
 

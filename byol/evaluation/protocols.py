@@ -86,10 +86,13 @@ class Evaluation:
         self.subsets_name = ""  # names the training set in saved subsets once narrowed
         self._stream_labels: np.ndarray | None = None  # a streamed training set's, in order
         count, seed = self.settings.train_images, self.settings.seed
-        # A stream is subset by `subset` too, which names the fix if it cannot be.
-        self.narrowed = 0 < count and (self.streaming or count < len(self.train))
+        # A stream is subset by `subset` too, which names the fix if it cannot be; one of at
+        # most `count` items (its labelled ones fewer still) is whole already.
+        size = num_items(train) if self.streaming else len(self.train)
+        self.narrowed = 0 < count and (size is None or count < size)
         if self.narrowed:  # scores in seconds, with a wider spread
-            self.train = subset(self.train, count, seed)
+            fix = "set train_images=0 (byol ablate: eval_train_images=0) to score the whole stream"
+            self.train = subset(self.train, count, seed, fix)
             self.subsets_name = f"{safe_name(self.dataset)}-{count}-seed{seed}"
 
     # --- encoders and features ---

@@ -12,7 +12,7 @@ workers, never of timing:
 - every epoch, a rank's pieces are shuffled (seeded by seed, epoch and rank) and dealt to its
   workers, worker w taking every W-th; each worker reads its pieces' records through a shuffle
   buffer seeded likewise, and makes the views of each item from a seed of its position;
-- the main process takes the workers' chunks of ``CHUNK`` items in a fixed round-robin (a part
+- the main process takes the workers' chunks of a micro-batch in a fixed round-robin (a part
   that ends drops out), whatever order the workers finish them in, and cuts micro-batches;
 - a resumed run skips the records the epoch consumed before its step (read, not decoded: the
   shuffle buffer holds records) and continues from the same position of each part.
@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from byol import distributed
 from byol.config import Config
@@ -40,13 +40,13 @@ from byol.data import DatasetInfo, StreamingSource, indexable
 from byol.data.decode import UnreadableImage
 from byol.data.subsets import shuffled
 from byol.errors import DatasetError
+from byol.training.epochs import _with_threads, views_threads
 from byol.training.stream_plan import StreamPlan, chunk_schedule
 from byol.views.cropped import CroppedViews, cropped_paper_views
 from byol.views.per_image import TwoViews, paper_views
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16  # items a worker makes per hand-over to the main process
 Pairs = tuple[torch.Tensor, torch.Tensor]
 _END = object()
 
@@ -110,12 +110,14 @@ class _PartStream(IterableDataset):
         items = _slots(records, end - skip, source.decode, names)
         position = skip
         for start, stop in mine:
-            made = []
-            for offset, (image, _) in enumerate(itertools.islice(items, stop - start)):
-                generator = torch.Generator().manual_seed((seed + position + offset) % 2**63)
-                made.append(self.views(image, generator))
+            images = [image for image, _ in itertools.islice(items, stop - start)]
+            generators = [
+                torch.Generator().manual_seed((seed + position + offset) % 2**63)
+                for offset in range(len(images))
+            ]
             position = stop
-            yield part, default_collate(made), names
+            # The chunk's draws worked out at once: the values of collating one call per image.
+            yield part, self.views.many(images, generators), names
             names = []
 
 
@@ -188,7 +190,10 @@ class StreamEpochs:
         c, plan = self.config, self.plan
         lengths = [sum(plan.counts[i] for i in part) for part in plan.parts(epoch)]
         total = plan.steps_per_epoch * plan.local_batch
-        schedule = chunk_schedule(lengths, CHUNK, start_batch * plan.local_batch, total)
+        micro = plan.local_batch // c.optim.accumulation_steps
+        # A chunk a micro-batch, as a folder's workers make them: each arrives whole, uncopied,
+        # and every chunk's many small tensors (the draws) cross between processes once a batch.
+        schedule = chunk_schedule(lengths, micro, start_batch * plan.local_batch, total)
         workers = c.runtime.num_workers
         loader = DataLoader(
             _PartStream(self.source, self.views, plan, epoch, schedule),
@@ -197,11 +202,10 @@ class StreamEpochs:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None,
         )
-        micro = plan.local_batch // c.optim.accumulation_steps
         batches = (tuple(_to(b, self.device)) for b in self._batches(iter(loader), schedule, micro))
         finish = getattr(self.views, "finish", None)
-        if finish is not None:
-            batches = map(finish, batches)
+        if finish is not None:  # with the threads the folder path's finish has beside workers
+            batches = map(_with_threads(finish, views_threads(c, self.device, "cropped")), batches)
         for _ in range(start_batch, plan.steps_per_epoch):
             yield itertools.islice(batches, c.optim.accumulation_steps)
 
