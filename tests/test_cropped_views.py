@@ -302,17 +302,17 @@ def test_pretrain_on_a_folder_read_from_files_takes_the_cropped_path(tmp_path: P
 
 def test_the_views_beside_busy_workers_take_only_the_cores_they_leave(monkeypatch):
     from byol.config import Config
-    from byol.training.epochs import _with_threads, views_threads
+    from byol.training.epochs import views_threads, with_threads
 
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     torch.set_num_threads(2)
     config, cpu = Config().replace(num_workers=2), torch.device("cpu")
     assert views_threads(config, cpu, "cropped") == 1
     seen = []
-    finish = _with_threads(lambda batch: seen.append(torch.get_num_threads()), 1)
+    finish = with_threads(lambda batch: seen.append(torch.get_num_threads()), 1)
     finish(())
     assert seen == [1] and torch.get_num_threads() == 2  # restored for the model step
     # no workers: nothing to leave room for; in memory, the views take the step's threads
     assert views_threads(config.replace(num_workers=0), cpu, "cropped") == 2
     assert views_threads(config, cpu, "batched") == 2
-    assert _with_threads(len, 2) is len
+    assert with_threads(len, 2) is len

@@ -133,7 +133,7 @@ def per_image_epoch(
     on_device = (tuple(t.to(device, non_blocking=True) for t in batch) for batch in loader)
     finish = view_pairs.finish
     if finish is not None:
-        on_device = map(_with_threads(finish, views_threads(config, device, "cropped")), on_device)
+        on_device = map(with_threads(finish, views_threads(config, device, "cropped")), on_device)
     for _ in range(len(sampler) // config.optim.accumulation_steps):
         yield itertools.islice(on_device, config.optim.accumulation_steps)
 
@@ -171,7 +171,7 @@ def views_threads(config: Config, device: torch.device, path: str) -> int:
     )
 
 
-def _with_threads(make: Callable[..., Pairs], threads: int) -> Callable[..., Pairs]:
+def with_threads(make: Callable[..., Pairs], threads: int) -> Callable[..., Pairs]:
     """``make`` run with ``threads`` intra-op threads, the step's restored after it."""
     if threads == torch.get_num_threads():
         return make
@@ -204,7 +204,7 @@ class BatchedEpochs:
         ranks: distributed.Ranks = ONE_PROCESS,
     ) -> None:
         self.images, self.views, self.config = images, views, config
-        self.apply = _with_threads(views.apply, views_threads(config, images.device, "batched"))
+        self.apply = with_threads(views.apply, views_threads(config, images.device, "batched"))
         self.slices = distributed.shard_slices(
             config.optim.batch_size, ranks, config.optim.accumulation_steps
         )

@@ -40,7 +40,7 @@ from byol.data import DatasetInfo, StreamingSource, indexable
 from byol.data.decode import UnreadableImage
 from byol.data.subsets import shuffled
 from byol.errors import DatasetError
-from byol.training.epochs import _with_threads, views_threads
+from byol.training.epochs import views_threads, with_threads
 from byol.training.stream_plan import StreamPlan, chunk_schedule
 from byol.views.cropped import CroppedViews, cropped_paper_views
 from byol.views.per_image import TwoViews, paper_views
@@ -205,7 +205,7 @@ class StreamEpochs:
         batches = (tuple(_to(b, self.device)) for b in self._batches(iter(loader), schedule, micro))
         finish = getattr(self.views, "finish", None)
         if finish is not None:  # with the threads the folder path's finish has beside workers
-            batches = map(_with_threads(finish, views_threads(c, self.device, "cropped")), batches)
+            batches = map(with_threads(finish, views_threads(c, self.device, "cropped")), batches)
         for _ in range(start_batch, plan.steps_per_epoch):
             yield itertools.islice(batches, c.optim.accumulation_steps)
 
