@@ -38,6 +38,9 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"
 ENCODER = "encoder.safetensors"
 SUMMARY = "summary.json"
+# summary.json keys ending in this are the final scores on the epochs' kNN bank, written where
+# it is a subset (knn_bank_subset) of the whole one.
+EPOCH_BANK = "_epoch_bank"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 REPORT = "report.html"

@@ -92,3 +92,22 @@ def test_a_missing_or_scoreless_run_is_refused_in_one_line(tmp_path: Path, capsy
     assert main(["curves", "--recipe", f"x={tmp_path / 'empty'}"]) == 2
     err = capsys.readouterr().err
     assert "has no kNN scores" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_subset_bank_curve_ends_on_that_bank_and_an_older_run_is_refused(tmp_path: Path):
+    """Epochs scored on a knn_bank_subset bank: the curve ends on the final scores against that
+    bank (a whole bank scores higher, so mixing them would fake a last-epoch jump)."""
+    run = fake_run(tmp_path / "a", {100: 70.0, 200: 74.0, 300: 90.0}, pixels=80.0)
+    config = {"optim": {"batch_size": 32}, "monitor": {"knn_bank_subset": 1000}}
+    (run / "config.json").write_text(json.dumps({**config, "data": {"train_subset": 5000}}))
+    with pytest.raises(ByolError, match="mix two protocols") as error:
+        read_curve(run)
+    assert "\n" not in str(error.value)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(knn_top1_epoch_bank=76.0, knn_top1_pixels_epoch_bank=73.0)
+    (run / "summary.json").write_text(json.dumps(summary))
+    curve = read_curve(run)
+    assert curve.knn == (70.0, 74.0, 76.0) and curve.pixels == 73.0
+    (run / "config.json").write_text(json.dumps({**config, "data": {"train_subset": 1000}}))
+    (run / "summary.json").write_text(json.dumps({"steps": 300, "knn_top1": 90.0}))
+    assert read_curve(run).knn == (70.0, 74.0, 90.0)  # a bank of every image: not narrowed

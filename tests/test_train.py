@@ -13,6 +13,7 @@ from byol.checkpoint import encoder_metadata, load_encoder, save_encoder
 from byol.data import load_datasets
 from byol.evaluation.knn import knn_accuracy
 from byol.presets import preset
+from byol.reporting.learning_curves import read_curve
 from byol.run_folder import CHECKPOINT, ENCODER, read_metrics
 from byol.training.loop import pretrain
 from byol.training.schedules import learning_rate, target_tau
@@ -91,7 +92,7 @@ def test_pretrain_resume_matches_uninterrupted_run(fashion_folder, tmp_path, vie
 
 @needs_fashion_mnist
 def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
-    config = small_config(fashion_folder, knn_references=True)
+    config = small_config(fashion_folder, knn_references=True, knn_bank_subset=200)
     result = pretrain(config, tmp_path, quiet=True)
 
     records = read_metrics(tmp_path)
@@ -115,6 +116,10 @@ def test_run_folder_contents_and_knn(fashion_folder, tmp_path):
     assert final["final"] and final["knn_top1"] == pytest.approx(result.knn_top1)
     # 10 balanced classes: chance is 10%; even 16 steps of a 1/8-width ResNet do far better
     assert result.knn_top1 > 25 and result.knn_top1_random_init > 20 and result.knn_top1_pixels > 40
+    # The epochs' 200-image bank (of 512) is scored at the end too, so a curve ends on it.
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 25 < summary["knn_top1_epoch_bank"] and 40 < summary["knn_top1_pixels_epoch_bank"]
+    assert read_curve(tmp_path).knn[-1] == summary["knn_top1_epoch_bank"]
 
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["optim"]["batch_size"] == 64 and saved["data"]["dataset"] == str(fashion_folder)

@@ -69,19 +69,37 @@ class Recipe:
 
 
 def read_curve(run_dir: Path) -> Curve:
-    """One run folder's curve; refused in one line if it holds no scores."""
+    """One run folder's curve; refused in one line if it holds no scores, or if its epochs were
+    scored on a subset bank without the final scores on that bank (a run of an older version)."""
     records = run_folder.read_metrics(run_dir)
     summary = run_folder.read_summary(run_dir) or {}
-    batch = _batch_size(run_dir)
-    scored = {r["step"]: r["knn_top1"] for r in records if _number(r.get("knn_top1"))}
-    if _number(summary.get("knn_top1")) and _number(summary.get("steps")):
-        scored[int(summary["steps"])] = summary["knn_top1"]  # the final score, on the whole bank
+    saved = _saved_config(run_dir)
+    # A run whose epochs used a knn_bank_subset bank ends its curve on that bank, against raw
+    # pixels on that bank: its whole-bank scores are another protocol (a larger bank scores higher).
+    narrowed = _number(summary.get("knn_top1" + run_folder.EPOCH_BANK))
+    if not narrowed and _bank_was_narrowed(saved) and _number(summary.get("knn_top1")):
+        raise ByolError(
+            f"{run_dir} scored its epochs on a knn_bank_subset bank but its final encoder and raw "
+            "pixels only on the whole bank, so its curve would mix two protocols: train it with "
+            "knn_bank_subset=0, or with this version, which scores both banks."
+        )
+    final, pixels = ("knn_top1", "knn_top1_pixels")
+    if narrowed:
+        final, pixels = final + run_folder.EPOCH_BANK, pixels + run_folder.EPOCH_BANK
+    scored = {
+        r["step"]: r["knn_top1"]
+        for r in records
+        if _number(r.get("knn_top1")) and not r.get("final")
+    }
+    if _number(summary.get(final)) and _number(summary.get("steps")):
+        scored[int(summary["steps"])] = summary[final]  # the final score
     if not scored:
         raise ByolError(
             f"{run_dir} has no kNN scores (metrics.jsonl, summary.json): train it with the kNN "
             "monitor on (knn_every_epochs >= 1), or leave it out."
         )
     rates = [r["images_per_second"] for r in records if _number(r.get("images_per_second"))]
+    batch = _batch_size(saved)
     per_step = batch / statistics.median(rates) if rates and batch else math.nan
     steps = sorted(scored)
     return Curve(
@@ -89,7 +107,7 @@ def read_curve(run_dir: Path) -> Curve:
         tuple(steps),
         tuple(float(scored[s]) for s in steps),
         per_step,
-        summary.get("knn_top1_pixels") if _number(summary.get("knn_top1_pixels")) else None,
+        summary.get(pixels) if _number(summary.get(pixels)) else None,
         summary.get("knn_top1_random_init")
         if _number(summary.get("knn_top1_random_init"))
         else None,
@@ -100,16 +118,31 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _batch_size(run_dir: Path) -> int | None:
+def _saved_config(run_dir: Path) -> dict:
     try:
         saved = json.loads((run_dir / run_folder.CONFIG).read_text())
     except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict):
-        return None
-    optim = saved.get("optim")
-    batch = optim.get("batch_size") if isinstance(optim, dict) else saved.get("batch_size")
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _section(saved: dict, name: str) -> dict:
+    """A section of a saved config (nested by concern; older runs' configs were flat)."""
+    section = saved.get(name)
+    return section if isinstance(section, dict) else saved
+
+
+def _batch_size(saved: dict) -> int | None:
+    batch = _section(saved, "optim").get("batch_size")
     return batch if isinstance(batch, int) and batch > 0 else None
+
+
+def _bank_was_narrowed(saved: dict) -> bool:
+    bank = _section(saved, "monitor").get("knn_bank_subset")
+    images = _section(saved, "data").get("train_subset")
+    if not isinstance(bank, int) or bank <= 0:
+        return False
+    return not isinstance(images, int) or images <= 0 or bank < images
 
 
 def parse_recipe(text: str) -> Recipe:

@@ -79,6 +79,7 @@ def finish(
         summary["speed"] = context.speed.summary()  # the speed switches, auto resolved
         summary["data_wait_s"] = context.data_wait_s  # of the training time: views and images
         summary["unreadable_images"] = context.info.unreadable
+        summary.update({k: v for k, v in scores.items() if k.endswith(run_folder.EPOCH_BANK)})
         run_folder.write_json(context.run_dir / run_folder.SUMMARY, summary)
     return result
 
@@ -93,4 +94,8 @@ def _final_scores(state: TrainState, context: RunContext) -> dict[str, float]:
             random_init = random_init.to(memory_format=torch.channels_last)
         scores["knn_top1_random_init"] = monitor.score(random_init, full=True)
         scores["knn_top1_pixels"] = monitor.score_pixels()
+    if monitor.narrowed:  # the epochs' protocol too, so that a learning curve ends on it
+        scores["knn_top1" + run_folder.EPOCH_BANK] = monitor.score(state.method.online_encoder)
+        if c.monitor.knn_references:
+            scores["knn_top1_pixels" + run_folder.EPOCH_BANK] = monitor.score_pixels(full=False)
     return scores

@@ -69,8 +69,14 @@ class KnnMonitor:
         bank = self._features(encoder, self.full_bank if full else self.bank)
         return self._knn(bank, self._features(encoder, self.queries))
 
-    def score_pixels(self) -> float:
-        (bank, bank_labels), (queries, query_labels) = map(_pixels, (self.full_bank, self.queries))
+    @property
+    def narrowed(self) -> bool:
+        """Whether the epochs' bank is a subset (``knn_bank_subset``) of the whole one."""
+        return self.bank is not self.full_bank
+
+    def score_pixels(self, full: bool = True) -> float:
+        bank_set = self.full_bank if full else self.bank
+        (bank, bank_labels), (queries, query_labels) = map(_pixels, (bank_set, self.queries))
         if _grey(bank) and _grey(queries):
             # Three equal channels have the same cosine similarities as one, at 3x the cost.
             bank, queries = bank[:, :1], queries[:, :1]
