@@ -108,6 +108,8 @@ def test_a_subset_bank_curve_ends_on_that_bank_and_an_older_run_is_refused(tmp_p
     (run / "summary.json").write_text(json.dumps(summary))
     curve = read_curve(run)
     assert curve.knn == (70.0, 74.0, 76.0) and curve.pixels == 73.0
-    (run / "config.json").write_text(json.dumps({**config, "data": {"train_subset": 1000}}))
+    # The bank is drawn from the whole train split, whatever train_subset is: still refused.
+    (run / "config.json").write_text(json.dumps({**config, "data": {"train_subset": 500}}))
     (run / "summary.json").write_text(json.dumps({"steps": 300, "knn_top1": 90.0}))
-    assert read_curve(run).knn == (70.0, 74.0, 90.0)  # a bank of every image: not narrowed
+    with pytest.raises(ByolError, match="mix two protocols"):
+        read_curve(run)

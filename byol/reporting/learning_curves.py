@@ -76,15 +76,15 @@ def read_curve(run_dir: Path) -> Curve:
     saved = _saved_config(run_dir)
     # A run whose epochs used a knn_bank_subset bank ends its curve on that bank, against raw
     # pixels on that bank: its whole-bank scores are another protocol (a larger bank scores higher).
-    narrowed = _number(summary.get("knn_top1" + run_folder.EPOCH_BANK))
-    if not narrowed and _bank_was_narrowed(saved) and _number(summary.get("knn_top1")):
+    on_epoch_bank = _number(summary.get("knn_top1" + run_folder.EPOCH_BANK))
+    if not on_epoch_bank and _bank_may_be_narrowed(saved) and _number(summary.get("knn_top1")):
         raise ByolError(
-            f"{run_dir} scored its epochs on a knn_bank_subset bank but its final encoder and raw "
-            "pixels only on the whole bank, so its curve would mix two protocols: train it with "
-            "knn_bank_subset=0, or with this version, which scores both banks."
+            f"{run_dir} may have scored its epochs on a knn_bank_subset bank and holds its final "
+            "encoder's and raw pixels' scores on the whole bank only, so its curve could mix two "
+            "protocols: train it with knn_bank_subset=0, or with this version, which scores both."
         )
     final, pixels = ("knn_top1", "knn_top1_pixels")
-    if narrowed:
+    if on_epoch_bank:
         final, pixels = final + run_folder.EPOCH_BANK, pixels + run_folder.EPOCH_BANK
     scored = {
         r["step"]: r["knn_top1"]
@@ -137,12 +137,11 @@ def _batch_size(saved: dict) -> int | None:
     return batch if isinstance(batch, int) and batch > 0 else None
 
 
-def _bank_was_narrowed(saved: dict) -> bool:
+def _bank_may_be_narrowed(saved: dict) -> bool:
+    """Whether the run's epochs may have used a subset bank: the monitor draws it from the whole
+    labelled train split, whose size the saved config does not hold."""
     bank = _section(saved, "monitor").get("knn_bank_subset")
-    images = _section(saved, "data").get("train_subset")
-    if not isinstance(bank, int) or bank <= 0:
-        return False
-    return not isinstance(images, int) or images <= 0 or bank < images
+    return isinstance(bank, int) and bank > 0
 
 
 def parse_recipe(text: str) -> Recipe:

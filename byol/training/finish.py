@@ -94,7 +94,12 @@ def _final_scores(state: TrainState, context: RunContext) -> dict[str, float]:
             random_init = random_init.to(memory_format=torch.channels_last)
         scores["knn_top1_random_init"] = monitor.score(random_init, full=True)
         scores["knn_top1_pixels"] = monitor.score_pixels()
-    if monitor.narrowed:  # the epochs' protocol too, so that a learning curve ends on it
+    # The scores on the epochs' bank too, so that a learning curve ends on its own protocol; where
+    # that bank is the whole one they are the same numbers.
+    for key in ("knn_top1", "knn_top1_pixels"):
+        if key in scores and not monitor.narrowed:
+            scores[key + run_folder.EPOCH_BANK] = scores[key]
+    if monitor.narrowed:
         scores["knn_top1" + run_folder.EPOCH_BANK] = monitor.score(state.method.online_encoder)
         if c.monitor.knn_references:
             scores["knn_top1_pixels" + run_folder.EPOCH_BANK] = monitor.score_pixels(full=False)
