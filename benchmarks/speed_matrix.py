@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from throughput import (  # noqa: E402
 )
 
 from byol import distributed, speed  # noqa: E402
+from byol.runtime import describe_machine  # noqa: E402
 from byol.training.run_context import speed_choices  # noqa: E402
 
 COMBINATIONS = ((False, False), (True, False), (False, True), (True, True))
@@ -143,16 +143,6 @@ def measured_rows(results: list[dict], capability: str, source: str) -> str:
     return "\n".join(rows)
 
 
-def processor() -> str:
-    """The CPU's model name (Linux), else what the platform says."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"{len(names)} x {names[0]}" if names else platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 96, 224])
@@ -198,7 +188,7 @@ def main() -> None:
     capability = speed.device_capability(torch.device("cpu"))
     date = time.strftime("%Y-%m-%d")
     header = (
-        f"{processor()} ({capability or 'no native bf16'}), "
+        f"{describe_machine()} ({capability or 'no native bf16'}), "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, {date}; {name}, batch "
         f"{args.batch_size}, heads {args.hidden_dim}, {args.rounds} rounds of {args.steps} steps; "
         f"auto for a run of {args.run_steps} steps; matmul peak "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import platform
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from byol.presets import preset
+from byol.runtime import describe_machine
 from byol.training.optim import build_optimizer
 from byol.training.step import train_step
 from byol.training.train_state import build_model
@@ -114,8 +114,8 @@ def main() -> None:
         p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16) for p in ("fp32", "bf16")
     }
     print(
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}; matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"{describe_machine()}, {torch.get_num_threads()} threads; "
+        f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
     )
     print(

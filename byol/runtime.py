@@ -45,6 +45,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def describe_machine() -> str:
+    """The CPU's model and the cores this process may use (and the GPU when torch sees one), with
+    torch's version: the machine line of reports and benchmarks."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    model = names[0] if names else model
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{model}, {len(os.sched_getaffinity(0))} cores{gpu}, torch {torch.__version__}"
+
+
 @functools.cache  # asked once per process; the CPU's flags do not change
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether the CPU computes bf16 natively (x86 avx512_bf16 or amx_bf16). Read from the kernel's

@@ -64,9 +64,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else None
     if args.name == "all":
-        from byol.experiments.reproduce import run_all
+        from byol.experiments.reproduce import reproduce
 
-        path = run_all(args.preset, args.set or [], out, args.quiet, args.jobs)
+        path = reproduce(args.set or [], out, args.quiet, args.jobs, preset_name=args.preset)
         print(path.read_text())
         print(f"written: {path}")
         return 0

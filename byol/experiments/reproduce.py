@@ -6,8 +6,6 @@ and the date."""
 from __future__ import annotations
 
 import datetime
-import os
-import platform
 from pathlib import Path
 
 from byol.data.cifar10_jpeg import cifar10_jpeg_available
@@ -20,32 +18,9 @@ from byol.reporting.ablation_html import ABLATIONS_HTML, build_ablation_report
 from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, RESULTS_JSON, TABLE_MD
 from byol.reporting.verdicts import judge_rows
 from byol.run_folder import write_text
+from byol.runtime import describe_machine
 
 EVIDENCE = tables.data()["reproduce"]  # the tables of docs/ablations.md, in its order
-
-
-def machine() -> str:
-    """CPU model and core count (and the GPU when torch sees one), as a reader would name it."""
-    import torch
-
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        model = lines[0].split(":", 1)[1].strip() if lines else model
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{model}, {len(os.sched_getaffinity(0))} cores{gpu}, torch {torch.__version__}"
-
-
-def run_all(
-    preset_name: str,
-    overrides: list[str] | None = None,
-    out: Path | None = None,
-    quiet: bool = False,
-    jobs: int = 1,
-) -> Path:
-    """``byol ablate all``: every table on one preset, then ``out/report.md``; returns its path."""
-    return reproduce(overrides, out, quiet, jobs, preset_name)
 
 
 def reproduce(
@@ -82,7 +57,7 @@ def reproduce(
         sections.append(f"{table}\n\n![{ablation}]({plot})\n")
     heading = f"# {title}\n\nCommand: `{command(words, overrides, jobs)}`."
     date = datetime.date.today().isoformat()
-    lines = [f"{heading} Machine: {machine()}. Date: {date}.\n", "## Verdicts\n"]
+    lines = [f"{heading} Machine: {describe_machine()}. Date: {date}.\n", "## Verdicts\n"]
     lines += [*verdict_table(folders), "", *sections]
     write_text(root / REPORT_MD, "\n".join(lines))
     write_text(root / ABLATIONS_HTML, build_ablation_report(root))  # the same, as one page
