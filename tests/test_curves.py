@@ -49,8 +49,9 @@ def test_seeds_give_the_mean_and_sample_spread_on_the_steps_they_share(tmp_path:
     b = read_curve(fake_run(tmp_path / "b", {100: 72.0, 200: 76.0, 250: 1.0, 300: 80.0}))
     recipe = Recipe("r", (a, b))
     assert recipe.steps == [100, 200, 300]  # 250 was scored by one seed only
-    assert recipe.mean() == [71.0, 75.0, 79.0]
-    assert recipe.spread() == pytest.approx([statistics.stdev([70, 72])] * 3)
+    assert [stat.mean for stat in recipe.stats()] == [71.0, 75.0, 79.0]
+    assert [stat.std for stat in recipe.stats()] == pytest.approx([statistics.stdev([70, 72])] * 3)
+    assert {stat.n for stat in recipe.stats()} == {2}
     assert recipe.minutes() == pytest.approx([s * 0.5 / 60 for s in (100, 200, 300)])
 
 
@@ -64,7 +65,7 @@ def test_the_step_above_pixels_is_interpolated_or_extrapolated(tmp_path: Path):
     no_pixels = Recipe("n", (read_curve(fake_run(tmp_path / "d", {100: 1.0}, pixels=None)),))
     assert first_step_above(no_pixels, 0.0) == (None, False)
     table = curves_table([rising, slow, falling], 2.0)
-    assert "| r | 1 | 200 | 2 | 80.0 ± 0.0 | 75.0 | +5.0 | 170 |" in table
+    assert "| r | 1 | 200 | 2 | 80.0 | 75.0 | +5.0 | 170 |" in table
     assert "450 (extrapolated)" in table and "| f | 1 | 200 |" in table
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from byol.errors import ConfigError
+from byol.reporting.stats import Stat
 from byol.reporting.verdicts import (
     CONTRADICTED,
     HOLDS,
@@ -10,7 +11,6 @@ from byol.reporting.verdicts import (
     NOT_TESTABLE,
     Claim,
     References,
-    Stat,
     aggregate,
     judge,
     judge_rows,

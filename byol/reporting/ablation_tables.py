@@ -12,7 +12,8 @@ from typing import Any
 from byol.config import METHODS
 from byol.methods.losses import COLLAPSED_BELOW
 from byol.reporting.figures import pyplot
-from byol.reporting.verdicts import FINETUNED, Claim, Stat, aggregate, judge_rows
+from byol.reporting.stats import Stat
+from byol.reporting.verdicts import FINETUNED, Claim, aggregate, judge_rows
 from byol.run_folder import write_bytes, write_text
 
 TABLE_MD, PLOT_PNG, RESULTS_JSON = "table.md", "plot.png", "results.json"

@@ -21,6 +21,7 @@ from pathlib import Path
 from byol import run_folder
 from byol.errors import ByolError
 from byol.reporting.figures import pyplot
+from byol.reporting.stats import Stat
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,9 @@ class Recipe:
     def at(self, step: int) -> list[float]:
         return [c.knn[c.steps.index(step)] for c in self.curves]
 
-    def mean(self) -> list[float]:
-        return [statistics.fmean(self.at(s)) for s in self.steps]
-
-    def spread(self) -> list[float]:
-        return [statistics.stdev(self.at(s)) if len(self.curves) > 1 else 0.0 for s in self.steps]
+    def stats(self) -> list[Stat]:
+        """The mean and spread over seeds at each shared step (no spread for one seed)."""
+        return [Stat.of(self.at(s)) for s in self.steps]
 
     def minutes(self) -> list[float]:
         """Training minutes at the fastest seed's rate: the least disturbed by other work."""
@@ -161,7 +160,7 @@ def parse_recipe(text: str) -> Recipe:
 def first_step_above(recipe: Recipe, margin: float) -> tuple[float | None, bool]:
     """(the step where the mean curve first reaches pixels + margin, whether extrapolated);
     (None, False) without a pixel score or where the curve does not rise at its end."""
-    pixels, steps, mean = recipe.pixels, recipe.steps, recipe.mean()
+    pixels, steps, mean = recipe.pixels, recipe.steps, [s.mean for s in recipe.stats()]
     if pixels is None or not steps:
         return None, False
     target = pixels + margin
@@ -185,15 +184,15 @@ def curves_table(recipes: list[Recipe], margin: float) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in recipes:
-        mean, spread, pixels = r.mean()[-1], r.spread()[-1], r.pixels
+        last, pixels = r.stats()[-1], r.pixels
         step, extrapolated = first_step_above(r, margin)
         reach = (
             "–" if step is None else f"{step:,.0f}" + (" (extrapolated)" if extrapolated else "")
         )
-        ahead = "–" if pixels is None else f"{mean - pixels:+.1f}"
+        ahead = "–" if pixels is None else f"{last.mean - pixels:+.1f}"
         lines.append(
             f"| {r.label} | {len(r.curves)} | {r.steps[-1]:,} | {r.minutes()[-1]:.0f} | "
-            f"{mean:.1f} ± {spread:.1f} | {'–' if pixels is None else f'{pixels:.1f}'} | "
+            f"{last.text(1)} | {'–' if pixels is None else f'{pixels:.1f}'} | "
             f"{ahead} | {reach} |"
         )
     return "\n".join(lines) + "\n"
@@ -206,11 +205,12 @@ def plot_curves(recipes: list[Recipe], margin: float, out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     colours = plt.get_cmap("tab10")
     for i, r in enumerate(recipes):
-        colour, mean, spread = colours(i % 10), r.mean(), r.spread()
+        colour, stats = colours(i % 10), r.stats()
+        mean = [s.mean for s in stats]
         for ax, xs in zip(axes, (r.steps, r.minutes()), strict=True):
             ax.plot(xs, mean, marker="o", markersize=3, color=colour, label=f"{r.label}")
-            low = [m - s for m, s in zip(mean, spread, strict=True)]
-            high = [m + s for m, s in zip(mean, spread, strict=True)]
+            low = [s.mean - s.std for s in stats]
+            high = [s.mean + s.std for s in stats]
             ax.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
             if r.pixels is not None:
                 ax.axhline(r.pixels, color=colour, linestyle="--", linewidth=1)

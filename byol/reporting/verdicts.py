@@ -11,41 +11,18 @@ nothing" is training from scratch, which the claim itself compares with.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from byol.errors import ConfigError
 from byol.methods.losses import COLLAPSED_BELOW
+from byol.reporting.stats import Stat
 
 HOLDS, NOT_SHOWN, CONTRADICTED = "holds", "not shown", "contradicted"
 NOT_TESTABLE = "not testable at this budget"
 COLLAPSES, WORSE, DROPS_LESS = "collapses", "worse", "drops_less"
 FINETUNED = "finetune_top1"
 METRICS = ("knn_top1", "linear_top1", FINETUNED, "collapse")
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and standard deviation over seeds (std 0 and n 1 for a single run)."""
-
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list[Any]) -> Stat | None:
-        values = [v for v in values if isinstance(v, (int, float))]
-        if not values:
-            return None
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(statistics.fmean(values), std, len(values))
-
-    def text(self, digits: int = 2) -> str:
-        """The mean, with its standard deviation where seeds give one."""
-        return f"{self.mean:.{digits}f}" + (f" ± {self.std:.{digits}f}" if self.n > 1 else "")
-
-    __str__ = text
 
 
 @dataclass(frozen=True)
