@@ -14,13 +14,9 @@ import re
 from pathlib import Path
 
 from byol.reporting.ablation_tables import PLOT_PNG, REPORT_MD, TABLE_MD
+from byol.reporting.html_report import markdown_html, page
 
 ABLATIONS_HTML = "ablations.html"
-_STYLE = (
-    "body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; }"
-    " table { border-collapse: collapse; font-size: 0.9em; } img { max-width: 100%; }"
-    " td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }"
-)
 
 
 def _tables(folder: Path) -> list[Path]:
@@ -45,18 +41,12 @@ def _embed(match: re.Match, folder: Path) -> str:
 def build_ablation_report(folder: Path) -> str:
     """The page's HTML text: report.md where `byol ablate all` or `byol reproduce` wrote one,
     else every table.md found, each with its plot."""
-    import markdown
-
     folder = Path(folder)
     if (folder / REPORT_MD).is_file():
         source = (folder / REPORT_MD).read_text()
     else:
         plots = [(t, (t.parent / PLOT_PNG).relative_to(folder)) for t in _tables(folder)]
         source = "\n\n".join(f"{t.read_text()}\n\n![{p.parent.name}]({p})" for t, p in plots)
-    body = markdown.markdown(source, extensions=["tables"])
+    body = markdown_html(source)
     body = re.sub(r'src="([^"]+\.png)"', lambda match: _embed(match, folder), body)
-    title = f"BYOL ablations: {html.escape(folder.name)}"
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>\n"
-    )
+    return page(f"BYOL ablations: {folder.name}", body)

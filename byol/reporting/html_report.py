@@ -23,8 +23,8 @@ from byol.run_folder import REPORT, read_metrics
 
 MAX_LOGGED_UNREADABLE = 5
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
@@ -95,24 +95,21 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return "<table>" + "".join(cells) + "</table>"
 
 
-def markdown_table_html(markdown: str) -> str:
-    """A pipe table (``| a | b |`` rows, a ``|---|`` rule under the header) as an HTML table."""
-    lines = [line.strip() for line in markdown.strip().splitlines() if line.strip()]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    rows = [row for row in rows if not all(set(cell) <= set("-: ") for cell in row)]
-    if not rows:
-        return ""
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in rows[0])
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{html.escape(c)}</td>' if i else f"<td>{html.escape(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows[1:]
+def page(title: str, body: str) -> str:
+    """One self-contained HTML page: ``body`` (HTML) under ``title``, in the reports' style."""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n{body}\n"
+        "</body></html>\n"
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def markdown_html(text: str) -> str:
+    """Markdown with pipe tables as HTML, by the ``markdown`` package (TensorBoard depends on it,
+    so it is always installed)."""
+    import markdown
+
+    return markdown.markdown(text, extensions=["tables"])
 
 
 def _results_section(run_dir: Path) -> str:
@@ -125,7 +122,7 @@ def _results_section(run_dir: Path) -> str:
         results = load_results(run_dir)
         parts = [
             f"<h3>{html.escape(heading(results, dataset))}</h3>"
-            + markdown_table_html(table(results, dataset))
+            + markdown_html(table(results, dataset))
             for dataset in results["datasets"]
         ]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -189,8 +186,6 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
     records = read_metrics(run_dir)
     summary = run_folder.read_summary(run_dir) or {}
     out = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>BYOL run {html.escape(run_dir.name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>BYOL run <code>{html.escape(str(run_dir))}</code></h1>",
         f"<p>{html.escape(config.model.backbone)} on {html.escape(config.data.dataset)} at "
         f"{config.data.image_size} px, batch {config.optim.batch_size}, {config.schedule.epochs} "
@@ -207,8 +202,7 @@ def build_report(run_dir: Path, points: int = 2000, overrides: list[str] | None 
     out += ["<h2>Evaluation</h2>", _results_section(run_dir)]
     out += ["<h2>Nearest neighbours</h2>", _neighbours_section(run_dir)]
     out += ["<h2>Configuration</h2>", _table(list(settings.flatten(config).items()))]
-    out.append("</body></html>\n")
-    return "\n".join(out)
+    return page(f"BYOL run {run_dir.name}", "\n".join(out))
 
 
 def _status_notes(run_dir: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> list:
