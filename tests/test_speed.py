@@ -15,12 +15,10 @@ from byol.config.keys import from_dict
 from byol.errors import ConfigError
 from byol.presets import preset
 from byol.speed import MEASURED, Requested, RunShape, choose
+from byol.speed.measured import EMULATED_BF16, NATIVE_BF16
 from byol.training.loop import pretrain
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-NATIVE_BF16 = "native-bf16"  # the Zen 4 rows; "" takes the rows of CPUs without it
 
 
 def cpu(size: int, steps: int = 100, capability: str = "", **changes) -> RunShape:
@@ -44,7 +42,7 @@ def row_for(shape: RunShape) -> speed.Measured:
 
 def test_no_two_rows_stand_for_the_same_shape():
     for a, b in itertools.combinations(MEASURED, 2):
-        key = ("device_type", "backbone_kind", "precision", "needs")
+        key = ("device_type", "backbone_kind", "precision", "cpu_kind")
         same = [getattr(a, k) for k in key] == [getattr(b, k) for k in key]
         overlap = a.sizes[0] <= b.sizes[1] and b.sizes[0] <= a.sizes[1]
         assert not (same and overlap), (a, b)
@@ -52,6 +50,7 @@ def test_no_two_rows_stand_for_the_same_shape():
 
 def test_every_row_names_its_source_and_a_compile_cost_where_it_measured_compile():
     for row in MEASURED:
+        assert row.cpu_kind in ((NATIVE_BF16, EMULATED_BF16) if row.device_type == "cpu" else ("",))
         assert row.source and row.images_per_second > 0 and row.sizes[0] <= row.sizes[1]
         combos = [(cl, co) for cl, co, _ in row.speedups]
         assert len(set(combos)) == len(combos) and (False, False) not in combos
@@ -115,11 +114,74 @@ def test_a_smaller_batch_needs_more_steps_before_compile_pays():
     assert not choose(cpu(32, steps, NATIVE_BF16, batch_size=32)).compile
 
 
-def test_the_cifar_stem_takes_channels_last_at_32_px_where_it_was_measured():
-    measured = choose(RunShape("cpu", NATIVE_BF16, "cifar-stem", 32, "fp32", 10))
-    elsewhere = choose(RunShape("cpu", "", "cifar-stem", 32, "fp32", 10))
-    assert (measured.channels_last, measured.compile) == (True, False)
-    assert (elsewhere.channels_last, elsewhere.compile) == (False, False)
+def _soonest(shape: RunShape) -> tuple[bool, bool]:
+    """The measured combination that finishes ``shape``'s run first, compile time counted
+    ``COMPILE_COST_MARGIN`` times; of equals the first in the row's order, as ``choose`` keeps."""
+    row = row_for(shape)
+    step_seconds = shape.batch_size / row.images_per_second
+    combos = [((False, False), 1.0)] + [((cl, co), x) for cl, co, x in row.speedups]
+
+    def run_seconds(combo: tuple[tuple[bool, bool], float]) -> float:
+        (_, compiled), x = combo
+        cost = speed.COMPILE_COST_MARGIN * row.compile_seconds if compiled else 0.0
+        return shape.steps * step_seconds / x + cost
+
+    return min(combos, key=run_seconds)[0]
+
+
+def test_the_cifar_stem_at_32_px_takes_channels_last_on_either_kind_of_cpu_and_never_compiles():
+    for capability in (NATIVE_BF16, ""):
+        for steps in (10, 10_000, 10**6):
+            shape = RunShape("cpu", capability, "cifar-stem", 32, "fp32", steps)
+            chosen = choose(shape)
+            assert (chosen.channels_last, chosen.compile) == _soonest(shape)
+            # Ice Lake: channels_last alone (1.45x) beats compile (1.38x) and both (1.35x), so
+            # no run is long enough to repay compiling
+            assert (chosen.channels_last, chosen.compile) == (True, False)
+    emulated = row_for(RunShape("cpu", "", "cifar-stem", 32, "fp32", 10))
+    assert emulated.cpu_kind == EMULATED_BF16 and emulated.images_per_second == 12.9
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        cpu(64, 10),
+        cpu(64, 10_000),
+        RunShape("cpu", "", "timm-vit", 32, "fp32", 100, batch_size=128, optimizer="adamw"),
+        RunShape("cpu", "", "timm-vit", 32, "fp32", 10_000, batch_size=512, optimizer="adamw"),
+        RunShape("cpu", "", "timm-vit", 64, "fp32", 10_000, batch_size=128, optimizer="adamw"),
+    ],
+)
+def test_the_ice_lake_rows_at_64_px_and_of_the_vit_finish_soonest(shape):
+    chosen = choose(shape)
+    assert (chosen.channels_last, chosen.compile) == _soonest(shape)
+    # torch's AdamW keeps its CPU default whatever the row says of layout and compile
+    assert chosen.optimizer_kernels == ("for-loop" if shape.optimizer == "adamw" else "foreach")
+
+
+def test_a_long_run_compiles_where_the_gain_repays_it_and_a_short_one_does_not():
+    vit = RunShape("cpu", "", "timm-vit", 32, "fp32", 10, batch_size=128, optimizer="adamw")
+    for shape in (cpu(64), vit):
+        break_even = _break_even(shape)
+        short = dataclasses.replace(shape, steps=int(break_even) - 1)
+        long = dataclasses.replace(shape, steps=int(break_even) + 2)
+        assert not choose(short).compile and choose(long).compile
+
+
+def test_cpu_kinds():
+    assert speed.cpu_kind(cpu(32, capability=NATIVE_BF16)) == NATIVE_BF16
+    assert speed.cpu_kind(cpu(32)) == EMULATED_BF16
+    assert speed.cpu_kind(cuda()) == ""
+
+
+@pytest.mark.parametrize("row", [r for r in MEASURED if r.device_type == "cpu"])
+def test_a_row_applies_only_to_cpus_of_its_own_kind(row):
+    own = NATIVE_BF16 if row.cpu_kind == NATIVE_BF16 else ""
+    other = "" if own else NATIVE_BF16
+    shape = RunShape("cpu", own, row.backbone_kind, row.sizes[0], row.precision, 10)
+    assert speed.measured_row(shape) is row
+    elsewhere = speed.measured_row(dataclasses.replace(shape, capability=other))
+    assert elsewhere is None or (elsewhere.cpu_kind != row.cpu_kind and elsewhere is not row)
 
 
 def test_bf16_rows_need_a_cpu_with_native_bf16():
@@ -135,11 +197,14 @@ def test_bf16_rows_need_a_cpu_with_native_bf16():
 @pytest.mark.parametrize(
     "shape",
     [
-        cpu(64, 10**6),
+        cpu(64, 10**6, NATIVE_BF16),  # measured on the Ice Lake only
+        cpu(224, 10**6, NATIVE_BF16),
         cpu(224, 10**6),
         cpu(28, 10**6),  # the main job's shape in fp32
         cpu(96, 10**6, world_size=2),  # every row was measured in one process
-        RunShape("cpu", "", "timm-vit", 32, "fp32", 10**6, optimizer="adamw"),
+        RunShape("cpu", NATIVE_BF16, "timm-vit", 32, "fp32", 10**6, optimizer="adamw"),
+        RunShape("cpu", "", "timm-vit", 96, "fp32", 10**6, optimizer="adamw"),
+        RunShape("cpu", "", "cifar-stem", 64, "fp32", 10**6),
         RunShape("cpu", "", "narrow", 32, "fp32", 10**6),
         RunShape("cpu", "native-bf16", "torchvision", 28, "bf16", 10**6),  # measured: 0.93x
     ],

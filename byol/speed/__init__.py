@@ -2,11 +2,12 @@
 the views' intra-op threads, pinned memory and non-blocking copies, chosen once per run.
 
 ``choose`` is a pure function of the run's shape and of what the config asks; ``auto`` reads
-``MEASURED``, the one table of recorded measurements (docs/speed.md cites each row's source). On
-a CPU a shape no row covers runs as before ``auto`` existed (contiguous, eager, torch's default
-optimizer kernels): ``auto`` never guesses for an unmeasured shape. On CUDA, measured nowhere yet,
-the rules follow PyTorch's guidance for tensor cores and CUDA graphs. No choice moves a random
-draw; layout and compilation change results by floating-point rounding only.
+``MEASURED``, the one table of recorded measurements (docs/speed.md cites each row's source). A
+CPU row applies to CPUs of its own kind only (``cpu_kind``: native or emulated bf16). On a CPU a
+shape no row of its kind covers runs as before ``auto`` existed (contiguous, eager, torch's
+default optimizer kernels): ``auto`` never guesses for an unmeasured shape. On CUDA, measured
+nowhere yet, the rules follow PyTorch's guidance for tensor cores and CUDA graphs. No choice
+moves a random draw; layout and compilation change results by floating-point rounding only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from byol.backbones import TIMM
 from byol.errors import ConfigError
 from byol.runtime import compile_blocker, cpu_has_native_bf16
-from byol.speed.measured import MEASURED, Measured
+from byol.speed.measured import EMULATED_BF16, MEASURED, NATIVE_BF16, Measured
 
 SWITCH = ("auto", "true", "false")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -100,7 +101,7 @@ def device_capability(device: torch.device) -> str:
     CUDA, "" elsewhere."""
     if device.type == "cuda":
         return "{}.{}".format(*torch.cuda.get_device_capability(device))
-    return "native-bf16" if device.type == "cpu" and cpu_has_native_bf16() else ""
+    return NATIVE_BF16 if device.type == "cpu" and cpu_has_native_bf16() else ""
 
 
 @functools.cache  # the toolchain does not change within a process
@@ -140,9 +141,16 @@ def _layout_and_compile(shape: RunShape, requested: Requested) -> tuple[bool, bo
     return bool(fixed_layout), bool(fixed_compile), why
 
 
+def cpu_kind(shape: RunShape) -> str:
+    """The kind of CPU ``shape`` runs on, as ``Measured.cpu_kind`` names it; "" off a CPU."""
+    if shape.device_type != "cpu":
+        return ""
+    return NATIVE_BF16 if shape.capability == NATIVE_BF16 else EMULATED_BF16
+
+
 def measured_row(shape: RunShape) -> Measured | None:
-    """The row of ``MEASURED`` that stands for ``shape``, if any (one process only: every row
-    was measured in one)."""
+    """The row of ``MEASURED`` that stands for ``shape``, if any: measured on a CPU of its kind
+    (or for any, where a row names none) and in one process, as every row was."""
     if shape.world_size != 1:
         return None
     for row in MEASURED:
@@ -151,7 +159,7 @@ def measured_row(shape: RunShape) -> Measured | None:
             and row.backbone_kind == shape.backbone_kind
             and row.sizes[0] <= shape.image_size <= row.sizes[1]
             and row.precision == shape.precision
-            and (not row.needs or row.needs == shape.capability)
+            and row.cpu_kind in ("", cpu_kind(shape))
         ):
             return row
     return None

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The two kinds of CPU a row can come from: the speedups differ between them (channels_last at
+# 32 px: 0.92x on the Zen 4, 1.22x on the Ice Lake), so a row applies to CPUs of its own kind only.
+NATIVE_BF16 = "native-bf16"  # avx512_bf16 or AMX (``byol.runtime.cpu_has_native_bf16``)
+EMULATED_BF16 = "emulated-bf16"  # neither: bf16 is emulated and runs slower than fp32
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -18,17 +23,18 @@ class Measured:
     speedups: tuple[tuple[bool, bool, float], ...]  # (channels_last, compile, x as fast)
     images_per_second: float  # neither lever, at the measured batch, one process
     compile_seconds: float = 0.0
-    needs: str = ""  # a capability the row's machine had (native-bf16: avx512_bf16 or AMX)
+    cpu_kind: str = ""  # NATIVE_BF16 or EMULATED_BF16 on a CPU; "" on other devices
     source: str = ""
 
 
-# Two CPUs, 2 threads, one process, torchvision ResNet-18 (the kind's rows stand for every
-# torchvision ResNet but the 1/8-width one: deeper nets take longer steps, which only makes the
-# compile estimate more conservative). The first rows come from a 2-core AMD EPYC (Zen 4) with
-# native bf16 and apply to CPUs that have it; the rows after them from a 2-core Intel Xeon (Ice
-# Lake, AVX-512 without bf16) and apply to the rest: the two differ most in what channels_last
-# gives at 32 px (0.92x and 1.22x). Sources in docs/speed.md, "Where auto's figures come from".
+# Two CPUs, 2 threads, one process. Every CPU row states its kind and applies to CPUs of that kind
+# only: a shape measured on one kind runs as before auto on the other. The torchvision rows were
+# measured on ResNet-18 and stand for every torchvision ResNet but the 1/8-width one (deeper nets
+# take longer steps, which only makes the compile estimate more conservative); the timm-vit rows
+# on ViT-S with 8x8 tokens (patch 4 at 32 px, 8 at 64 px), trained with AdamW as its presets are.
+# Sources in docs/speed.md, "Where auto's figures come from".
 MEASURED: tuple[Measured, ...] = (
+    # A 2-core AMD EPYC (Zen 4) with native bf16.
     Measured(
         "cpu",
         "torchvision",
@@ -37,7 +43,7 @@ MEASURED: tuple[Measured, ...] = (
         ((True, False, 0.92), (False, True, 1.09), (True, True, 1.17)),
         images_per_second=215.0,
         compile_seconds=55.0,
-        needs="native-bf16",
+        cpu_kind=NATIVE_BF16,
         source="MEASUREMENTS.md 2026-11-23, the plain step, batch 256",
     ),
     Measured(
@@ -48,7 +54,7 @@ MEASURED: tuple[Measured, ...] = (
         ((True, False, 1.28), (False, True, 1.19)),
         images_per_second=20.2,
         compile_seconds=55.0,
-        needs="native-bf16",
+        cpu_kind=NATIVE_BF16,
         source="throughput.py 2026-12-03 (channels_last), the plain step 2026-11-23 (compile)",
     ),
     Measured(
@@ -58,7 +64,7 @@ MEASURED: tuple[Measured, ...] = (
         "bf16",
         ((True, False, 1.25),),
         images_per_second=40.6,
-        needs="native-bf16",
+        cpu_kind=NATIVE_BF16,
         source="throughput.py 2026-12-03, batch 256",
     ),
     Measured(
@@ -68,7 +74,7 @@ MEASURED: tuple[Measured, ...] = (
         "bf16",
         ((True, False, 0.93),),
         images_per_second=234.0,
-        needs="native-bf16",
+        cpu_kind=NATIVE_BF16,
         source="byol pretrain, the 5-epoch main job, 2026-11-24, batch 128",
     ),
     Measured(
@@ -78,8 +84,32 @@ MEASURED: tuple[Measured, ...] = (
         "fp32",
         ((True, False, 1.15),),
         images_per_second=18.5,
-        needs="native-bf16",
+        cpu_kind=NATIVE_BF16,
         source="MEASUREMENTS.md 2026-11-23, the plain step, batch 128",
+    ),
+    # A 2-core Intel Xeon (Ice Lake, AVX-512 without bf16), benchmarks/speed_matrix.py; rows of
+    # one kind in order of size.
+    Measured(
+        "cpu",
+        "torchvision",
+        (32, 32),
+        "fp32",
+        ((True, False, 1.22), (False, True, 1.17), (True, True, 1.23)),
+        images_per_second=154.6,
+        compile_seconds=83.0,
+        cpu_kind=EMULATED_BF16,
+        source="speed_matrix.py 2026-12-04, batch 256",
+    ),
+    Measured(
+        "cpu",
+        "torchvision",
+        (64, 64),
+        "fp32",
+        ((True, False, 1.15), (False, True, 1.15), (True, True, 1.2)),
+        images_per_second=34.7,
+        compile_seconds=137.0,
+        cpu_kind=EMULATED_BF16,
+        source="speed_matrix.py 2026-12-04, batch 256",
     ),
     Measured(
         "cpu",
@@ -89,16 +119,40 @@ MEASURED: tuple[Measured, ...] = (
         ((True, False, 1.22), (False, True, 1.29), (True, True, 1.29)),
         images_per_second=19.0,
         compile_seconds=99.0,
+        cpu_kind=EMULATED_BF16,
         source="speed_matrix.py 2026-12-04, batch 256",
     ),
     Measured(
         "cpu",
-        "torchvision",
+        "cifar-stem",
         (32, 32),
         "fp32",
-        ((True, False, 1.22), (False, True, 1.17), (True, True, 1.23)),
-        images_per_second=154.6,
-        compile_seconds=83.0,
+        ((True, False, 1.45), (False, True, 1.38), (True, True, 1.35)),
+        images_per_second=12.9,
+        compile_seconds=128.0,
+        cpu_kind=EMULATED_BF16,
         source="speed_matrix.py 2026-12-04, batch 256",
+    ),
+    Measured(
+        "cpu",
+        "timm-vit",
+        (32, 32),
+        "fp32",
+        ((True, False, 1.05), (False, True, 1.07), (True, True, 1.06)),
+        images_per_second=8.5,
+        compile_seconds=155.0,
+        cpu_kind=EMULATED_BF16,
+        source="speed_matrix.py 2026-12-04, batch 128",
+    ),
+    Measured(
+        "cpu",
+        "timm-vit",
+        (64, 64),
+        "fp32",
+        ((True, False, 1.03), (False, True, 1.05), (True, True, 1.10)),
+        images_per_second=7.0,
+        compile_seconds=81.0,
+        cpu_kind=EMULATED_BF16,
+        source="speed_matrix.py 2026-12-04, batch 128",
     ),
 )
