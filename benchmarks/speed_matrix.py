@@ -127,18 +127,18 @@ def markdown(results: list[dict], peaks: dict[str, float], header: str) -> str:
 
 def measured_rows(results: list[dict], capability: str, source: str) -> str:
     """``Measured`` rows for byol/speed/measured.py, one per shape (a losing lever is a finding
-    too: auto then keeps it off)."""
+    too: auto then keeps it off), each for CPUs of this machine's kind."""
+    kind = "NATIVE_BF16" if capability == speed.NATIVE_BF16 else "EMULATED_BF16"
     rows = []
     for r in results:
         base = r["rate"][False, False]
         speedups = ", ".join(
             f"({a}, {b}, {r['rate'][a, b] / base:.2f})" for a, b in COMBINATIONS[1:]
         )
-        needs = capability if r["precision"] == "bf16" and capability else ""
         rows.append(
             f'    Measured("cpu", "{r["kind"]}", ({r["size"]}, {r["size"]}), "{r["precision"]}", '
             f"({speedups}), images_per_second={base:.1f}, "
-            f'compile_seconds={r["compile_seconds"]:.0f}, needs="{needs}", source="{source}"),'
+            f'compile_seconds={r["compile_seconds"]:.0f}, cpu_kind={kind}, source="{source}"),'
         )
     return "\n".join(rows)
 
