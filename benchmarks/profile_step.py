@@ -7,6 +7,13 @@ near it; batch norm, activations, pooling and the optimizer's element-wise work 
 The step is ``benchmarks/throughput.py``'s ``OurRecipe`` (views made a batch at a time, LARS,
 EMA) with the speed switches ``auto`` chooses unless ``--channels-last`` says otherwise; views are
 made before each profiled step and not counted, so the table is the model step alone.
+
+Printed: the step's time, FLOPs and share of the matrix-multiply peak (``matmul_peaks``, measured
+on the same threads in ``--precision``); per group its time, share of the step, and, where
+FlopCounterMode counts FLOPs (convolutions and matrix multiplies, one extra step outside the
+profiler), its GFLOP, GFLOP/s and share of the peak; then the bound the near-peak groups set:
+were every other operator free, the step's FLOPs at the peak over the time of the convolutions
+and matrix multiplies alone; then the operators with the most self time.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from throughput import OurRecipe, source_images, throughput_config  # noqa: E402
+from throughput import OurRecipe, matmul_peaks, source_images, throughput_config  # noqa: E402
 
 # Operator name fragments -> group. The first match wins, so specific names come first.
 GROUPS = (
@@ -33,6 +41,8 @@ GROUPS = (
     ("optimizer / EMA", ("_foreach", "lerp", "addcmul", "norm", "sqrt", "where")),
     ("copies / layout", ("copy_", "contiguous", "clone", "to_copy", "empty_like")),
 )
+# The groups that run near the matmul peak: their time alone bounds the step's share of it.
+NEAR_PEAK = ("convolution backward", "convolution forward", "matrix multiply")
 
 
 def group_of(name: str) -> str:
@@ -41,6 +51,18 @@ def group_of(name: str) -> str:
         if any(fragment in low for fragment in fragments):
             return group
     return "other element-wise"
+
+
+def flops_by_group(recipe: OurRecipe, views) -> dict[str, int]:  # noqa: ANN001
+    """FLOPs of one step per group (FlopCounterMode counts matrix multiplies and convolutions,
+    forward and backward; it runs outside the profiler, whose times it would inflate)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        float(recipe.step(views))
+    grouped: dict[str, int] = defaultdict(int)
+    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+        grouped[group_of(str(op))] += flops
+    return grouped
 
 
 def main() -> None:
@@ -70,18 +92,34 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for pair in views:
             float(recipe.step(pair))
+    flops = flops_by_group(recipe, next(batches))
+    peak = matmul_peaks([args.precision])[args.precision]  # on the same threads
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
-    grouped: dict[str, float] = defaultdict(float)
+    seconds: dict[str, float] = defaultdict(float)  # per step, per group
     for event in events:
-        grouped[group_of(event.key)] += event.self_cpu_time_total
+        seconds[group_of(event.key)] += event.self_cpu_time_total / 1e6 / args.steps
+    step_seconds, step_flops = total / 1e6 / args.steps, sum(flops.values())
     print(
         f"{recipe.name}; {name}, {args.image_size} px, batch {args.batch_size}, "
-        f"{args.threads} threads, {args.steps} steps: {total / 1e6 / args.steps:.2f} s per step"
+        f"{args.threads} threads, {args.steps} steps: {step_seconds:.2f} s per step, "
+        f"{step_flops / 1e9:.1f} GFLOP, {step_flops / step_seconds / peak:.0%} of the "
+        f"{args.precision} matmul peak ({peak / 1e9:.0f} GFLOP/s)"
     )
-    print(f"\n{'group':<24}{'s/step':>8}{'share':>8}")
-    for group, seconds in sorted(grouped.items(), key=lambda item: -item[1]):
-        print(f"{group:<24}{seconds / 1e6 / args.steps:>8.2f}{seconds / total:>8.0%}")
+    print(f"\n{'group':<24}{'s/step':>8}{'share':>8}{'GFLOP':>9}{'GFLOP/s':>9}{'of peak':>9}")
+    for group, group_seconds in sorted(seconds.items(), key=lambda item: -item[1]):
+        rate = flops.get(group, 0) / group_seconds
+        counted = f"{flops[group] / 1e9:>9.2f}{rate / 1e9:>9.1f}{rate / peak:>9.0%}"
+        print(
+            f"{group:<24}{group_seconds:>8.2f}{group_seconds / step_seconds:>8.0%}"
+            f"{counted if flops.get(group) else '':}"
+        )
+    near_peak = sum(seconds[group] for group in NEAR_PEAK)
+    print(
+        f"\nwere every other operator free, the step would reach "
+        f"{step_flops / peak / near_peak:.0%} of peak ({' + '.join(NEAR_PEAK)}: "
+        f"{near_peak:.2f} s of {step_seconds:.2f})"
+    )
     print(f"\n{'operator':<44}{'calls':>7}{'s/step':>8}{'share':>8}")
     for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
         share = event.self_cpu_time_total / total
