@@ -147,12 +147,14 @@ def test_the_cifar_stem_at_32_px_takes_channels_last_on_either_kind_of_cpu_and_n
     [
         cpu(64, 10),
         cpu(64, 10_000),
+        cpu(224, 10, batch_size=64),
+        cpu(224, 10**6, batch_size=64),
         RunShape("cpu", "", "timm-vit", 32, "fp32", 100, batch_size=128, optimizer="adamw"),
         RunShape("cpu", "", "timm-vit", 32, "fp32", 10_000, batch_size=512, optimizer="adamw"),
         RunShape("cpu", "", "timm-vit", 64, "fp32", 10_000, batch_size=128, optimizer="adamw"),
     ],
 )
-def test_the_ice_lake_rows_at_64_px_and_of_the_vit_finish_soonest(shape):
+def test_the_ice_lake_rows_at_64_and_224_px_and_of_the_vit_finish_soonest(shape):
     chosen = choose(shape)
     assert (chosen.channels_last, chosen.compile) == _soonest(shape)
     # torch's AdamW keeps its CPU default whatever the row says of layout and compile
@@ -198,8 +200,7 @@ def test_bf16_rows_need_a_cpu_with_native_bf16():
     "shape",
     [
         cpu(64, 10**6, NATIVE_BF16),  # measured on the Ice Lake only
-        cpu(224, 10**6, NATIVE_BF16),
-        cpu(224, 10**6),
+        cpu(224, 10**6, NATIVE_BF16),  # measured on the Ice Lake only
         cpu(28, 10**6),  # the main job's shape in fp32
         cpu(96, 10**6, world_size=2),  # every row was measured in one process
         RunShape("cpu", NATIVE_BF16, "timm-vit", 32, "fp32", 10**6, optimizer="adamw"),

@@ -124,6 +124,17 @@ MEASURED: tuple[Measured, ...] = (
     ),
     Measured(
         "cpu",
+        "torchvision",
+        (224, 224),
+        "fp32",
+        ((True, False, 1.53), (False, True, 1.49), (True, True, 1.34)),
+        images_per_second=3.1,
+        compile_seconds=174.0,
+        cpu_kind=EMULATED_BF16,
+        source="speed_matrix.py 2026-12-04, batch 64",
+    ),
+    Measured(
+        "cpu",
         "cifar-stem",
         (32, 32),
         "fp32",
