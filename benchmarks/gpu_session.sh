@@ -2,18 +2,18 @@
 # Everything measured on a lent CUDA GPU, in one call, most important first; each part has its own
 # time limit so that one that fails or runs long never costs the others. Needs, beside the repo:
 #   $FMNIST      a folder with Fashion-MNIST's four IDX .gz files
-#   $BYOL_SHARED_DIR   a folder whose datasets/ holds cifar10-jpeg.tar.gz
 #   $WHEELS      a folder with the lightly wheel (for the throughput comparison)
 #   $OUT         where the logs and a tarball of the results (no weights) are written
 #   $DRY=1       a dry run of the script on the CPU with tiny settings (no GPU needed)
-# Usage: FMNIST=... BYOL_SHARED_DIR=... WHEELS=... OUT=... benchmarks/gpu_session.sh
+# Usage: FMNIST=... WHEELS=... OUT=... benchmarks/gpu_session.sh (benchmarks/gpu_stage.sh stages
+# the first two in .gpu/ for a machine without network)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl
 export PYTHONPATH="$PWD:/tmp/site"
 DEVICE=cuda BENCH=(--dataset fashion-mnist --data-dir "$FMNIST")
 # On a GPU the ablations afford the main job's full recipe (full-width ResNet-18, 936 steps)
-# rather than the CPU budget of byol/experiments/budgets.py.
+# rather than the CPU budget of byol/experiments/ablations.toml's [presets.fashion-mnist].
 ABL=(--set backbone=resnet18 --set train_subset=30000 --set epochs=4 --set schedule_epochs=8)
 FM=(--set "data_dir=$FMNIST")
 if [ "${DRY:-0}" = 1 ]; then
