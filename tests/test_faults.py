@@ -254,6 +254,9 @@ def run_killed_and_resumed(tmp_path: Path, kills: int, epochs: int, seed: int) -
     # subprocesses, without paying for another interpreter's start-up.
     assert main(pretrain_argv(full, settings)) == 0
     total = epochs * STEPS_PER_EPOCH
+    # A step's time on this machine: the kills wait a fraction of one, so that a fast machine
+    # does not finish the run before the last kill lands.
+    step_seconds = json.loads((full / "summary.json").read_text())["wall_time_s"] / total
     rng = random.Random(seed)
     # Kills after the first fall in successive stretches of the run, so that each one lands
     # past the progress the previous kill left (it costs at most one checkpoint interval).
@@ -274,7 +277,7 @@ def run_killed_and_resumed(tmp_path: Path, kills: int, epochs: int, seed: int) -
             target = max(rng.randint(low, max(low, high)), before + 1)
             while max(logged_steps(cut), default=0) < target and process.poll() is None:
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.8))
+            time.sleep(rng.uniform(0.0, min(0.8, step_seconds)))
         if process.poll() is not None:  # finished first: nothing to kill
             assert process.returncode == 0, process.stderr.read().decode()
             break
