@@ -17,7 +17,7 @@ DEVICE=cuda BENCH=(--dataset fashion-mnist --data-dir "$FMNIST")
 ABL=(--set backbone=resnet18 --set train_subset=30000 --set epochs=4 --set schedule_epochs=8)
 FM=(--set "data_dir=$FMNIST")
 if [ "${DRY:-0}" = 1 ]; then
-  DEVICE=cpu BENCH+=(--device cpu --images 512 --steps 1 --rounds 1 --hidden-dim 64 --lightly-workers 1)
+  DEVICE=cpu BENCH+=(--device cpu --images 256 --steps 1 --rounds 1 --hidden-dim 64 --lightly-workers 1 --batch-size 32)
   for s in backbone=resnet18-narrow train_subset=512 epochs=1 batch_size=64 knn_bank_subset=512 \
     projector_hidden_dim=64 predictor_hidden_dim=64 threads=1; do
     FM+=(--set "$s")
