@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from byol import distributed
+from byol import distributed, run_folder
 from byol.checkpoint import (
     load_checkpoint,
     load_latest_checkpoint,
@@ -256,7 +256,7 @@ def run_killed_and_resumed(tmp_path: Path, kills: int, epochs: int, seed: int) -
     total = epochs * STEPS_PER_EPOCH
     # A step's time on this machine: the kills wait a fraction of one, so that a fast machine
     # does not finish the run before the last kill lands.
-    step_seconds = json.loads((full / "summary.json").read_text())["wall_time_s"] / total
+    step_seconds = run_folder.read_summary(full)["wall_time_s"] / total
     rng = random.Random(seed)
     # Kills after the first fall in successive stretches of the run, so that each one lands
     # past the progress the previous kill left (it costs at most one checkpoint interval).
